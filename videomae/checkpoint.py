@@ -1,0 +1,333 @@
+"""Load, convert and export model weights.
+
+``load_pretrained(model, source)`` reads our checkpoints, the original VideoMAE / VideoMAE V2 release files and
+Hugging Face ``transformers`` VideoMAE weights into a pretraining or classification model and reports what
+happened. ``export_weights`` / ``load_exported`` write and rebuild a model from a safetensors file that carries
+its own metadata.
+
+Loading never executes code: pickles go through ``torch.load(weights_only=True)`` with an allow-list of the
+harmless extra types the release files hold (``argparse.Namespace`` training arguments, NumPy scalars and
+dtypes), and our exports are safetensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from videomae.models.convert_hf import convert_hf_state_dict, is_hf_state_dict
+from videomae.models.pos_embed import guess_grid, interpolate_pos_table, sinusoid_table
+from videomae.models.registry import create_model
+
+__all__ = ["CheckpointError", "LoadReport", "export_weights", "load_exported", "load_pretrained", "read_checkpoint"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_WRAPPER_KEYS = ("model", "module", "state_dict", "model_state")
+_PREFIXES = ("_orig_mod.", "module.")
+_METADATA_KEY = "videomae"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model (the message names file and key)."""
+
+
+@dataclass
+class LoadReport:
+    """What ``load_pretrained`` did.
+
+    Attributes:
+        source: where the weights came from.
+        format: ``"videomae"`` (ours / the original release) or ``"transformers"``.
+        loaded: model keys filled from the checkpoint.
+        missing: model keys the checkpoint lacks (left at their initial values).
+        unexpected: checkpoint keys (after renaming) the model does not use.
+        resized: model keys filled from a resampled tensor (position tables).
+        notes: human-readable remarks (ignored tables, dropped heads).
+    """
+
+    source: str
+    format: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    resized: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"loaded {len(self.loaded)} tensors from {self.source} ({self.format} format)"]
+        for title, keys in (("missing", self.missing), ("unexpected", self.unexpected), ("resized", self.resized)):
+            if keys:
+                lines.append(f"  {title} ({len(keys)}): " + ", ".join(_compress(keys)))
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def _compress(keys: list[str]) -> list[str]:
+    """Group ``blocks.N.`` keys so a report stays short: ``decoder.blocks.{0..3}.attn.qkv.weight``."""
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        parts = key.split(".")
+        idx = next((i for i, p in enumerate(parts) if p.isdigit() and i and parts[i - 1] == "blocks"), None)
+        pattern = key if idx is None else ".".join([*parts[:idx], "{}", *parts[idx + 1 :]])
+        groups.setdefault(pattern, []).append(parts[idx] if idx is not None else "")
+    out = []
+    for pattern, ids in groups.items():
+        numbers = sorted({int(i) for i in ids if i})
+        if len(numbers) > 2 and numbers == list(range(numbers[0], numbers[-1] + 1)):
+            label = f"{numbers[0]}..{numbers[-1]}"
+        else:
+            label = ",".join(map(str, numbers))
+        out.append(pattern.replace("{}", "{" + label + "}") if "{}" in pattern else pattern)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def _safe_globals() -> list[Any]:
+    """Harmless types the release pickles hold, with the module paths NumPy 1.x wrote."""
+    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    allowed: list[Any] = [argparse.Namespace, np.dtype, (scalar, "numpy.core.multiarray.scalar"), scalar]
+    allowed += [type(np.dtype(t)) for t in ("f8", "f4", "i8", "i4", "b1")]
+    return allowed
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: refused to unpickle (it holds objects outside the weights-only allow-list, which could run "
+            f"code; for a DeepSpeed model_states file, whose pickle holds its config object, load exported or "
+            f"zero_to_fp32 weights instead): {str(err).splitlines()[0]}"
+        ) from None
+
+
+def read_checkpoint(source: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a checkpoint file or Hugging Face folder -> (raw object, safetensors metadata or HF config).
+
+    Accepts ``.pth``/``.pt``/``.bin``/``.ckpt`` pickles, ``.safetensors`` and a folder with ``config.json`` and
+    ``model.safetensors`` / ``pytorch_model.bin`` (sharded weights with their ``*.index.json`` too).
+    """
+    path = Path(source)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        config_file = path / "config.json"
+        config = json.loads(config_file.read_text()) if config_file.exists() else {}
+        if config.get("model_type", "videomae") != "videomae":
+            raise CheckpointError(f"{config_file}: model_type {config['model_type']!r} is not 'videomae'")
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            if (path / name).exists():
+                return read_checkpoint(path / name)[0], config
+        for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+            if (path / index_name).exists():
+                shards = sorted(set(json.loads((path / index_name).read_text())["weight_map"].values()))
+                state: dict[str, Any] = {}
+                for shard in shards:
+                    state.update(read_checkpoint(path / shard)[0])
+                return state, config
+        raise CheckpointError(f"{path}: folder has no model.safetensors, pytorch_model.bin or sharded index")
+    if path.suffix == ".safetensors":
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+        return load_file(str(path)), metadata
+    if path.suffix in (".pth", ".pt", ".bin", ".ckpt", ".pkl"):
+        return _torch_load(path), {}
+    raise CheckpointError(f"{path}: unknown checkpoint type {path.suffix!r}; use .pth/.pt/.bin/.ckpt/.safetensors")
+
+
+def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:
+    """The state dict inside a training checkpoint (``model`` / ``module`` / ``state_dict``), prefixes stripped."""
+    while isinstance(obj, dict) and not _is_state_dict(obj):
+        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            raise CheckpointError(f"{source}: no state dict found; top-level keys {sorted(map(str, obj))[:20]}")
+        obj = inner
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{source}: expected a dict of tensors, got {type(obj).__name__}")
+    state = {}
+    for key, value in obj.items():
+        while key.startswith(_PREFIXES):
+            key = key.removeprefix("_orig_mod.").removeprefix("module.")
+        state[key] = value
+    return state
+
+
+def _is_state_dict(obj: dict) -> bool:
+    return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+# --------------------------------------------------------------------------------------------- matching
+
+
+def _target_layout(state: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rename backbone keys between the pretraining layout (``encoder.*``) and the classifier layout."""
+    notes = []
+    model_is_pretrain = any(k.startswith("encoder.") for k in model.state_dict())
+    backbone = ("patch_embed.", "blocks.", "norm.", "pos_embed")
+    out = {}
+    if model_is_pretrain:
+        if any(k.startswith("encoder.") for k in state):  # already the pretraining layout
+            return dict(state), notes
+        for key, value in state.items():
+            out["encoder." + key if key.startswith(backbone) else key] = value
+        return out, notes
+    has_encoder = any(k.startswith(("encoder.", "backbone.")) for k in state)
+    for key, value in state.items():
+        out[key.removeprefix("encoder.").removeprefix("backbone.")] = value
+    if has_encoder and "norm.weight" in out and "norm.weight" not in model.state_dict():
+        notes.append(
+            "the encoder's final norm is not used with mean pooling (as in the release's fine-tuning); "
+            "fc_norm starts fresh"
+        )
+    return out, notes
+
+
+def _fit_pos_table(
+    key: str, table: torch.Tensor, model: nn.Module, source_grid: tuple[int, int, int] | None, report: LoadReport
+) -> torch.Tensor | None:
+    """Return the table to load for ``key`` (resampled if needed), or None when the model's table is fixed."""
+    owner = model.encoder if key.startswith("encoder.") else model
+    target = owner.pos_embed
+    if not isinstance(target, nn.Parameter):
+        # A fixed sinusoid table in the checkpoint carries no information: the model builds its own.
+        if torch.allclose(table.float(), sinusoid_table(table.shape[1], table.shape[2]), atol=1e-4):
+            report.notes.append(f"{key}: fixed sinusoid table in the checkpoint; the model builds its own")
+            return None
+        raise CheckpointError(
+            f"{report.source}: {key} is a learned position table but the model's is fixed; "
+            "build the model with use_learnable_pos_emb=True"
+        )
+    if table.shape == target.shape:
+        return table
+    if table.shape[-1] != target.shape[-1]:
+        raise CheckpointError(f"{report.source}: {key} width {table.shape[-1]} != model width {target.shape[-1]}")
+    grid = owner.grid_size
+    extra = 0
+    old_grid = source_grid or guess_grid(table.shape[1], grid)
+    if old_grid is None:  # the release's learnable table has one leading extra token
+        extra = 1
+        old_grid = guess_grid(table.shape[1] - 1, grid)
+    if old_grid is None:
+        raise CheckpointError(
+            f"{report.source}: cannot tell the token grid of {key} with {table.shape[1]} tokens; pass source_grid"
+        )
+    if source_grid is not None:
+        extra = table.shape[1] - int(np.prod(source_grid))
+    resized = interpolate_pos_table(table, old_grid, grid, num_extra_tokens=extra)[:, extra:]
+    report.resized.append(key)
+    report.notes.append(f"{key}: position table resampled from grid {tuple(old_grid)} to {tuple(grid)}")
+    return resized
+
+
+def load_pretrained(
+    model: nn.Module,
+    source: str | Path | dict[str, Any],
+    *,
+    strict: bool = False,
+    source_grid: tuple[int, int, int] | None = None,
+) -> LoadReport:
+    """Load weights into ``model`` from any supported format and report what changed.
+
+    Args:
+        model: a :class:`~videomae.models.PretrainVisionTransformer` or :class:`~videomae.models.VisionTransformer`.
+        source: a file (``.pth``/``.pt``/``.bin``/``.safetensors``), a Hugging Face folder, or a (wrapped) state dict.
+            Formats: ours; the original VideoMAE / V2 releases (``model``/``module`` wrappers; pretraining weights
+            ``encoder.*`` into a classifier, whose decoder keys are then reported unexpected); ``transformers``
+            VideoMAE (pretraining, bare model, classification). ``_orig_mod.`` and ``module.`` prefixes are stripped.
+        strict: raise when anything is missing or unexpected.
+        source_grid: ``(T', H', W')`` of a checkpoint's learned position table when it cannot be guessed.
+
+    Returns:
+        A :class:`LoadReport`.
+
+    Raises:
+        CheckpointError: unreadable or unsafe file, or a shape mismatch that cannot be resolved (names the key).
+    """
+    name = "<state dict>" if isinstance(source, dict) else str(source)
+    raw = source if isinstance(source, dict) else read_checkpoint(source)[0]
+    state = _unwrap(raw, name)
+    fmt = "transformers" if is_hf_state_dict(state) else "videomae"
+    if fmt == "transformers":
+        state = convert_hf_state_dict(state)
+    report = LoadReport(source=name, format=fmt)
+    state, notes = _target_layout(state, model)
+    report.notes += notes
+    own = model.state_dict()
+    to_load: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.endswith("pos_embed") and value.ndim == 3:
+            fitted = _fit_pos_table(key, value, model, source_grid, report)
+            if fitted is not None:
+                to_load[key] = fitted
+            continue
+        if key in own and own[key].shape != value.shape:
+            if key in ("head.weight", "head.bias"):
+                report.notes.append(f"{key}: checkpoint shape {tuple(value.shape)} != {tuple(own[key].shape)}; dropped")
+                continue
+            raise CheckpointError(
+                f"{name}: shape mismatch for {key}: checkpoint {tuple(value.shape)}, model {tuple(own[key].shape)}"
+            )
+        to_load[key] = value
+    result = model.load_state_dict(to_load, strict=False)
+    report.missing = list(result.missing_keys)
+    report.unexpected = list(result.unexpected_keys)
+    report.loaded = [k for k in to_load if k not in set(result.unexpected_keys)]
+    if strict and (report.missing or report.unexpected):
+        raise CheckpointError(f"strict load failed:\n{report}")
+    return report
+
+
+# --------------------------------------------------------------------------------------------- export
+
+
+def export_weights(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s weights to a safetensors file with the metadata needed to rebuild it.
+
+    The file's metadata entry ``videomae`` holds JSON: ``model_config`` (constructor arguments incl. the registry
+    ``name``), ``patch_size``, ``tubelet_size``, ``num_frames``, ``img_size``, ``mean``, ``std`` (ImageNet unless
+    given) and anything in ``metadata`` (e.g. ``label_names``).
+    """
+    config = dict(model.model_config)
+    if not config.get("name"):
+        raise CheckpointError("export_weights needs a model built with create_model (model_config['name'] is unset)")
+    info = {
+        "model_config": config,
+        "patch_size": config["patch_size"],
+        "tubelet_size": config["tubelet_size"],
+        "num_frames": config["all_frames"],
+        "img_size": config["img_size"],
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        **(metadata or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata={_METADATA_KEY: json.dumps(info)})
+    return path
+
+
+def load_exported(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model written by :func:`export_weights` -> ``(model in eval mode, metadata)``."""
+    state, metadata = read_checkpoint(path)
+    if _METADATA_KEY not in metadata:
+        raise CheckpointError(f"{path}: not a videomae export (no '{_METADATA_KEY}' metadata entry)")
+    info = json.loads(metadata[_METADATA_KEY])
+    config = dict(info["model_config"])
+    model = create_model(config.pop("name"), **config)
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), info
