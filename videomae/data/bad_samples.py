@@ -1,0 +1,96 @@
+"""Record clips that fail to load, without stopping the run unless failures keep coming.
+
+Each failure is counted; the first time a manifest row fails it is logged (``logging``, with manifest file and
+line) and appended to ``<run_dir>/bad_samples.csv``. DataLoader workers are separate processes, so the file is
+shared through an exclusive ``fcntl.flock``: under the lock a worker reads the rows already recorded and appends
+only new ones. Every bad row therefore appears once in the file, however many workers, epochs or restarts meet it
+(reading the file costs nothing while it is small, which it is unless the data is broken, and then the
+consecutive-failure limit stops the run). Without a ``run_dir`` rows are logged once per process.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import logging
+import os
+
+from videomae.data.manifest import ManifestRow
+
+__all__ = ["BAD_SAMPLES_FILE", "BadSampleLog", "TooManyBadSamples", "read_bad_samples"]
+
+BAD_SAMPLES_FILE = "bad_samples.csv"
+_COLUMNS = ("manifest", "line", "path", "error")
+logger = logging.getLogger(__name__)
+
+
+class TooManyBadSamples(RuntimeError):
+    """Too many clips in a row failed to load: the data (or its storage) is broken, stop the run."""
+
+
+class BadSampleLog:
+    """Counts, logs and records failed clips for one dataset (one instance per worker process after fork).
+
+    Args:
+        run_dir: folder of the run (``bad_samples.csv`` goes there); ``None`` records nothing on disk.
+        max_consecutive: raise :class:`TooManyBadSamples` when this many loads in a row failed in one process.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike | None = None, max_consecutive: int = 20):
+        if max_consecutive < 1:
+            raise ValueError(f"max_consecutive_failures={max_consecutive} must be >= 1")
+        self.path = os.path.join(os.fspath(run_dir), BAD_SAMPLES_FILE) if run_dir is not None else None
+        self.max_consecutive = max_consecutive
+        self.count = 0
+        self.consecutive = 0
+        self._seen: set[tuple[str, int, str]] = set()
+
+    def record(self, row: ManifestRow, error: BaseException) -> None:
+        """Count one failure of ``row``; log and append it the first time. Raises after too many in a row."""
+        self.count += 1
+        self.consecutive += 1
+        key = (row.manifest, row.line, row.path)
+        if key not in self._seen:
+            self._seen.add(key)
+            if self.path is None or self._append(key, error):
+                logger.warning("bad sample %s:%d (%s): %s; replaced by another clip", row.manifest, row.line,
+                               row.path, getattr(error, "reason", error))
+        if self.consecutive >= self.max_consecutive:
+            raise TooManyBadSamples(
+                f"{self.consecutive} clips in a row failed to load (last: {row.manifest}:{row.line} {row.path}: "
+                f"{error}). The data or its storage looks broken"
+                + (f"; see {self.path}" if self.path else "")
+                + ". Check the manifest with `videomae manifest check`, or raise max_consecutive_failures."
+            )
+
+    def success(self) -> None:
+        """A clip loaded: reset the consecutive-failure count."""
+        self.consecutive = 0
+
+    def _append(self, key: tuple[str, int, str], error: BaseException) -> bool:
+        """Append ``key`` unless some process already did; returns whether this call wrote it."""
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path, "a+", encoding="utf-8", newline="") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                f.seek(0)
+                existing = {(r["manifest"], int(r["line"]), r["path"]) for r in csv.DictReader(f)}
+                if key in existing:
+                    return False
+                writer = csv.writer(f, lineterminator="\n")
+                if f.tell() == 0:
+                    writer.writerow(_COLUMNS)
+                writer.writerow([key[0], key[1], key[2], " ".join(str(getattr(error, "reason", error)).split())])
+                f.flush()
+                return True
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_bad_samples(run_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of ``<run_dir>/bad_samples.csv`` (empty when nothing failed)."""
+    path = os.path.join(os.fspath(run_dir), BAD_SAMPLES_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))

@@ -1,0 +1,314 @@
+"""Clip datasets over one or several manifests, and the collate function.
+
+A sample is ``{"video": float [C, T, H, W], "label": int, "index": int}``; with ``num_sample = S > 1`` (training)
+or several test views (``test_num_segment * test_num_crop > 1``) the video is ``[S, C, T, H, W]`` and
+:func:`collate_clips` flattens the views into the batch. ``label`` is -1 for unlabelled clips; ``index`` is the
+dataset index of the clip actually returned (a bad clip's replacement has its own index). With
+``return_text=True`` a ``"text"`` string is added.
+
+Construction reads and validates the manifests only; no file is opened or probed, and decoders are created inside
+``__getitem__`` (in the DataLoader worker). A clip that cannot be loaded (missing, corrupt, fewer than
+``min_frames`` decodable frames, or slower than ``decode_timeout``) is recorded by
+:class:`~videomae.data.bad_samples.BadSampleLog` and replaced by a clip from the same source, chosen
+deterministically from ``(seed, index, attempt)``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from videomae.data.bad_samples import BadSampleLog
+from videomae.data.decoding import DEFAULT_FRAME_TEMPLATE, DecodeError, open_reader, run_with_timeout
+from videomae.data.manifest import Manifest, ManifestRow, read_manifest
+from videomae.data.readers import ReaderError
+from videomae.data.sampling import sample_test_indices, sample_train_indices
+from videomae.data.transforms import EvalTransform, TrainTransform
+
+__all__ = ["HybridVideoDataset", "SourceSpec", "VideoClipDataset", "collate_clips"]
+
+
+@dataclass
+class SourceSpec:
+    """One manifest of a hybrid dataset, with its own settings (all declared; nothing is guessed from paths).
+
+    Attributes:
+        manifest: manifest file (or an already read :class:`Manifest`).
+        data_root: prefix joined to the manifest's relative paths.
+        weight: how often each row of this source is drawn relative to rows of the other weighted sources (their
+            draws per epoch total their summed size, split in proportion to ``weight x size``; equal weights give
+            a plain concatenation). For a source share ``p`` of an epoch, use ``weight ∝ p / size``.
+        repeat: instead of a weight, draw this many times the source's size per epoch (fractions allowed).
+        num_frames: frames per clip for this source (default: the dataset's).
+        sampling_rate: stride between clip frames for this source (default: the dataset's).
+        frame_template: file names in this source's frame folders (default: the dataset's).
+        format: manifest format, ``"auto"``, ``"csv"`` or a list format (see ``videomae.data.manifest``).
+        label_map: class names of this manifest (file with one per line, or a list): gives integer labels names,
+            so they merge by name with other sources (e.g. Kinetics-400 lists with their label map).
+        name: name in logs (default: the manifest file name).
+    """
+
+    manifest: str | os.PathLike | Manifest
+    data_root: str | os.PathLike | None = None
+    weight: float = 1.0
+    repeat: float | None = None
+    num_frames: int | None = None
+    sampling_rate: int | None = None
+    frame_template: str | None = None
+    format: str = "auto"
+    label_map: str | os.PathLike | Sequence[str] | None = None
+    name: str | None = None
+
+    def __post_init__(self):
+        if not self.weight > 0:
+            raise ValueError(f"SourceSpec({self.manifest}): weight={self.weight} must be > 0")
+        if self.repeat is not None and not self.repeat > 0:
+            raise ValueError(f"SourceSpec({self.manifest}): repeat={self.repeat} must be > 0 (or None to use weight)")
+        for key in ("num_frames", "sampling_rate"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"SourceSpec({self.manifest}): {key}={value} must be >= 1")
+
+
+class HybridVideoDataset(Dataset):
+    """Clips from several manifests, each with its own root, weight / repeat, clip length, stride and template.
+
+    Args:
+        sources: the manifests (see :class:`SourceSpec`).
+        num_frames: frames per clip (sources may override).
+        sampling_rate: stride between clip frames (sources may override).
+        input_size: output height and width.
+        num_sample: training only: independently augmented clips per decoded video (repeated sampling).
+        train: random clip + multi-scale crop / flip; otherwise multi-view testing.
+        scales, hflip_prob: training augmentation (see :class:`TrainTransform`).
+        test_num_segment, test_num_crop, short_side_size: testing views (see ``sample_test_indices`` and
+            :class:`EvalTransform`); views are ordered segment-major.
+        frame_template: default file-name template of frame folders.
+        backend: ``"auto"``, ``"decord"`` or ``"pyav"``.
+        decode_timeout: seconds before a clip load is abandoned as bad (``None``: no limit; costs a thread hand-off).
+        min_frames: clips with fewer decodable frames are bad (default: the clip's ``num_frames``).
+        run_dir: run folder for ``bad_samples.csv``.
+        max_consecutive_failures: loads failing in a row (per worker) before the run is stopped.
+        label_names: fixed class list; default: merged by class name over the sources (sorted), or integer labels
+            used as they are when no source names its classes.
+        return_text: add the manifest's ``text`` (caption) to each sample.
+        seed: seeds the choice of replacement clips.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[SourceSpec],
+        *,
+        num_frames: int,
+        sampling_rate: int,
+        input_size: int = 224,
+        num_sample: int = 1,
+        train: bool = True,
+        scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66),
+        hflip_prob: float = 0.5,
+        test_num_segment: int = 1,
+        test_num_crop: int = 1,
+        short_side_size: int | None = None,
+        frame_template: str = DEFAULT_FRAME_TEMPLATE,
+        backend: str = "auto",
+        decode_timeout: float | None = 60.0,
+        min_frames: int | None = None,
+        run_dir: str | os.PathLike | None = None,
+        max_consecutive_failures: int = 20,
+        label_names: Sequence[str] | None = None,
+        return_text: bool = False,
+        seed: int = 0,
+    ):
+        if not sources:
+            raise ValueError("HybridVideoDataset needs at least one SourceSpec")
+        for key, value in (("num_frames", num_frames), ("sampling_rate", sampling_rate), ("input_size", input_size),
+                           ("num_sample", num_sample)):
+            if value < 1:
+                raise ValueError(f"{key}={value} must be >= 1")
+        self.sources = list(sources)
+        self.num_frames, self.sampling_rate = num_frames, sampling_rate
+        self.num_sample = num_sample if train else 1
+        self.train = train
+        self.test_num_segment, self.test_num_crop = test_num_segment, test_num_crop
+        self.frame_template, self.backend = frame_template, backend
+        self.decode_timeout, self.min_frames = decode_timeout, min_frames
+        self.return_text, self.seed = return_text, seed
+        self.train_transform = TrainTransform(input_size, scales, hflip_prob)
+        self.eval_transform = EvalTransform(input_size, short_side_size, test_num_crop)
+        self.bad = BadSampleLog(run_dir, max_consecutive_failures)
+
+        manifests = [
+            s.manifest if isinstance(s.manifest, Manifest)
+            else read_manifest(s.manifest, s.data_root, format=s.format, label_map=s.label_map)
+            for s in self.sources
+        ]
+        self.label_names, remaps = _merge_labels(manifests, label_names)
+        self.rows: list[ManifestRow] = []
+        self.labels: list[int] = []
+        self.source_sizes: list[int] = []
+        self._row_source: list[int] = []
+        for k, (manifest, remap) in enumerate(zip(manifests, remaps)):
+            self.rows += manifest.rows
+            self.labels += [-1 if r.label is None else (remap[r.label] if remap is not None else r.label)
+                            for r in manifest.rows]
+            self.source_sizes.append(len(manifest.rows))
+            self._row_source += [k] * len(manifest.rows)
+        self.source_offsets = np.cumsum([0] + self.source_sizes[:-1]).tolist()
+        self.source_weights = [s.weight for s in self.sources]
+        self.source_repeats = [s.repeat for s in self.sources]
+        self._known_bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def num_classes(self) -> int:
+        """Classes in the label space (0 when nothing is labelled)."""
+        if self.label_names is not None:
+            return len(self.label_names)
+        return max(self.labels, default=-1) + 1
+
+    def __getitem__(self, index: int) -> dict:
+        i, attempt = index, 0
+        while True:
+            row = self.rows[i]
+            try:
+                frames = self._load(i)
+            except DecodeError as e:
+                self._known_bad.add(i)
+                self.bad.record(row, e)  # raises TooManyBadSamples after too many failures in a row
+                attempt += 1
+                i = self._replacement(index, attempt)
+                continue
+            self.bad.success()
+            sample = {"video": self._transform(frames), "label": self.labels[i], "index": i}
+            if self.return_text:
+                sample["text"] = row.text or ""
+            return sample
+
+    def _clip_settings(self, i: int) -> tuple[int, int, str]:
+        spec = self.sources[self._row_source[i]]
+        return (spec.num_frames or self.num_frames, spec.sampling_rate or self.sampling_rate,
+                spec.frame_template or self.frame_template)
+
+    def _load(self, i: int) -> list[torch.Tensor]:
+        """Decode the frames of every view of clip ``i``: a list of ``uint8 [T, H, W, C]`` (one per segment)."""
+        row = self.rows[i]
+        num_frames, rate, template = self._clip_settings(i)
+        min_frames = self.min_frames if self.min_frames is not None else num_frames
+
+        def work() -> list[np.ndarray]:
+            reader = open_reader(row.path, self.backend, template, row.start)
+            try:
+                n = reader.num_frames if row.num_frames is None else min(reader.num_frames, row.num_frames)
+                if n < min_frames:
+                    raise DecodeError(row.path, f"{n} decodable frames, fewer than min_frames={min_frames}")
+                if self.train:
+                    views = [sample_train_indices(n, num_frames, rate)]
+                else:
+                    views = sample_test_indices(n, num_frames, rate, self.test_num_segment)
+                wanted = sorted({j for v in views for j in v})  # decode each frame once for all views
+                frames = reader.read(wanted)  # (len(wanted), H, W, C)
+                pos = {j: k for k, j in enumerate(wanted)}
+                return [frames[[pos[j] for j in v]] for v in views]
+            except ReaderError as e:
+                raise DecodeError(row.path, str(e)) from e
+            finally:
+                reader.close()
+
+        return [torch.from_numpy(np.ascontiguousarray(v)) for v in run_with_timeout(work, self.decode_timeout,
+                                                                                      row.path)]
+
+    def _transform(self, views: list[torch.Tensor]) -> torch.Tensor:
+        if self.train:
+            clips = [self.train_transform(views[0]) for _ in range(self.num_sample)]  # S x (C, T, H, W)
+            return clips[0] if self.num_sample == 1 else torch.stack(clips)  # (S, C, T, H, W)
+        out = torch.cat([self.eval_transform(v) for v in views])  # (segments * crops, C, T, H, W)
+        return out[0] if out.shape[0] == 1 else out
+
+    def _replacement(self, index: int, attempt: int) -> int:
+        """A deterministic stand-in for a bad clip: another row of the same source, avoiding known bad rows."""
+        k = self._row_source[index]
+        size, offset = self.source_sizes[k], self.source_offsets[k]
+        rng = random.Random(f"{self.seed}:{index}:{attempt}")
+        candidate = offset + rng.randrange(size)
+        for _ in range(8):
+            if candidate not in self._known_bad:
+                break
+            candidate = offset + rng.randrange(size)
+        return candidate
+
+
+class VideoClipDataset(HybridVideoDataset):
+    """Clips from one manifest (a :class:`HybridVideoDataset` with a single source).
+
+    Args:
+        manifest: manifest file or :class:`Manifest`.
+        data_root: prefix joined to relative paths.
+        format: manifest format (``"auto"``, ``"csv"`` or a list format).
+        **kwargs: as :class:`HybridVideoDataset` (``num_frames`` and ``sampling_rate`` required).
+    """
+
+    def __init__(self, manifest: str | os.PathLike | Manifest, *, data_root: str | os.PathLike | None = None,
+                 format: str = "auto", **kwargs):
+        super().__init__([SourceSpec(manifest, data_root=data_root, format=format)], **kwargs)
+
+
+def _merge_labels(
+    manifests: Sequence[Manifest], label_names: Sequence[str] | None
+) -> tuple[list[str] | None, list[list[int] | None]]:
+    """One label space for all sources: by class name when sources name their classes (as Kinetics-710 merges
+    400/600/700), else the integer labels as they are. Returns the names and, per source, old id -> new id."""
+    labelled = [m for m in manifests if any(r.label is not None for r in m.rows)]
+    named = [m for m in labelled if m.label_names is not None]
+    if not named and label_names is None:
+        return None, [None] * len(manifests)
+    if len(named) != len(labelled):
+        unnamed = [m.path for m in labelled if m.label_names is None]
+        raise ValueError(f"cannot merge labels: {unnamed} have integer labels without class names while other "
+                         "sources name their classes; give those manifests class-name labels or a label map")
+    names = list(label_names) if label_names is not None else sorted({n for m in named for n in m.label_names})
+    index = {n: i for i, n in enumerate(names)}
+    remaps: list[list[int] | None] = []
+    for m in manifests:
+        if m.label_names is None:
+            remaps.append(None)
+            continue
+        missing = [n for n in m.label_names if n not in index]
+        if missing:
+            raise ValueError(f"{m.path}: classes {missing[:10]} are not in the given label_names")
+        remaps.append([index[n] for n in m.label_names])
+    return names, remaps
+
+
+def collate_clips(batch: Sequence[dict]) -> dict:
+    """Stack samples, flattening repeated samples / test views into the batch.
+
+    Returns:
+        ``{"video": float [B*S, C, T, H, W], "label": long [B*S], "index": long [B*S]}`` (labels and indices
+        repeated per view), plus ``"text": list[str]`` when the samples carry text.
+    """
+    videos, labels, indices, texts = [], [], [], []
+    for b in batch:
+        v = b["video"]
+        v = v.unsqueeze(0) if v.dim() == 4 else v  # (S, C, T, H, W)
+        videos.append(v)
+        labels += [b["label"]] * v.shape[0]
+        indices += [b["index"]] * v.shape[0]
+        if "text" in b:
+            texts += [b["text"]] * v.shape[0]
+    shapes = {tuple(v.shape[1:]) for v in videos}
+    if len(shapes) > 1:
+        raise ValueError(f"clips in one batch differ in shape {sorted(shapes)}: sources with different num_frames "
+                         "cannot share a batch")
+    out = {"video": torch.cat(videos), "label": torch.tensor(labels, dtype=torch.long),
+           "index": torch.tensor(indices, dtype=torch.long)}
+    if texts:
+        out["text"] = texts
+    return out

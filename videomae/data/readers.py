@@ -1,0 +1,282 @@
+"""Decoding backends: decord, PyAV and frame folders, behind one small reader interface.
+
+A reader is opened on one clip, knows how many frames it can deliver (``num_frames``) and returns the frames
+asked for as one ``uint8`` array ``[T, H, W, C]`` (RGB). Readers are cheap to open and are only ever opened inside
+``Dataset.__getitem__`` (in the worker process), never at import or dataset construction.
+
+Frame counts: a container's header count is never used. decord's ``len()`` counts the packets it indexed on open;
+PyAV counts the non-empty packets by demuxing without decoding. Both are upper bounds that hold for every file we
+have seen except streams corrupted in the middle; reads therefore clamp to the frames that actually decoded
+(see ``PyAVReader.read``) and :func:`videomae.data.decoding.probe_video` checks the tail by decoding it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+# Below this many frames into the file, decode from the start instead of seeking (a seek costs a keyframe decode
+# plus index bookkeeping, which only pays off when many frames are skipped).
+SEQUENTIAL_LIMIT = 48
+
+
+class ReaderError(RuntimeError):
+    """A backend failed on a file (wrapped into ``DecodeError`` by ``videomae.data.decoding``)."""
+
+
+class DecordReader:
+    """decord ``VideoReader`` with one decoding thread (parallelism comes from DataLoader workers)."""
+
+    name = "decord"
+
+    def __init__(self, path: str):
+        import decord  # imported here: decord starts threads and must not be touched before workers fork
+
+        self.path = path
+        try:
+            self._vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+            self.num_frames = len(self._vr)
+            self.fps = float(self._vr.get_avg_fps())
+        except Exception as e:  # decord raises RuntimeError / DECORDError with C++ traces
+            raise ReaderError(f"decord cannot open the file: {_short(e)}") from e
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        if self.num_frames == 0:
+            raise ReaderError("decord found no frames")
+        idx = [min(i, self.num_frames - 1) for i in indices]
+        try:
+            return self._vr.get_batch(idx).asnumpy()
+        except Exception as e:
+            raise ReaderError(f"decord failed reading frames: {_short(e)}") from e
+
+    def close(self) -> None:
+        self._vr = None
+
+
+class PyAVReader:
+    """PyAV reader that decodes only what a request needs.
+
+    On open it demuxes the video stream without decoding (fast: no pixel work) to count the frames and learn
+    their timestamps. A read then either decodes from the start (requests that end within ``SEQUENTIAL_LIMIT``
+    frames) or seeks to the keyframe before the first wanted frame and decodes forward until the last wanted
+    frame. Frame ``i`` is always the ``i``-th frame the decoder outputs: after a seek, the first output frame is
+    placed by its timestamp and the following ones are counted (checked against a sequential decode on
+    MPEG-4 B-frame AVIs, whose timestamps are in decode order). Only wanted frames are converted to RGB.
+    """
+
+    name = "pyav"
+
+    def __init__(self, path: str):
+        import av
+
+        self.path = path
+        self._av = av
+        try:
+            with av.open(path) as container:
+                if not container.streams.video:
+                    raise ReaderError("no video stream")
+                stream = container.streams.video[0]
+                rate = stream.average_rate or stream.guessed_rate
+                self.fps = float(rate) if rate else 0.0
+                pts = []
+                for packet in container.demux(stream):
+                    if packet.size:
+                        pts.append(packet.pts)
+        except ReaderError:
+            raise
+        except Exception as e:
+            raise ReaderError(f"PyAV cannot open the file: {_short(e)}") from e
+        self.num_frames = len(pts)
+        # presentation order; None timestamps (some raw streams) disable seeking
+        self._pts: list[int] | None = sorted(pts) if all(p is not None for p in pts) else None
+        if self._pts is not None and len(set(self._pts)) != len(self._pts):
+            self._pts = None
+        self._index = {p: i for i, p in enumerate(self._pts or [])}
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        if self.num_frames == 0:
+            raise ReaderError("PyAV found no frames")
+        try:
+            return self._read(indices)
+        except ReaderError:
+            raise
+        except Exception as e:  # FFmpeg errors on open/seek
+            raise ReaderError(f"PyAV failed reading frames: {_short(e)}") from e
+
+    def _read(self, indices: Sequence[int]) -> np.ndarray:
+        want = sorted(set(min(i, self.num_frames - 1) for i in indices))
+        frames: dict[int, np.ndarray] = {}
+        last = -1
+        if want[-1] >= SEQUENTIAL_LIMIT and self._pts is not None:
+            frames, last = self._decode_seek(want)
+            if any(i not in frames for i in want if i <= last):
+                frames, last = {}, -1  # timestamps did not line up: fall back to decoding from the start
+        if not frames:
+            frames, last = self._decode_sequential(want)
+        if last < 0:
+            raise ReaderError("PyAV decoded no frames")
+        if want[-1] > last:
+            logger.debug("%s: frames %d.. not decodable, clamped to %d", self.path, last + 1, last)
+        fallback = frames[max(frames)]
+        return np.stack([frames.get(min(i, self.num_frames - 1), fallback) for i in indices])
+
+    def _decode_sequential(self, want: list[int]) -> tuple[dict[int, np.ndarray], int]:
+        wanted = set(want)
+        frames: dict[int, np.ndarray] = {}
+        last = -1
+        with self._av.open(self.path) as container:
+            for frame in self._frames(container):
+                last += 1
+                if last in wanted:
+                    frames[last] = frame.to_ndarray(format="rgb24")
+                if last >= want[-1]:
+                    break
+        if want[-1] > last and last >= 0 and last not in frames:
+            frames[last] = frame.to_ndarray(format="rgb24")  # clamp target for indices past the real end
+        return frames, last
+
+    def _decode_seek(self, want: list[int]) -> tuple[dict[int, np.ndarray], int]:
+        # Index frames by counting decoder output from the first frame after the seek, anchored by that frame's
+        # timestamp: AVI stores decode-order timestamps, so with B-frames the output pts are not sorted and
+        # mapping every frame by its own pts would return wrong frames.
+        assert self._pts is not None
+        wanted = set(want)
+        frames: dict[int, np.ndarray] = {}
+        last, last_frame = -1, None
+        with self._av.open(self.path) as container:
+            stream = container.streams.video[0]
+            container.seek(self._pts[want[0]], stream=stream, backward=True, any_frame=False)
+            for frame in self._frames(container):
+                if last_frame is None:
+                    anchor = self._index.get(frame.pts)
+                    if anchor is None or anchor > want[0]:
+                        return {}, -1
+                    last = anchor
+                else:
+                    last += 1
+                last_frame = frame
+                if last in wanted:
+                    frames[last] = frame.to_ndarray(format="rgb24")
+                if last >= want[-1]:
+                    break
+        if last_frame is not None and want[-1] > last and last not in frames:
+            frames[last] = last_frame.to_ndarray(format="rgb24")
+        return frames, last
+
+    def _frames(self, container):
+        """Decoded frames of the first video stream; packets the decoder rejects are skipped."""
+        stream = container.streams.video[0]
+        stream.thread_count = 1
+        errors = 0
+        for packet in container.demux(stream):
+            try:
+                decoded = packet.decode()
+            except self._av.error.FFmpegError as e:
+                errors += 1
+                if errors > 50:
+                    raise ReaderError(f"PyAV: too many undecodable packets: {_short(e)}") from e
+                continue
+            yield from decoded
+
+    def count_decodable_tail(self) -> int:
+        """Decode from the last keyframe to the end; returns the exact number of decodable frames.
+
+        Assumes every packet before the last keyframe yields one frame (checked only by ``exact`` probing).
+        """
+        if self.num_frames == 0:
+            return 0
+        with self._av.open(self.path) as container:
+            stream = container.streams.video[0]
+            if self._pts is None:
+                return sum(1 for _ in self._frames(container))
+            container.seek(self._pts[-1], stream=stream, backward=True, any_frame=False)
+            first, count = None, 0
+            for frame in self._frames(container):
+                i = self._index.get(frame.pts)
+                if i is None:  # cannot place the frame: count everything
+                    container.seek(0)
+                    return sum(1 for _ in self._frames(container))
+                first = i if first is None else min(first, i)
+                count += 1
+            return 0 if first is None else first + count
+
+    def close(self) -> None:
+        pass
+
+
+class FrameFolderReader:
+    """A folder of image files named by a template (``img_{:05d}.jpg``) from a start index on.
+
+    The count is the number of consecutive existing files from ``start``; JPEGs are decoded with
+    ``torchvision.io.decode_jpeg`` (libjpeg-turbo), other formats with PIL, all converted to RGB.
+    """
+
+    name = "frames"
+
+    def __init__(self, path: str, template: str = "img_{:05d}.jpg", start: int | None = None):
+        self.path = path
+        self.template = template
+        self.fps = 0.0
+        try:
+            names = set(os.listdir(path))
+        except OSError as e:
+            raise ReaderError(f"cannot list the frame folder: {e}") from e
+        try:
+            template.format(0)
+        except (IndexError, KeyError, ValueError) as e:
+            raise ValueError(f"frame_template={template!r} is not a str.format template with one index") from e
+        if start is None:  # 1-based extractions (ffmpeg's %05d) are the common case; 0-based also seen
+            start = 1 if template.format(1) in names and template.format(0) not in names else 0
+        self.start = start
+        n = 0
+        while template.format(start + n) in names:
+            n += 1
+        self.num_frames = n
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        if self.num_frames == 0:
+            raise ReaderError(f"no frames named {self.template!r} from index {self.start}")
+        out = []
+        cache: dict[int, np.ndarray] = {}
+        for i in indices:
+            i = min(i, self.num_frames - 1)
+            if i not in cache:
+                cache[i] = _decode_image(os.path.join(self.path, self.template.format(self.start + i)))
+            out.append(cache[i])
+        shapes = {f.shape for f in out}
+        if len(shapes) > 1:
+            raise ReaderError(f"frames differ in size: {sorted(shapes)}")
+        return np.stack(out)  # (T, H, W, C)
+
+    def close(self) -> None:
+        pass
+
+
+def _decode_image(file: str) -> np.ndarray:
+    """One RGB image ``[H, W, C]``: JPEG through libjpeg-turbo (torchvision), anything else, or a JPEG that
+    torchvision rejects (CMYK, progressive quirks), through PIL."""
+    try:
+        if file.lower().endswith((".jpg", ".jpeg")):
+            from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+            return decode_jpeg(read_file(file), mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
+    except (RuntimeError, OSError):
+        pass
+    from PIL import Image
+
+    try:
+        with Image.open(file) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, ValueError) as e:
+        raise ReaderError(f"cannot decode frame {file}: {_short(e)}") from e
+
+
+def _short(e: BaseException, limit: int = 300) -> str:
+    text = str(e).strip().splitlines()
+    msg = text[-1] if text else type(e).__name__
+    return msg if len(msg) <= limit else msg[:limit] + "..."

@@ -1,0 +1,171 @@
+"""Clip transforms on whole ``uint8 [T, H, W, C]`` tensors: one crop, one ``F.interpolate``, one normalisation.
+
+The training transform reproduces the original ``GroupMultiScaleCrop`` (TSN / VideoMAE) on the whole clip at
+once: a crop size drawn from ``scales`` x the short side (height and width scale indices at most ``max_distort``
+apart, sizes within 3 px of ``input_size`` snapped to it), placed at one of 13 fixed offsets (corners, centre,
+edge midpoints, quarter points), resized to ``input_size`` with antialiased bilinear interpolation on uint8 (as
+PIL's bilinear resize of the original), optionally flipped, then normalised with ImageNet mean/std.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "EvalTransform",
+    "TrainTransform",
+    "multi_scale_crop_box",
+    "normalize_clip",
+    "resize_uint8",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def multi_scale_crop_box(
+    height: int,
+    width: int,
+    input_size: int,
+    scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66),
+    max_distort: int = 1,
+    generator: torch.Generator | None = None,
+) -> tuple[int, int, int, int]:
+    """Draw a ``GroupMultiScaleCrop`` box.
+
+    Returns:
+        ``(top, left, crop_h, crop_w)`` in pixels of the input frame.
+    """
+    base = min(height, width)
+    sizes = [int(base * s) for s in scales]
+    sizes = [input_size if abs(s - input_size) < 3 else s for s in sizes]
+    pairs = [(sizes[i], sizes[j]) for i in range(len(sizes)) for j in range(len(sizes)) if abs(i - j) <= max_distort]
+    crop_h, crop_w = pairs[_randint(len(pairs), generator)]
+    crop_h, crop_w = min(crop_h, height), min(crop_w, width)
+    h_step, w_step = (height - crop_h) // 4, (width - crop_w) // 4
+    # (h_mult, w_mult) of the original's offsets: 4 corners, centre, 4 edge midpoints, 4 quarter points
+    offsets = [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2), (2, 0), (2, 4), (4, 2), (0, 2), (1, 1), (1, 3), (3, 1), (3, 3)]
+    hm, wm = offsets[_randint(len(offsets), generator)]
+    return hm * h_step, wm * w_step, crop_h, crop_w
+
+
+def _randint(n: int, generator: torch.Generator | None) -> int:
+    return int(torch.randint(0, n, (1,), generator=generator))
+
+
+def resize_uint8(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bilinear resize of a ``uint8 [T, C, H, W]`` clip, staying in uint8 (like PIL).
+
+    torch has a vectorised uint8 path for this on CPU, about 7x faster than resizing the float clip.
+    """
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def normalize_clip(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(x / 255 - mean) / std`` of a ``[T, C, H, W]`` clip (uint8 or float, any memory layout), returned as a
+    contiguous float32 ``[C, T, H, W]``: one converting copy plus two in-place passes, instead of
+    float -> normalise -> permute -> contiguous (about 5x less time on a 16 x 224 x 224 clip)."""
+    t, c, h, w = x.shape
+    out = torch.empty((c, t, h, w), dtype=torch.float32)
+    out.copy_(x.permute(1, 0, 2, 3))  # (C, T, H, W)
+    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1, 1)
+    return out.mul_(1.0 / (255.0 * s)).add_(-m / s)
+
+
+class TrainTransform:
+    """Multi-scale crop + resize + horizontal flip + normalisation.
+
+    Args:
+        input_size: output height and width.
+        scales: crop sizes as fractions of the frame's short side.
+        hflip_prob: probability of a horizontal flip (the original pretraining used none: set 0 for an exact
+            reproduction; also set 0 for direction-sensitive labels such as Something-Something).
+        max_distort: how many scale steps height and width may differ.
+        mean, std: normalisation (0..1 pixel scale).
+    """
+
+    def __init__(
+        self,
+        input_size: int = 224,
+        scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66),
+        hflip_prob: float = 0.5,
+        max_distort: int = 1,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ):
+        self.input_size = input_size
+        self.scales = tuple(scales)
+        self.hflip_prob = hflip_prob
+        self.max_distort = max_distort
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(self, clip: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``uint8 [T, H, W, C]`` -> ``float32 [C, T, input_size, input_size]``."""
+        _, h, w, _ = clip.shape
+        top, left, ch, cw = multi_scale_crop_box(h, w, self.input_size, self.scales, self.max_distort, generator)
+        x = clip[:, top : top + ch, left : left + cw].permute(0, 3, 1, 2)  # (T, C, ch, cw) uint8
+        size = (self.input_size, self.input_size)
+        if (ch, cw) != size:
+            x = resize_uint8(x, size)  # (T, C, S, S)
+        if self.hflip_prob > 0 and float(torch.rand((), generator=generator)) < self.hflip_prob:
+            x = x.flip(-1)
+        return normalize_clip(x, self.mean, self.std)  # (C, T, S, S)
+
+
+class EvalTransform:
+    """Short-side resize, then ``num_crops`` square crops along the long side (1: centre; 3: start/centre/end).
+
+    Args:
+        input_size: crop size.
+        short_side_size: the short side after resizing (default ``input_size``).
+        num_crops: spatial views per clip.
+        mean, std: normalisation (0..1 pixel scale).
+    """
+
+    def __init__(
+        self,
+        input_size: int = 224,
+        short_side_size: int | None = None,
+        num_crops: int = 1,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ):
+        self.input_size = input_size
+        self.short_side_size = short_side_size or input_size
+        if self.short_side_size < input_size:
+            raise ValueError(f"short_side_size={self.short_side_size} must be >= input_size={input_size}")
+        if num_crops < 1:
+            raise ValueError(f"num_crops={num_crops} must be >= 1")
+        self.num_crops = num_crops
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+        """``uint8 [T, H, W, C]`` -> ``float32 [num_crops, C, T, input_size, input_size]``."""
+        _, h, w, _ = clip.shape
+        s = self.short_side_size
+        new_h, new_w = (s, max(s, round(w * s / h))) if h <= w else (max(s, round(h * s / w)), s)
+        x = clip.permute(0, 3, 1, 2)  # (T, C, H, W) uint8
+        if (new_h, new_w) != (h, w):
+            x = resize_uint8(x, (new_h, new_w))
+        views = []
+        for top, left in self.crop_offsets(new_h, new_w):
+            crop = x[:, :, top : top + self.input_size, left : left + self.input_size]  # (T, C, S, S)
+            views.append(normalize_clip(crop, self.mean, self.std))  # (C, T, S, S)
+        return torch.stack(views)  # (V, C, T, S, S)
+
+    def crop_offsets(self, height: int, width: int) -> list[tuple[int, int]]:
+        """``(top, left)`` of each crop in a ``height x width`` frame."""
+        size = self.input_size
+        mid_h, mid_w = (height - size) // 2, (width - size) // 2
+        if self.num_crops == 1:
+            return [(mid_h, mid_w)]
+        n = self.num_crops - 1
+        if width >= height:
+            return [(mid_h, k * (width - size) // n) for k in range(self.num_crops)]
+        return [(k * (height - size) // n, mid_w) for k in range(self.num_crops)]
