@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The README's first command: set up, make the demo data, pretrain a tiny ViT with VideoMAE V2 dual masking under
+# DeepSpeed on 2 CPU processes (a few minutes), and point at the results.
+#
+#   bash launch/demo.sh [key=value ...]        # overrides go to launch/pretrain.py, e.g. train.max_steps=100
+#
+# Writes runs/demo/: config.yaml, metrics.jsonl, tensorboard/, checkpoints/, pictures/step_*.png (original |
+# masked input | reconstruction), export/model.safetensors. Rerunning resumes (or finishes at once); delete
+# runs/demo to start over.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ ! -x .venv/bin/python ]]; then
+    echo "== creating .venv and installing videomae (first run only)"
+    python3 -m venv .venv
+    .venv/bin/pip install --upgrade pip -q
+    .venv/bin/pip install -e . -q
+fi
+export PATH="$PWD/.venv/bin:$PATH"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+
+if [[ ! -f demo_data/train_unlabeled.csv ]]; then
+    echo "== writing the demo data to demo_data/"
+    videomae demo-data demo_data --quiet
+fi
+
+echo "== pretraining (2 processes, DeepSpeed CPU accelerator, gloo)"
+deepspeed --num_gpus 2 launch/pretrain.py --config launch/configs/pretrain/demo.yaml "$@"
+
+out=$(python launch/pretrain.py --config launch/configs/pretrain/demo.yaml --print-output-dir "$@")
+echo "== done: $out"
+echo "   reconstructions: $(ls "$out"/pictures/*.png | head -1)  ...  $(ls "$out"/pictures/*.png | tail -1)"
+echo "   first and last logged loss: $(head -1 "$out/metrics.jsonl" | cut -c1-60) ... $(tail -1 "$out/metrics.jsonl" | cut -c1-60)"
+echo "   TensorBoard: tensorboard --logdir $out/tensorboard"

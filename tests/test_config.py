@@ -1,0 +1,157 @@
+"""Config: shipped YAMLs, dotted overrides, strict validation naming the key, the lr rule, round trips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from videomae.config import (
+    ConfigError,
+    ManifestSource,
+    PretrainConfig,
+    apply_overrides,
+    config_to_dict,
+    load_config,
+    parse_override,
+    save_config,
+)
+from videomae.models import list_models
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "launch" / "configs" / "pretrain"
+SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
+STEPS = ["train.max_steps=10"]
+
+
+def test_configs_are_shipped():
+    names = {p.stem for p in SHIPPED}
+    assert {"demo", "vit_s_hybrid", "vit_b_hybrid", "vit_l_hybrid", "vit_h_hybrid", "vit_g_hybrid"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_config_loads_and_names_a_registered_model(path):
+    cfg = load_config(path)
+    assert cfg.model.name in list_models()
+    assert cfg.train.betas == [0.9, 0.95]
+    assert cfg.train.weight_decay == 0.05
+    assert (cfg.mask.type, cfg.mask.ratio, cfg.mask.decoder_type, cfg.mask.decoder_ratio) == (
+        "tube",
+        0.9,
+        "run_cell",
+        0.5,
+    )
+
+
+@pytest.mark.parametrize("size", ["s", "b", "l", "h", "g"])
+def test_published_recipes(size):
+    cfg = load_config(CONFIG_DIR / f"vit_{size}_hybrid.yaml")
+    assert (cfg.data.num_frames, cfg.data.sampling_rate, cfg.data.input_size, cfg.data.num_sample) == (16, 4, 224, 4)
+    assert cfg.model.decoder_depth == 4
+    assert cfg.train.min_lr == 1e-5
+    assert cfg.train.lr == (6e-4 if size == "g" else 1e-3)
+    assert cfg.train.clip_grad == (0.02 if size == "g" else None)
+    # The release's lr: base * batch * GPUs / 256, without num_sample; lr_scale_by=videos reproduces it.
+    assert cfg.train.lr_scale_by == "videos"
+    assert cfg.train.absolute_lr(world_size=64, num_sample=4) == pytest.approx(
+        cfg.train.lr * cfg.train.batch_size * 64 / 256
+    )
+
+
+def test_lr_rule_counts_clips_and_accumulation():
+    cfg = load_config(None, STEPS + ["train.lr=1e-3", "train.batch_size=32", "train.grad_accum=2"])
+    # 32 videos x 8 ranks x 2 accumulation x 4 clips = 2048 clips -> 1e-3 * 2048 / 256 = 8e-3
+    assert cfg.train.effective_batch(world_size=8, num_sample=4) == 2048
+    assert cfg.train.absolute_lr(world_size=8, num_sample=4) == pytest.approx(8e-3)
+    videos = load_config(None, STEPS + ["train.lr=1e-3", "train.batch_size=32", "train.grad_accum=2",
+                                        "train.lr_scale_by=videos"])  # fmt: skip
+    assert videos.train.absolute_lr(world_size=8, num_sample=4) == pytest.approx(2e-3)
+
+
+def test_overrides_are_yaml_and_later_ones_win():
+    cfg = load_config(
+        CONFIG_DIR / "demo.yaml",
+        [
+            "train.max_steps=10",
+            "deepspeed.zero_stage=3",
+            "data.manifests=[a.csv,{path: b.csv, weight: 2, repeat: 0.5, data_root: /d}]",
+            "train.lr=1e-3",
+            "train.lr=2e-3",
+            "model.overrides={img_size: 32}",
+            "init=null",
+        ],
+    )
+    assert cfg.train.max_steps == 10 and cfg.deepspeed.zero_stage == 3
+    assert cfg.data.manifests == [
+        ManifestSource("a.csv"),
+        ManifestSource("b.csv", data_root="/d", weight=2.0, repeat=0.5),
+    ]
+    assert cfg.train.lr == 2e-3 and isinstance(cfg.train.lr, float)
+    assert cfg.model.overrides == {"img_size": 32}
+    assert cfg.init is None
+
+
+def test_parse_override_reads_exponents_as_floats():
+    assert parse_override("train.lr=1e-3") == (["train", "lr"], 1e-3)
+    assert parse_override("a.b=[1, x]") == (["a", "b"], [1, "x"])
+    assert parse_override("a=") == (["a"], None)
+
+
+@pytest.mark.parametrize(
+    ("override", "named", "allowed"),
+    [
+        ("train.foo=1", "train.foo", "allowed keys: batch_size"),
+        ("trian.lr=1", "trian", "allowed keys: output_dir"),
+        ("deepspeed.zero_stage=4", "deepspeed.zero_stage", "0, 1, 2, 3"),
+        ("precision=fp8", "precision", "'fp32', 'bf16', 'fp16'"),
+        ("train.batch_size=two", "train.batch_size", "expected int"),
+        ("train.batch_size=1.5", "train.batch_size", "expected int"),
+        ("train.batch_size=0", "train.batch_size", ">= 1"),
+        ("train.compile=maybe", "train.compile", "expected bool"),
+        ("mask.ratio=1.2", "mask.ratio", "(0, 1)"),
+        ("mask.type=block", "mask.type", "'tube', 'random'"),
+        ("data.manifests=[{pth: a.csv}]", "data.manifests[0].pth", "allowed keys: path"),
+        ("data.manifests=[{path: a.csv, weight: -1}]", "data.manifests[0].weight", "> 0"),
+        ("data.manifests=a.csv", "data.manifests", "expected a list"),
+        ("train.betas=[0.9]", "train.betas", "two numbers"),
+        ("train.epochs=3", "train.max_steps", "exactly one of"),
+        ("deepspeed.offload_param=true", "deepspeed.offload_param", "zero_stage=3"),
+        ("train.lr_scale_by=gpus", "train.lr_scale_by", "'clips', 'videos'"),
+    ],
+)
+def test_bad_keys_and_values_are_refused_naming_the_key(override, named, allowed):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, STEPS + [override])
+    message = str(err.value)
+    assert message.startswith(named + ":") or message.startswith(named + " "), message
+    assert allowed in message
+
+
+def test_bad_override_syntax_and_files(tmp_path):
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        load_config(None, ["train.max_steps"])
+    with pytest.raises(ConfigError, match="train.max_steps: is a value, not a section"):
+        apply_overrides({"train": {"max_steps": 3}}, ["train.max_steps.x=1"])
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_config(listing)
+
+
+def test_saved_config_loads_back_identical(tmp_path):
+    cfg = load_config(CONFIG_DIR / "demo.yaml", ["data.manifests=[{path: a.csv, weight: 3}]", "train.clip_grad=null"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg
+    assert config_to_dict(again)["data"]["manifests"][0]["weight"] == 3.0
+
+
+def test_defaults_need_a_step_budget():
+    with pytest.raises(ConfigError, match="exactly one of train.max_steps and train.epochs"):
+        load_config(None)
+    assert isinstance(load_config(None, ["train.epochs=2"]), PretrainConfig)

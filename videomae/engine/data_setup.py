@@ -1,0 +1,117 @@
+"""Training data for the engine: dataset, sampler and a resumable data loader built from ``DataConfig``."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from videomae.config import DataConfig
+from videomae.data import HybridVideoDataset, SourceSpec, WeightedDistributedSampler, collate_clips
+
+__all__ = ["SeededSamples", "build_dataset", "build_loader", "build_sampler"]
+
+
+def build_dataset(cfg: DataConfig, output_dir: str | Path, seed: int) -> HybridVideoDataset:
+    """The (hybrid) training set of every manifest in ``cfg.manifests``."""
+    if not cfg.manifests:
+        raise ValueError("data.manifests: empty; list at least one manifest file")
+    sources = [
+        SourceSpec(
+            manifest=src.path,
+            data_root=src.data_root if src.data_root is not None else cfg.data_root,
+            weight=src.weight,
+            repeat=src.repeat,
+            num_frames=src.num_frames,
+            sampling_rate=src.sampling_rate,
+            frame_template=src.frame_template,
+        )
+        for src in cfg.manifests
+    ]
+    return HybridVideoDataset(
+        sources,
+        num_frames=cfg.num_frames,
+        sampling_rate=cfg.sampling_rate,
+        input_size=cfg.input_size,
+        num_sample=cfg.num_sample,
+        train=True,
+        decode_timeout=cfg.decode_timeout_s or None,
+        run_dir=output_dir,
+        max_consecutive_failures=cfg.max_consecutive_failures,
+        seed=seed,
+    )
+
+
+def build_sampler(dataset: HybridVideoDataset, rank: int, world_size: int, seed: int) -> WeightedDistributedSampler:
+    """Weighted sampler giving each rank its share of every epoch (same length on every rank)."""
+    return WeightedDistributedSampler(dataset, num_replicas=world_size, rank=rank, seed=seed, drop_last=True)
+
+
+class _Positioned(Sampler):
+    """Yields ``(position, index)``: this rank's running count in the epoch alongside the sampler's index."""
+
+    def __init__(self, base: Sampler[int], start: int) -> None:
+        self.base, self.start = base, start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return enumerate(iter(self.base), start=self.start)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+
+class SeededSamples(Dataset):
+    """Runs ``dataset[index]`` with python/numpy/torch RNGs seeded from ``(seed, epoch, rank, position)``.
+
+    Augmentation then depends only on where a sample sits in the run, not on which worker loads it or on when the
+    loader was created, so a resumed run sees exactly the clips an uninterrupted one would. The caller's RNG
+    states are restored afterwards (with ``num_workers=0`` the loading happens in the training process).
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, epoch: int, rank: int) -> None:
+        self.dataset, self.seed, self.epoch, self.rank = dataset, seed, epoch, rank
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        position, index = key
+        sample_seed = hash((self.seed, self.epoch, self.rank, position)) & 0xFFFF_FFFF
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            random.seed(sample_seed)
+            np.random.seed(sample_seed)
+            torch.manual_seed(sample_seed)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+
+
+def build_loader(
+    dataset: Any, sampler: Any, cfg: DataConfig, batch_size: int, start_batch: int, seed: int, rank: int
+) -> DataLoader:
+    """Loader for the rest of the sampler's current epoch (set it and any resumed position before calling).
+
+    Args:
+        start_batch: batches this rank already consumed in the epoch (positions of the per-sample seeds).
+        seed: run seed; per-sample augmentation seeds derive from it (see :class:`SeededSamples`).
+    """
+    workers = cfg.num_workers
+    return DataLoader(
+        SeededSamples(dataset, seed, sampler.epoch, rank),
+        batch_size=batch_size,
+        sampler=_Positioned(sampler, start_batch * batch_size),
+        num_workers=workers,
+        collate_fn=collate_clips,
+        drop_last=True,
+        pin_memory=torch.cuda.is_available(),
+        timeout=cfg.decode_timeout_s * batch_size if workers > 0 else 0,
+        persistent_workers=False,
+    )

@@ -1,0 +1,130 @@
+"""DeepSpeed: the config dict generated from our dataclasses, ``deepspeed.initialize``, fp32 consolidation.
+
+This is the only module that imports ``deepspeed``. On a machine without GPUs DeepSpeed picks its CPU
+accelerator (``DS_ACCELERATOR=cpu`` forces it) and the process group uses ``gloo``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from videomae.config import DeepSpeedConfig, TrainConfig
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+import deepspeed  # noqa: E402  (the accelerator choice above must precede the import)
+
+if not torch.cuda.is_available():
+    # On CPU, DeepSpeed JIT-compiles a shared-memory all-reduce on first use (minutes, needs a C++ compiler);
+    # gloo is enough at CPU scale, so mark that op unavailable and keep a fresh machine compiler-free.
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+__all__ = ["build_ds_config", "consolidated_fp32_state_dict", "initialize"]
+
+
+def build_ds_config(
+    train: TrainConfig, ds: DeepSpeedConfig, precision: str, world_size: int, num_sample: int
+) -> dict[str, Any]:
+    """The DeepSpeed JSON config for this run.
+
+    Batch sizes are counted in clips (``batch_size * num_sample`` per micro-step), which is what the model sees.
+    """
+    micro = train.batch_size * num_sample
+    zero: dict[str, Any] = {"stage": ds.zero_stage}
+    if ds.zero_stage >= 1:
+        zero.update(
+            overlap_comm=ds.overlap_comm,
+            reduce_bucket_size=ds.reduce_bucket_size,
+            contiguous_gradients=True,
+        )
+    if ds.zero_stage in (1, 2):
+        zero["allgather_bucket_size"] = ds.allgather_bucket_size
+    if ds.zero_stage == 3:
+        # Gather full fp16/bf16 weights on save so a stage-3 checkpoint can be exported without conversion.
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    if ds.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    if ds.offload_param:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    config: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": train.grad_accum,
+        "train_batch_size": micro * train.grad_accum * world_size,
+        "gradient_clipping": train.clip_grad or 0.0,
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+        "bf16": {"enabled": precision == "bf16", "check_grad_overflow": True},
+        "fp16": {
+            "enabled": precision == "fp16",
+            "loss_scale": 0,  # dynamic
+            "initial_scale_power": ds.initial_scale_power,
+            "loss_scale_window": ds.loss_scale_window,
+            "hysteresis": 2,
+            "min_loss_scale": ds.min_loss_scale,
+        },
+    }
+    return _merge(config, ds.extra)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def initialize(
+    model: nn.Module, groups: list[dict], ds_config: dict[str, Any], train: TrainConfig, offload_optimizer: bool
+) -> Any:
+    """Wrap ``model`` in a DeepSpeed engine with AdamW over ``groups``.
+
+    Returns:
+        The ``deepspeed.DeepSpeedEngine``; ``engine.optimizer.param_groups`` carry our ``apply_wd`` flags.
+    """
+    betas = (train.betas[0], train.betas[1])
+    if offload_optimizer:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        optimizer = DeepSpeedCPUAdam(groups, lr=0.0, betas=betas, eps=train.eps, adamw_mode=True)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=0.0, betas=betas, eps=train.eps)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
+    return engine
+
+
+def consolidated_fp32_state_dict(engine: Any, checkpoint_dir: str, tag: str) -> dict[str, torch.Tensor] | None:
+    """Full fp32 weights of the run, on rank 0 (``None`` on other ranks).
+
+    Without ZeRO the module holds whole weights; in bf16/fp16 the fp32 master copies of DeepSpeed's mixed-precision
+    optimizer replace them. With ZeRO the masters are partitioned across ranks' optimizer files, which DeepSpeed's
+    ``zero_to_fp32`` merges from the checkpoint ``checkpoint_dir/tag`` just written.
+    """
+    if engine.global_rank != 0:
+        return None
+    if engine.zero_optimization_stage() == 0:
+        state = {k: v.detach().float().cpu().clone() for k, v in engine.module.state_dict().items()}
+        optimizer = engine.optimizer
+        names = {id(p): n for n, p in engine.module.named_parameters()}
+        if hasattr(optimizer, "fp16_groups") and hasattr(optimizer, "fp32_groups_flat"):  # fused (GPU)
+            for params, flat in zip(optimizer.fp16_groups, optimizer.fp32_groups_flat):
+                offset = 0
+                for param in params:  # the flat master is the group's parameters back to back
+                    master = flat.detach()[offset : offset + param.numel()].view_as(param)
+                    state[names[id(param)]] = master.cpu().clone()
+                    offset += param.numel()
+        elif hasattr(optimizer, "fp16_groups") and hasattr(optimizer, "fp32_groups"):  # unfused (CPU)
+            for params, masters in zip(optimizer.fp16_groups, optimizer.fp32_groups):
+                for param, master in zip(params, masters):
+                    state[names[id(param)]] = master.detach().float().cpu().clone()
+        return state
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    state = get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir, tag=tag)
+    return {k: v.float().contiguous() for k, v in state.items()}

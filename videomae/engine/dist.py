@@ -1,0 +1,231 @@
+"""Process-group setup and collectives: the only module that touches ``torch.distributed``.
+
+Ranks come from the launcher's environment: ``torchrun`` and ``deepspeed`` set ``RANK``/``WORLD_SIZE``/
+``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT``; under ``srun`` they are derived from SLURM's variables
+(:func:`env_from_slurm`); with neither, the run is a single process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+
+__all__ = [
+    "DistEnv",
+    "all_finite",
+    "any_rank",
+    "barrier",
+    "broadcast_object",
+    "destroy",
+    "env_from_slurm",
+    "expand_nodelist",
+    "init_distributed",
+    "is_main",
+    "mean_across_ranks",
+    "resolve_env",
+]
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+    node_rank: int = 0
+    num_nodes: int = 1
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+
+    def as_environ(self) -> dict[str, str]:
+        """The ``torch.distributed`` ``env://`` variables for this process."""
+        return {
+            "RANK": str(self.rank),
+            "WORLD_SIZE": str(self.world_size),
+            "LOCAL_RANK": str(self.local_rank),
+            "LOCAL_WORLD_SIZE": str(self.local_world_size),
+            "NODE_RANK": str(self.node_rank),
+            "MASTER_ADDR": self.master_addr,
+            "MASTER_PORT": str(self.master_port),
+        }
+
+
+def expand_nodelist(nodelist: str) -> list[str]:
+    """Expand SLURM's compressed host list: ``gpu[001-003,007],cpu1`` -> gpu001, gpu002, gpu003, gpu007, cpu1.
+
+    Raises:
+        ValueError: on a malformed list.
+    """
+    hosts: list[str] = []
+    for match in re.finditer(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist):
+        prefix, ranges = match.group(1), match.group(2)
+        if ranges is None:
+            hosts.append(prefix)
+            continue
+        for part in ranges.split(","):
+            lo, _, hi = part.partition("-")
+            if not lo.isdigit() or (hi and not hi.isdigit()):
+                raise ValueError(f"SLURM node list {nodelist!r}: bad range {part!r}")
+            for number in range(int(lo), int(hi or lo) + 1):
+                hosts.append(f"{prefix}{number:0{len(lo)}d}")
+    if not hosts:
+        raise ValueError(f"SLURM node list {nodelist!r} names no host")
+    return hosts
+
+
+def _tasks_on_first_node(tasks_per_node: str) -> int:
+    # SLURM_TASKS_PER_NODE looks like "4(x2),3": the count for the first node group comes first.
+    match = re.match(r"(\d+)", tasks_per_node)
+    if match is None:
+        raise ValueError(f"SLURM_TASKS_PER_NODE={tasks_per_node!r} is not understood")
+    return int(match.group(1))
+
+
+def env_from_slurm(environ: Mapping[str, str]) -> DistEnv:
+    """Map the variables ``srun`` sets for each task to a :class:`DistEnv`.
+
+    ``SLURM_PROCID`` -> rank, ``SLURM_NTASKS`` -> world size, ``SLURM_LOCALID`` -> local rank,
+    ``SLURM_NODEID`` -> node rank, ``SLURM_JOB_NUM_NODES`` -> nodes, first host of ``SLURM_JOB_NODELIST`` ->
+    master address (unless ``MASTER_ADDR`` is set), ``MASTER_PORT`` or ``20000 + SLURM_JOB_ID % 20000``.
+
+    Raises:
+        KeyError: naming the first missing SLURM variable.
+    """
+
+    def need(name: str) -> str:
+        if name not in environ:
+            raise KeyError(f"{name} is not set: not inside an srun task?")
+        return environ[name]
+
+    rank = int(need("SLURM_PROCID"))
+    world_size = int(need("SLURM_NTASKS"))
+    nodelist = environ.get("SLURM_JOB_NODELIST") or need("SLURM_NODELIST")
+    hosts = expand_nodelist(nodelist)
+    num_nodes = int(environ.get("SLURM_JOB_NUM_NODES", environ.get("SLURM_NNODES", len(hosts))))
+    if "SLURM_NTASKS_PER_NODE" in environ:
+        local_world_size = _tasks_on_first_node(environ["SLURM_NTASKS_PER_NODE"])
+    elif "SLURM_TASKS_PER_NODE" in environ:
+        local_world_size = _tasks_on_first_node(environ["SLURM_TASKS_PER_NODE"])
+    else:
+        local_world_size = max(1, world_size // num_nodes)
+    job_id = int(environ.get("SLURM_JOB_ID", "0"))
+    return DistEnv(
+        rank=rank,
+        world_size=world_size,
+        local_rank=int(need("SLURM_LOCALID")),
+        local_world_size=local_world_size,
+        node_rank=int(environ.get("SLURM_NODEID", rank // local_world_size)),
+        num_nodes=num_nodes,
+        master_addr=environ.get("MASTER_ADDR", hosts[0]),
+        master_port=int(environ.get("MASTER_PORT", 20000 + job_id % 20000)),
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def resolve_env(environ: Mapping[str, str] | None = None) -> DistEnv:
+    """Work out rank and world size from a launcher's variables (torchrun/deepspeed first, then SLURM)."""
+    environ = os.environ if environ is None else environ
+    if "RANK" in environ and "WORLD_SIZE" in environ:
+        world_size = int(environ["WORLD_SIZE"])
+        local_world_size = int(environ.get("LOCAL_WORLD_SIZE", environ.get("LOCAL_SIZE", world_size)))
+        rank = int(environ["RANK"])
+        return DistEnv(
+            rank=rank,
+            world_size=world_size,
+            local_rank=int(environ.get("LOCAL_RANK", 0)),
+            local_world_size=local_world_size,
+            node_rank=int(environ.get("NODE_RANK", environ.get("GROUP_RANK", rank // local_world_size))),
+            num_nodes=max(1, world_size // local_world_size),
+            master_addr=environ.get("MASTER_ADDR", "127.0.0.1"),
+            master_port=int(environ.get("MASTER_PORT", 29500)),
+        )
+    if "SLURM_PROCID" in environ and int(environ.get("SLURM_NTASKS", "1")) > 1:
+        return env_from_slurm(environ)
+    return DistEnv(master_port=int(environ.get("MASTER_PORT", 0)) or _free_port())
+
+
+def init_distributed(env: DistEnv | None = None, backend: str | None = None) -> tuple[DistEnv, torch.device]:
+    """Create the default process group (also for a single process, as DeepSpeed expects one).
+
+    Args:
+        env: where this process sits; default :func:`resolve_env`.
+        backend: ``nccl`` on CUDA, ``gloo`` on CPU when None.
+
+    Returns:
+        The environment and this process's device (``cuda:LOCAL_RANK`` or ``cpu``).
+    """
+    env = env or resolve_env()
+    os.environ.update(env.as_environ())
+    if torch.cuda.is_available():
+        device = torch.device("cuda", env.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if not torch_dist.is_initialized():
+        backend = backend or ("nccl" if device.type == "cuda" else "gloo")
+        torch_dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size)
+    return env, device
+
+
+def destroy() -> None:
+    """Tear the process group down (at the end of a run)."""
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def is_main() -> bool:
+    """True on global rank 0 (or without a process group)."""
+    return not torch_dist.is_initialized() or torch_dist.get_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank."""
+    if torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
+        torch_dist.barrier()
+
+
+def all_finite(value: torch.Tensor) -> bool:
+    """True when ``value`` is finite on every rank (one tiny all-reduce)."""
+    bad = (~torch.isfinite(value.detach())).any().to(torch.float32).reshape(1)
+    if torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
+        torch_dist.all_reduce(bad, op=torch_dist.ReduceOp.MAX)
+    return bool(bad.item() == 0)
+
+
+def any_rank(flag: bool) -> bool:
+    """True when ``flag`` is True on at least one rank."""
+    value = torch.tensor([float(flag)])
+    if torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
+        torch_dist.all_reduce(value, op=torch_dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def mean_across_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Element-wise mean of a float tensor over ranks."""
+    values = values.detach().to(torch.float64).clone()
+    if torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
+        torch_dist.all_reduce(values)
+        values /= torch_dist.get_world_size()
+    return values
+
+
+def broadcast_object(obj: object, src: int = 0) -> object:
+    """Send a picklable object from ``src`` to every rank."""
+    if not (torch_dist.is_initialized() and torch_dist.get_world_size() > 1):
+        return obj
+    box = [obj]
+    torch_dist.broadcast_object_list(box, src=src)
+    return box[0]
