@@ -1,0 +1,146 @@
+"""The embedded demo set: deterministic, balanced, decodable by every backend, and labels that match the pixels."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from videomae.data.decoding import probe_video, read_frames
+from videomae.data.demo import CLASS_NAMES, DIRECTIONS, SHAPES, DemoConfig, clip_specs, render_clip, write_demo_dataset
+from videomae.data.manifest import read_manifest
+
+SMALL = DemoConfig(num_train=12, num_val=6, seed=3, size=64, frames=16)
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    write_demo_dataset(out, SMALL, workers=0)
+    return out
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_byte_identical_files(demo_dir, tmp_path):
+    write_demo_dataset(tmp_path, SMALL, workers=2)  # a process pool must not change a byte either
+    again, first = _files(tmp_path), _files(demo_dir)
+    assert sorted(again) == sorted(first)
+    assert [name for name in first if again[name] != first[name]] == []
+    n_files = 1 + 1 + 6 + (SMALL.num_train + SMALL.num_val) * (1 + SMALL.frames)  # labels, json, csv, clips
+    assert len(first) == n_files
+
+
+def test_other_seed_changes_the_clips():
+    a = clip_specs("train", 6, SMALL)
+    b = clip_specs("train", 6, DemoConfig(**{**SMALL.__dict__, "seed": 4}))
+    assert [s.x0 for s in a] != [s.x0 for s in b]
+
+
+def test_classes_are_balanced_and_a_smaller_set_is_a_prefix():
+    labels = [s.label for s in clip_specs("train", 50, DemoConfig(num_train=50))]
+    counts = Counter(labels)
+    assert sorted(counts) == list(range(len(CLASS_NAMES)))
+    assert max(counts.values()) - min(counts.values()) <= 1
+    small = clip_specs("train", 7, DemoConfig(num_train=7))
+    assert small == clip_specs("train", 50, DemoConfig(num_train=50))[:7]
+
+
+def test_classes_need_shape_and_direction():
+    # every shape occurs with every direction, so neither alone determines the class
+    assert len(CLASS_NAMES) == len(SHAPES) * len(DIRECTIONS) == len(set(CLASS_NAMES))
+    assert {c.rsplit("_", 1)[0] for c in CLASS_NAMES} == set(SHAPES)
+    assert {c.rsplit("_", 1)[1] for c in CLASS_NAMES} == set(DIRECTIONS)
+
+
+def test_manifests_and_label_map(demo_dir):
+    names = (demo_dir / "labels.txt").read_text().split()
+    assert names == list(CLASS_NAMES)
+    specs = {"train": clip_specs("train", SMALL.num_train, SMALL), "val": clip_specs("val", SMALL.num_val, SMALL)}
+    for split, specs_ in specs.items():
+        videos = read_manifest(demo_dir / f"{split}.csv", demo_dir, label_map=demo_dir / "labels.txt")
+        frames = read_manifest(demo_dir / f"{split}_frames.csv", demo_dir, label_map=demo_dir / "labels.txt")
+        assert [r.label for r in videos.rows] == [s.label for s in specs_] == [r.label for r in frames.rows]
+        assert all(Path(r.path).is_file() and r.path.endswith(".mp4") for r in videos.rows)
+        assert all(Path(r.path).is_dir() and r.start == 1 and r.num_frames == SMALL.frames for r in frames.rows)
+    for name in ("train_unlabeled", "train_unlabeled_frames"):
+        unlabeled = read_manifest(demo_dir / f"{name}.csv", demo_dir)
+        assert len(unlabeled) == SMALL.num_train and all(r.label is None for r in unlabeled.rows)
+    with open(demo_dir / "train.csv", newline="") as f:
+        assert next(csv.reader(f))[:2] == ["path", "label"]
+    info = json.loads((demo_dir / "demo.json").read_text())
+    assert info["config"]["seed"] == 3 and info["classes"] == list(CLASS_NAMES)
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_videos_decode_to_the_drawn_frames(demo_dir, backend):
+    spec = clip_specs("train", 1, SMALL)[0]
+    drawn = render_clip(spec, SMALL.size, SMALL.frames).astype(np.float32)  # (T, H, W, 3)
+    path = demo_dir / "videos" / "train" / "train_00000.mp4"
+    info = probe_video(path)
+    assert (info.num_frames, info.width, info.height, info.fps) == (SMALL.frames, SMALL.size, SMALL.size, SMALL.fps)
+    video = read_frames(path, list(range(SMALL.frames)), backend=backend).numpy().astype(np.float32)
+    assert video.shape == drawn.shape
+    # lossy H.264 (yuv420p) and frame noise: close on average, identical backends
+    assert np.abs(video - drawn).mean() < 6.0
+    folder = demo_dir / "frames" / "train" / "train_00000"
+    assert probe_video(folder).num_frames == SMALL.frames
+    assert sorted(p.name for p in folder.iterdir())[:2] == ["img_00001.jpg", "img_00002.jpg"]
+    jpeg = read_frames(folder, list(range(SMALL.frames))).numpy().astype(np.float32)
+    assert np.abs(jpeg - drawn).mean() < 6.0
+
+
+def _hand_classify(video: np.ndarray, colour: tuple[float, float, float]) -> str:
+    """Name a clip's class from pixels alone: segment the shape by its colour, then the bounding-box fill ratio
+    gives the shape (square 1, disc pi/4, triangle 1/2) and the slope of the centroid's height the direction."""
+    mask = np.linalg.norm(video - np.asarray(colour, np.float32), axis=-1) < 60  # (T, H, W)
+    heights, fills = [], []
+    for t, frame in enumerate(mask):
+        yy, xx = np.nonzero(frame)
+        if len(yy) < 10:
+            continue
+        (y0, y1), (x0, x1) = np.percentile(yy, [1, 99]), np.percentile(xx, [1, 99])
+        inside = (yy >= y0) & (yy <= y1) & (xx >= x0) & (xx <= x1)
+        fills.append(inside.sum() / ((y1 - y0 + 1) * (x1 - x0 + 1)))
+        heights.append((t, yy.mean()))
+    t, y = np.asarray(heights).T
+    slope = np.polyfit(t, y, 1)[0]  # image rows grow downwards
+    fill = float(np.median(fills))
+    shape = "square" if fill > 0.9 else "disc" if fill > 0.65 else "triangle"
+    return f"{shape}_{'down' if slope > 0 else 'up'}"
+
+
+def test_labels_match_what_the_videos_show(demo_dir):
+    """A learnability signal: a hand-written shape + motion rule recovers every label from the decoded files."""
+    specs = clip_specs("train", SMALL.num_train, SMALL) + clip_specs("val", SMALL.num_val, SMALL)
+    with open(demo_dir / "train.csv", newline="") as f, open(demo_dir / "val.csv", newline="") as g:
+        rows = list(csv.DictReader(f)) + list(csv.DictReader(g))
+    predicted = []
+    for spec, row in zip(specs, rows):
+        video = read_frames(demo_dir / row["path"], list(range(SMALL.frames)), backend="pyav").numpy()
+        predicted.append(_hand_classify(video.astype(np.float32), spec.colour))
+    assert predicted == [row["label"] for row in rows]
+
+
+def test_shape_stays_in_view_and_moves_vertically():
+    for spec in clip_specs("train", 60, DemoConfig(num_train=60)):
+        cfg = DemoConfig()
+        ys = spec.y0 + spec.vy * np.array([0, cfg.frames - 1])
+        xs = spec.x0 + spec.vx * np.array([0, cfg.frames - 1])
+        assert (ys - spec.half_size >= 0).all() and (ys + spec.half_size <= cfg.size).all()
+        assert (xs - spec.half_size >= 0).all() and (xs + spec.half_size <= cfg.size).all()
+        assert abs(spec.vy) > 2 * abs(spec.vx)
+        assert (spec.vy < 0) == CLASS_NAMES[spec.label].endswith("_up")
+
+
+@pytest.mark.parametrize("bad", [{"size": 63}, {"num_train": 2}, {"frames": 2}, {"num_val": -1}])
+def test_bad_arguments_are_refused_by_name(tmp_path, bad):
+    key = next(iter(bad))
+    with pytest.raises(ValueError, match=key):
+        write_demo_dataset(tmp_path, DemoConfig(**bad))
