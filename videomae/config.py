@@ -107,6 +107,9 @@ class DataConfig:
     """Augmented clips drawn from each decoded video (repeated augmentation); they all enter the batch."""
     num_workers: int = 8
     """Data-loader worker processes per rank (0 reads in the training process)."""
+    hflip_prob: float = 0.0
+    """Probability of a horizontal flip per clip; 0 as in VideoMAE pretraining (keep it 0 for direction-sensitive
+    data such as Something-Something)."""
     max_consecutive_failures: int = 20
     """Undecodable samples in a row (per worker) before the run stops; each one is logged, replaced and counted."""
     decode_timeout_s: float = 60.0
@@ -413,7 +416,10 @@ def validate(cfg: PretrainConfig) -> None:
         if src.repeat is not None:
             _require(src.repeat > 0, f"data.manifests[{i}].repeat", "a number > 0 or null", src.repeat)
     _require(0.0 < m.ratio < 1.0, "mask.ratio", "a number in (0, 1)", m.ratio)
-    _require(0.0 < m.decoder_ratio < 1.0, "mask.decoder_ratio", "a number in (0, 1)", m.decoder_ratio)
+    if m.decoder_type == "run_cell":
+        ratio_ok = m.decoder_ratio in (0.25, 0.5, 0.75)
+        _require(ratio_ok, "mask.decoder_ratio", "0.25, 0.5 or 0.75 (run_cell)", m.decoder_ratio)
+    _require(0.0 <= d.hflip_prob <= 1.0, "data.hflip_prob", "a probability in [0, 1]", d.hflip_prob)
     _require(
         (t.max_steps is None) != (t.epochs is None),
         "train.max_steps",

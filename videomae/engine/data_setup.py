@@ -40,6 +40,7 @@ def build_dataset(cfg: DataConfig, output_dir: str | Path, seed: int) -> HybridV
         input_size=cfg.input_size,
         num_sample=cfg.num_sample,
         train=True,
+        hflip_prob=cfg.hflip_prob,
         decode_timeout=cfg.decode_timeout_s or None,
         run_dir=output_dir,
         max_consecutive_failures=cfg.max_consecutive_failures,
