@@ -194,7 +194,8 @@ def test_pretraining_encoder_into_classifier(use_mean_pooling: bool) -> None:
         videos = _videos()
         with torch.no_grad():
             tokens = source.eval().encoder(videos, torch.zeros(2, 32, dtype=torch.bool))
-            assert torch.allclose(classifier.eval().forward_features(videos), tokens[:, 0])
+            # the classifier embeds with the convolution, the masked encoder with the same weights as a matmul
+            assert torch.allclose(classifier.eval().forward_features(videos), tokens[:, 0], atol=1e-6)
     for key, value in source.state_dict().items():
         if key.startswith("encoder.blocks."):
             assert torch.equal(classifier.state_dict()[key.removeprefix("encoder.")], value)

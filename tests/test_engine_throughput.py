@@ -15,10 +15,10 @@ def test_flops_per_clip_counts_visible_and_decoded_tokens():
     # grid (2, 4, 4) = 32 tokens; tube 0.9 hides int(0.9 * 16) = 14 of 16 per time slice -> 4 visible;
     # the running cell keeps half of all tokens for the decoder -> 16 decoded.
     dual = train_flops_per_clip(model, MaskConfig(ratio=0.9, decoder_ratio=0.5))
-    assert dual == 3 * pretrain_flops(model.model_config, 32, 4, 16).forward
+    assert dual == 3 * pretrain_flops(model.model_config, 4, 16).forward
     # Without a decoder mask the decoder predicts every hidden token: 28.
     plain = train_flops_per_clip(model, MaskConfig(ratio=0.9, decoder_type="none"))
-    assert plain == 3 * pretrain_flops(model.model_config, 32, 4, 28).forward
+    assert plain == 3 * pretrain_flops(model.model_config, 4, 28).forward
     assert plain > dual
 
 

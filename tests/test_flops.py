@@ -27,5 +27,5 @@ def test_analytic_forward_flops_match_the_operator_count(dual: bool) -> None:
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(torch.randn(2, 3, 4, 64, 64), mask, decode_mask)
-    expected = pretrain_flops(model.model_config, num_tokens, num_visible, num_decoded).forward * 2
+    expected = pretrain_flops(model.model_config, num_visible, num_decoded).forward * 2
     assert counter.get_total_flops() == expected

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -21,10 +19,9 @@ PEAK_TFLOPS: dict[str, float] = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L
 def train_flops_per_clip(model: nn.Module, mask: MaskConfig) -> int:
     """Forward + backward matmul FLOPs of one clip under this masking (token counts from a real mask)."""
     hidden, decode = MaskGenerator(mask, model.grid_size, torch.device("cpu"), seed=0)(1)
-    num_tokens = math.prod(model.grid_size)
     visible = int((~hidden).sum())
     decoded = int(decoded_positions(hidden, decode).sum())
-    return pretrain_flops(model.model_config, num_tokens, visible, decoded).train_step
+    return pretrain_flops(model.model_config, visible, decoded).train_step
 
 
 def peak_flops(device: torch.device, precision: str) -> float | None:

@@ -14,26 +14,10 @@ import torch.utils.checkpoint as cp
 from timm.layers import trunc_normal_
 from torch import nn
 
-from videomae.models.layers import PatchEmbed3D, init_vit_weights, make_blocks
+from videomae.models.layers import PatchEmbed3D, gather_tokens, init_vit_weights, make_blocks
 from videomae.models.pos_embed import interpolate_pos_table, sinusoid_table
 
 __all__ = ["VideoViT", "gather_tokens", "run_blocks"]
-
-
-def gather_tokens(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Tokens of ``x`` [B, N, D] where ``keep`` [B, N] is True, in token order -> [B, n, D].
-
-    Raises:
-        ValueError: when ``keep`` has the wrong shape or keeps a different count per sample.
-    """
-    if keep.dtype != torch.bool or keep.shape != x.shape[:2]:
-        raise ValueError(
-            f"mask must be a bool tensor of shape {tuple(x.shape[:2])}, got {keep.dtype} {tuple(keep.shape)}"
-        )
-    counts = keep.sum(dim=1)
-    if counts.numel() and bool(counts.min() != counts.max()):
-        raise ValueError(f"every sample must keep the same number of tokens, got counts {counts.tolist()}")
-    return x[keep].reshape(x.shape[0], -1, x.shape[2])  # (B, n, D)
 
 
 def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, with_cp: bool) -> torch.Tensor:
@@ -144,9 +128,12 @@ class VideoViT(nn.Module):
         Returns:
             ``[B, N_vis, D]`` normalised tokens in token order (``N_vis = N`` without a mask).
         """
-        x = self.patch_embed(videos)  # (B, N, D)
-        x = x + self.pos_embed.to(dtype=x.dtype)
-        if mask is not None:
-            x = gather_tokens(x, ~mask)  # (B, N_vis, D)
+        pos = self.pos_embed.to(dtype=videos.dtype)  # (1, N, D)
+        if mask is None:
+            x = self.patch_embed(videos) + pos  # (B, N, D)
+        else:
+            visible = ~mask
+            pos = gather_tokens(pos.expand(videos.shape[0], -1, -1), visible)  # (B, N_vis, D)
+            x = self.patch_embed(videos, keep=visible) + pos  # (B, N_vis, D)
         x = run_blocks(self.blocks, x, self.with_cp)
         return self.norm(x)

@@ -1,8 +1,8 @@
 """Analytic FLOP counts of a pretraining step, for throughput and model FLOPs utilisation (MFU).
 
 Counts only matrix multiplications (2 FLOPs per multiply-add), on the tokens each part really processes:
-the patch embedding on every token (the convolution runs on the whole clip before masking), the encoder on
-the visible tokens, the decoder on the visible tokens plus the tokens it predicts. Norms, softmax and
+the patch embedding and the encoder on the visible tokens, the decoder on the visible tokens plus the tokens it
+predicts. Norms, softmax and
 element-wise ops are left out, as in the usual MFU convention; a backward pass costs twice the forward.
 """
 
@@ -39,14 +39,13 @@ class PretrainFlops:
         return 3 * self.forward
 
 
-def pretrain_flops(model_config: dict, num_tokens: int, num_visible: int, num_decoded: int) -> PretrainFlops:
+def pretrain_flops(model_config: dict, num_visible: int, num_decoded: int) -> PretrainFlops:
     """FLOPs of a VideoMAE pretraining forward for one clip.
 
     Args:
         model_config: the model's constructor arguments (``model.model_config``): ``encoder_embed_dim``,
             ``encoder_depth``, ``decoder_embed_dim``, ``decoder_depth``, ``mlp_ratio``, ``patch_size``,
             ``tubelet_size`` and optionally ``in_chans`` (3).
-        num_tokens: tokens of the whole clip ``N``.
         num_visible: tokens the encoder sees.
         num_decoded: tokens the decoder predicts (its output count ``N_dec``).
     """
@@ -54,7 +53,7 @@ def pretrain_flops(model_config: dict, num_tokens: int, num_visible: int, num_de
     decoder_width = model_config["decoder_embed_dim"]
     mlp_ratio = model_config["mlp_ratio"]
     patch_pixels = model_config.get("in_chans", 3) * model_config["tubelet_size"] * model_config["patch_size"] ** 2
-    patch_embed = 2 * num_tokens * patch_pixels * width
+    patch_embed = 2 * num_visible * patch_pixels * width  # only visible cubes are embedded
     encoder = transformer_forward_flops(num_visible, width, model_config["encoder_depth"], mlp_ratio)
     decoder_tokens = num_visible + num_decoded
     decoder = (

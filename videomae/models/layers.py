@@ -15,10 +15,35 @@ from einops import rearrange
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
-__all__ = ["Attention", "Block", "Mlp", "PatchEmbed3D", "init_vit_weights", "make_blocks", "set_fused_attention"]
+__all__ = [
+    "Attention",
+    "Block",
+    "Mlp",
+    "PatchEmbed3D",
+    "gather_tokens",
+    "init_vit_weights",
+    "make_blocks",
+    "set_fused_attention",
+]
 
 # Cosine attention: the learnable per-head logit scale is clamped at log(100), as in Swin V2 / VideoMAE V2.
 _MAX_LOGIT_SCALE = math.log(100.0)
+
+
+def gather_tokens(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Tokens of ``x`` [B, N, D] where ``keep`` [B, N] is True, in token order -> [B, n, D].
+
+    Raises:
+        ValueError: when ``keep`` has the wrong shape or keeps a different count per sample.
+    """
+    if keep.dtype != torch.bool or keep.shape != x.shape[:2]:
+        raise ValueError(
+            f"mask must be a bool tensor of shape {tuple(x.shape[:2])}, got {keep.dtype} {tuple(keep.shape)}"
+        )
+    counts = keep.sum(dim=1)
+    if counts.numel() and bool(counts.min() != counts.max()):
+        raise ValueError(f"every sample must keep the same number of tokens, got counts {counts.tolist()}")
+    return x[keep].reshape(x.shape[0], -1, x.shape[2])  # (B, n, D)
 
 
 class PatchEmbed3D(nn.Module):
@@ -58,14 +83,27 @@ class PatchEmbed3D(nn.Module):
         kernel = (tubelet_size, patch_size, patch_size)
         self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=kernel, stride=kernel)
 
-    def forward(self, videos: torch.Tensor) -> torch.Tensor:
+    def forward(self, videos: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Embed ``videos`` [B, C, T, H, W] -> [B, N, D]; with ``keep`` [B, N] only the kept tokens -> [B, n, D].
+
+        Kernel and stride are equal, so the convolution is one matrix product per token; with ``keep`` the
+        product runs on the kept cubes only (the encoder's visible 5-10%) instead of on the whole clip, which
+        the original computes and then mostly discards.
+        """
         expected = (self.in_chans, self.num_frames, self.img_size, self.img_size)
         if videos.ndim != 5 or tuple(videos.shape[1:]) != expected:
             raise ValueError(
                 f"expected videos [B, C, T, H, W] with (C, T, H, W) = {expected}, got {tuple(videos.shape)}"
             )
-        x = self.proj(videos)  # (B, D, T', H', W')
-        return rearrange(x, "b d t h w -> b (t h w) d")  # (B, N, D)
+        if keep is None:
+            x = self.proj(videos)  # (B, D, T', H', W')
+            return rearrange(x, "b d t h w -> b (t h w) d")  # (B, N, D)
+        cubes = rearrange(
+            videos, "b c (t p0) (h p1) (w p2) -> b (t h w) (c p0 p1 p2)",
+            p0=self.tubelet_size, p1=self.patch_size, p2=self.patch_size,
+        )  # fmt: skip
+        cubes = gather_tokens(cubes, keep)  # (B, n, C*t*p*p), laid out like the Conv3d weight
+        return F.linear(cubes, self.proj.weight.flatten(1), self.proj.bias)  # (B, n, D)
 
 
 class Attention(nn.Module):
