@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,17 @@ from videomae.models.convert_hf import convert_hf_state_dict, is_hf_state_dict
 from videomae.models.pos_embed import guess_grid, interpolate_pos_table, sinusoid_table
 from videomae.models.registry import create_model
 
-__all__ = ["CheckpointError", "LoadReport", "export_weights", "load_exported", "load_pretrained", "read_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "LoadReport",
+    "export_weights",
+    "load_exported",
+    "load_pretrained",
+    "match_class_names",
+    "normalize_class_name",
+    "read_checkpoint",
+    "remap_head",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,6 +65,8 @@ class LoadReport:
         unexpected: checkpoint keys (after renaming) the model does not use.
         resized: model keys filled from a resampled tensor (position tables).
         notes: human-readable remarks (ignored tables, dropped heads).
+        remapped_classes: with a label map, how many head rows were taken from the checkpoint by class name.
+        unmatched_classes: with a label map, the model's classes the checkpoint's head lacks (fresh rows).
     """
 
     source: str
@@ -63,6 +76,8 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     resized: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    remapped_classes: int = 0
+    unmatched_classes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [f"loaded {len(self.loaded)} tensors from {self.source} ({self.format} format)"]
@@ -233,12 +248,140 @@ def _fit_pos_table(
     return resized
 
 
+# --------------------------------------------------------------------------------------------- label maps
+
+
+def normalize_class_name(name: str) -> str:
+    """Key for matching class names across datasets: case, quotes, underscores and spacing ignored.
+
+    Label files of the same classes differ in case, quoting and underscores vs spaces (``air_drumming``,
+    ``"air drumming"``, ``Air drumming``); Kinetics-710 merges Kinetics-400/600/700 by name.
+    """
+    return " ".join(name.strip().strip("\"'").replace("_", " ").lower().split())
+
+
+def _normalized_index(names: Sequence[str], what: str) -> dict[str, int]:
+    index: dict[str, int] = {}
+    for i, name in enumerate(names):
+        key = normalize_class_name(name)
+        if key in index:
+            raise CheckpointError(
+                f"{what} class names {names[index[key]]!r} (id {index[key]}) and {name!r} (id {i}) are the same "
+                "after normalisation (case, underscores, spaces); class names must be unique"
+            )
+        index[key] = i
+    return index
+
+
+def match_class_names(source_names: Sequence[str], target_names: Sequence[str]) -> list[int | None]:
+    """For each target class, the index of the source class with the same normalised name (``None``: no match)."""
+    source = _normalized_index(source_names, "checkpoint")
+    _normalized_index(target_names, "model")  # refuse duplicates on this side too
+    return [source.get(normalize_class_name(name)) for name in target_names]
+
+
+def remap_head(
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    source_names: Sequence[str],
+    target_names: Sequence[str],
+    fresh_weight: torch.Tensor,
+    fresh_bias: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    """Reorder / slice a classifier head's rows from the source class list to the target class list.
+
+    Args:
+        weight: checkpoint head weight ``[K, D]``, row k for ``source_names[k]``.
+        bias: checkpoint head bias ``[K]`` (or None).
+        source_names: the checkpoint's K class names.
+        target_names: the model's M class names.
+        fresh_weight: the model's freshly initialised head weight ``[M, D]``, kept for unmatched classes.
+        fresh_bias: the model's head bias ``[M]`` (or None).
+
+    Returns:
+        ``(weight [M, D], bias [M] | None, unmatched target names)``.
+
+    Raises:
+        CheckpointError: name counts that do not fit the tensors, duplicate names, widths that differ, or no
+            class in common (a label map that matches nothing is a mistake, not a fresh head).
+    """
+    if len(source_names) != weight.shape[0]:
+        raise CheckpointError(
+            f"label map: the checkpoint head has {weight.shape[0]} classes but {len(source_names)} source names"
+        )
+    if len(target_names) != fresh_weight.shape[0]:
+        raise CheckpointError(
+            f"label map: the model head has {fresh_weight.shape[0]} classes but {len(target_names)} target names"
+        )
+    if weight.shape[1:] != fresh_weight.shape[1:]:
+        raise CheckpointError(f"label map: head width {tuple(weight.shape)} does not fit {tuple(fresh_weight.shape)}")
+    rows = match_class_names(source_names, target_names)
+    if all(r is None for r in rows):
+        raise CheckpointError(
+            f"label map: none of the model's {len(target_names)} classes (e.g. {list(target_names[:3])}) is among "
+            f"the checkpoint's {len(source_names)} (e.g. {list(source_names[:3])}); drop label_map for a fresh head"
+        )
+    new_weight = fresh_weight.detach().clone().to(weight.dtype)
+    new_bias = None if fresh_bias is None else fresh_bias.detach().clone().to(weight.dtype)
+    for target, source in enumerate(rows):
+        if source is None:
+            continue
+        new_weight[target] = weight[source]
+        if new_bias is not None and bias is not None:
+            new_bias[target] = bias[source]
+    unmatched = [name for name, source in zip(target_names, rows) if source is None]
+    return new_weight, new_bias, unmatched
+
+
+def _apply_label_map(
+    state: dict[str, torch.Tensor],
+    model: nn.Module,
+    label_map: tuple[Sequence[str] | None, Sequence[str]],
+    metadata: dict[str, Any],
+    report: LoadReport,
+) -> None:
+    """Replace ``head.weight`` / ``head.bias`` in ``state`` by rows matched by class name (see :func:`remap_head`)."""
+    source_names, target_names = label_map
+    if source_names is None:  # our exports carry their class names, transformers configs an id2label map
+        if "id2label" in metadata:
+            source_names = [metadata["id2label"][str(i)] for i in range(len(metadata["id2label"]))]
+        else:
+            source_names = json.loads(metadata.get(_METADATA_KEY, "{}")).get("label_names")
+        if source_names is None:
+            raise CheckpointError(
+                f"{report.source}: label_map has no source class names and the checkpoint's metadata has no "
+                "'label_names' (our exports) or 'id2label' (transformers); pass label_map=(checkpoint_names, "
+                "model_names)"
+            )
+    own = model.state_dict()
+    if "head.weight" not in state:
+        raise CheckpointError(f"{report.source}: label_map given but the checkpoint has no classifier head.weight")
+    if "head.weight" not in own:
+        raise CheckpointError("label_map given but the model has no classifier head (num_classes=0?)")
+    weight, bias, unmatched = remap_head(
+        state["head.weight"], state.get("head.bias"), source_names, target_names, own["head.weight"],
+        own.get("head.bias"),
+    )  # fmt: skip
+    state["head.weight"] = weight
+    if bias is not None:
+        state["head.bias"] = bias
+    report.remapped_classes = len(target_names) - len(unmatched)
+    report.unmatched_classes = unmatched
+    matched = f"{report.remapped_classes}/{len(target_names)}"
+    note = f"head remapped by class name: {matched} classes from the checkpoint's {len(source_names)}"
+    if unmatched:
+        shown = ", ".join(map(repr, unmatched[:10])) + (" ..." if len(unmatched) > 10 else "")
+        note += f"; {len(unmatched)} without a match start fresh: {shown}"
+    report.notes.append(note)
+
+
 def load_pretrained(
     model: nn.Module,
     source: str | Path | dict[str, Any],
     *,
     strict: bool = False,
     source_grid: tuple[int, int, int] | None = None,
+    label_map: tuple[Sequence[str] | None, Sequence[str]] | None = None,
 ) -> LoadReport:
     """Load weights into ``model`` from any supported format and report what changed.
 
@@ -250,6 +393,10 @@ def load_pretrained(
             VideoMAE (pretraining, bare model, classification). ``_orig_mod.`` and ``module.`` prefixes are stripped.
         strict: raise when anything is missing or unexpected.
         source_grid: ``(T', H', W')`` of a checkpoint's learned position table when it cannot be guessed.
+        label_map: ``(checkpoint class names, model class names)``: the head's rows are taken by class name
+            (:func:`normalize_class_name`), e.g. a Kinetics-710 head sliced to Kinetics-400; model classes without
+            a match keep their fresh rows and are listed in ``report.unmatched_classes``. ``None`` as the first
+            element reads the names from an export's ``label_names`` or a transformers config's ``id2label``.
 
     Returns:
         A :class:`LoadReport`.
@@ -258,7 +405,7 @@ def load_pretrained(
         CheckpointError: unreadable or unsafe file, or a shape mismatch that cannot be resolved (names the key).
     """
     name = "<state dict>" if isinstance(source, dict) else str(source)
-    raw = source if isinstance(source, dict) else read_checkpoint(source)[0]
+    raw, metadata = (source, {}) if isinstance(source, dict) else read_checkpoint(source)
     state = _unwrap(raw, name)
     fmt = "transformers" if is_hf_state_dict(state) else "videomae"
     if fmt == "transformers":
@@ -266,6 +413,8 @@ def load_pretrained(
     report = LoadReport(source=name, format=fmt)
     state, notes = _target_layout(state, model)
     report.notes += notes
+    if label_map is not None:
+        _apply_label_map(state, model, label_map, metadata, report)
     own = model.state_dict()
     to_load: dict[str, torch.Tensor] = {}
     for key, value in state.items():

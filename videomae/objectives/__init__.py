@@ -18,3 +18,7 @@ __all__ = [
     "predictions_to_pixels",
     "unpatchify",
 ]
+
+from videomae.objectives.distillation import FEATURE_LOSSES, DistillationLoss  # noqa: E402
+
+__all__ += ["DistillationLoss", "FEATURE_LOSSES"]
