@@ -4,11 +4,18 @@ Layout under ``<output_dir>/checkpoints``::
 
     step_00000200/            complete: DeepSpeed files, rank_state_00000.pt ..., COMMITTED (json)
     step_00000300.tmp/        being written (or killed mid-write): never loaded, removed on the next save
+    step_00000200.universal/  DeepSpeed universal conversion of step_00000200 (made when a ZeRO run resumes on
+                              another number of processes), with its own COMMITTED; ``.universal.tmp`` while converting
     latest                    text file with the newest complete tag (informative; resume scans the folders)
 
 A checkpoint is written under a ``.tmp`` tag; after every rank has finished, rank 0 writes ``COMMITTED`` last,
 renames the folder to its final tag and updates ``latest``. A folder without ``COMMITTED`` is incomplete,
 wherever a kill happened. Assumes ``output_dir`` is on a file system shared by all nodes.
+
+Resuming on a different number of processes: without ZeRO every rank holds whole model and optimizer states, so
+any rank count loads them. ZeRO-1/2/3 split the optimizer states (and gradients, parameters) across ranks; such a
+checkpoint is converted once, on rank 0, into DeepSpeed's universal format (one folder per parameter) and loaded
+with DeepSpeed's universal path, which re-partitions for the new rank count (:func:`resume_needs_universal`).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import random
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,20 +39,30 @@ from videomae.engine import dist
 
 __all__ = [
     "COMMIT_FILE",
+    "UNIVERSAL_SUFFIX",
     "CheckpointInfo",
+    "ResumeError",
     "checkpoint_at",
     "find_latest",
     "get_rng_state",
     "list_complete",
     "load_checkpoint",
+    "prepare_universal",
+    "resume_needs_universal",
     "save_checkpoint",
     "set_rng_state",
+    "universal_path",
 ]
 
 log = logging.getLogger(__name__)
 
 COMMIT_FILE = "COMMITTED"
+UNIVERSAL_SUFFIX = ".universal"
 _TAG = re.compile(r"^step_(\d+)$")
+
+
+class ResumeError(RuntimeError):
+    """A checkpoint that this run's process count or ZeRO stage cannot continue from."""
 
 
 @dataclass(frozen=True)
@@ -97,9 +115,15 @@ def checkpoint_at(path: str | Path) -> CheckpointInfo:
     """The complete checkpoint in folder ``path`` (an explicit ``resume=PATH``).
 
     Raises:
-        FileNotFoundError: the folder has no commit marker (incomplete or not a checkpoint).
+        FileNotFoundError: the folder has no commit marker (incomplete or not a checkpoint), or is a universal
+            conversion rather than the checkpoint it was made from.
     """
     path = Path(path)
+    if path.name.endswith(UNIVERSAL_SUFFIX):
+        raise FileNotFoundError(
+            f"resume={path}: a universal conversion, made and used automatically; point resume at the original "
+            f"checkpoint {path.with_name(path.name.removesuffix(UNIVERSAL_SUFFIX))}"
+        )
     marker = path / COMMIT_FILE
     if not marker.is_file():
         raise FileNotFoundError(f"resume={path}: not a complete checkpoint (no {COMMIT_FILE} file)")
@@ -193,34 +217,157 @@ def _prune(root: Path, keep_last: int) -> None:
     complete = list_complete(root)
     for info in complete[:-keep_last]:
         shutil.rmtree(info.path, ignore_errors=True)
-    for path in root.glob("step_*.tmp"):
+    for path in root.glob("step_*.tmp"):  # also step_*.universal.tmp: conversions run before any save
         shutil.rmtree(path, ignore_errors=True)
+    for path in root.glob(f"step_*{UNIVERSAL_SUFFIX}"):
+        if not (root / path.name.removesuffix(UNIVERSAL_SUFFIX)).is_dir():
+            shutil.rmtree(path, ignore_errors=True)
 
 
-def load_checkpoint(engine: Any, info: CheckpointInfo) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def resume_needs_universal(info: CheckpointInfo, world_size: int, zero_stage: int) -> bool:
+    """Whether continuing from ``info`` with ``world_size`` processes at ``zero_stage`` needs a universal checkpoint.
+
+    Same process count and stage: the checkpoint loads as written. ZeRO-0 on both sides: every rank's files hold
+    whole states, any process count loads them. ZeRO-1/2/3 written by another process count: yes.
+
+    Raises:
+        ResumeError: the ZeRO stage differs from the checkpoint's (not converted here), naming both stages, both
+            process counts and what to do.
+    """
+    saved_world = int(info.meta.get("world_size", world_size))
+    saved_stage = int(info.meta.get("zero_stage", zero_stage))
+    if saved_stage != zero_stage:
+        raise ResumeError(
+            f"checkpoint {info.path} was written with ZeRO stage {saved_stage} by {saved_world} processes; this run "
+            f"uses ZeRO stage {zero_stage} with {world_size}. Changing the stage on resume is not supported: resume "
+            f"with deepspeed.zero_stage={saved_stage} (any process count"
+            f"{'' if saved_stage == 0 else ', converted automatically'}), or start a new run from its exported "
+            "weights with init=<output_dir>/export/model.safetensors (optimizer state is then not carried over)."
+        )
+    return saved_world != world_size and saved_stage > 0
+
+
+def universal_path(info: CheckpointInfo) -> Path:
+    """Folder of the universal conversion of ``info`` (next to it)."""
+    return info.root / (info.tag + UNIVERSAL_SUFFIX)
+
+
+def _complete_universal(info: CheckpointInfo) -> CheckpointInfo | None:
+    marker = universal_path(info) / COMMIT_FILE
+    try:
+        meta = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if meta.get("source_step") != info.step or meta.get("source_time") != info.meta.get("time"):
+        return None  # left over from an older checkpoint of the same step (a rerun in the same folder)
+    return CheckpointInfo(info.root, info.tag + UNIVERSAL_SUFFIX, info.step, {**info.meta, **meta})
+
+
+def prepare_universal(info: CheckpointInfo, convert: Callable[[Path, Path], None] | None = None) -> CheckpointInfo:
+    """The universal conversion of ``info``, made on rank 0 if not there yet (collective: every rank calls it).
+
+    Rank 0 converts into ``<tag>.universal.tmp``, writes the commit marker last and renames the folder; a kill
+    mid-conversion leaves only the ``.tmp`` folder, which is never loaded and is redone on the next start. The
+    other ranks wait for rank 0's outcome and raise the same error if it failed.
+
+    Args:
+        info: a complete ZeRO-1/2/3 checkpoint.
+        convert: ``convert(checkpoint_dir, output_dir)``; default
+            :func:`videomae.engine.deepspeed_setup.convert_to_universal`.
+
+    Raises:
+        ResumeError: the conversion failed (on every rank).
+    """
+    error = None
+    if dist.is_main():
+        try:
+            if _complete_universal(info) is None:
+                _convert(info, convert)
+        except Exception as exc:  # reported on every rank below
+            error = f"{type(exc).__name__}: {exc}"
+    error = dist.broadcast_object(error)
+    if error is not None:
+        raise ResumeError(
+            f"checkpoint {info.path} (ZeRO stage {info.meta.get('zero_stage')}, {info.meta.get('world_size')} "
+            f"processes) could not be converted to a universal checkpoint for another process count: {error}. "
+            f"Resume on {info.meta.get('world_size')} processes instead."
+        )
+    converted = _complete_universal(info)
+    if converted is None:
+        raise ResumeError(
+            f"{universal_path(info)}: no complete universal checkpoint after conversion (file system "
+            "not shared between nodes?)"
+        )
+    return converted
+
+
+def _convert(info: CheckpointInfo, convert: Callable[[Path, Path], None] | None) -> None:
+    if convert is None:
+        from videomae.engine.deepspeed_setup import convert_to_universal as convert
+    final = universal_path(info)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(final, ignore_errors=True)  # stale (no marker, or of an older checkpoint)
+    start = time.perf_counter()
+    log.info("converting %s (ZeRO-%s, %s processes) to a universal checkpoint", info.path,
+             info.meta.get("zero_stage"), info.meta.get("world_size"))  # fmt: skip
+    convert(info.path, tmp)
+    meta = {
+        "source_step": info.step,
+        "source_time": info.meta.get("time"),
+        "source_world_size": info.meta.get("world_size"),
+        "source_zero_stage": info.meta.get("zero_stage"),
+        "time": time.time(),
+    }
+    _write_atomic(tmp / COMMIT_FILE, json.dumps(meta))
+    os.replace(tmp, final)
+    log.info("universal checkpoint %s written in %.1f s", final, time.perf_counter() - start)
+
+
+def load_checkpoint(
+    engine: Any, info: CheckpointInfo, convert: Callable[[Path, Path], None] | None = None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Load model, optimizer and loss scaler from ``info`` (collective).
+
+    A ZeRO checkpoint written by another number of processes is converted to a universal checkpoint
+    (:func:`prepare_universal`) and loaded through DeepSpeed's universal path; the engine must have been created
+    for that (``build_ds_config(..., load_universal=True)``, decided with :func:`resume_needs_universal`).
+
+    Args:
+        engine: the DeepSpeed engine.
+        info: the checkpoint.
+        convert: passed to :func:`prepare_universal`.
 
     Returns:
         The client state and this rank's own state (None when the checkpoint was written by fewer ranks).
 
     Raises:
-        RuntimeError: resuming a ZeRO-partitioned checkpoint on a different number of processes.
+        ResumeError: the stage differs, or the engine was not set up to load a universal checkpoint.
     """
     saved_world = info.meta.get("world_size", engine.world_size)
     universal = engine.load_universal_checkpoint() if hasattr(engine, "load_universal_checkpoint") else False
-    if saved_world != engine.world_size and info.meta.get("zero_stage", 0) > 0 and not universal:
-        raise RuntimeError(
+    needs_universal = resume_needs_universal(info, engine.world_size, engine.zero_optimization_stage())
+    if needs_universal and not universal:
+        raise ResumeError(
             f"checkpoint {info.path} was written by {saved_world} processes with ZeRO stage "
-            f"{info.meta.get('zero_stage')}; this run has {engine.world_size}. Partitioned optimizer states cannot "
-            "be re-split here: resume on the same number of processes, or convert the checkpoint with "
-            "`python -m deepspeed.checkpoint.ds_to_universal` and load it with "
-            "deepspeed.extra={checkpoint: {load_universal: true}}."
+            f"{info.meta.get('zero_stage')}; this run has {engine.world_size}. Partitioned optimizer states must be "
+            "re-split through a universal checkpoint: create the engine with "
+            "deepspeed_setup.build_ds_config(..., load_universal=True) (the trainer does), or resume on "
+            f"{saved_world} processes."
         )
+    use_universal = universal and int(info.meta.get("zero_stage", 0)) > 0
+    source = prepare_universal(info, convert) if use_universal else info
+    # DeepSpeed's universal loaders copy the saved optimizer's param-group settings onto this run's groups (ZeRO-3:
+    # group 0's onto all, which would give norms and biases weight decay); this run's groups come from its config.
+    current = engine.optimizer.param_groups if use_universal else []
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in current]
     _, client_state = engine.load_checkpoint(
-        str(info.root), tag=info.tag, load_optimizer_states=True, load_lr_scheduler_states=False
+        str(source.root), tag=source.tag, load_optimizer_states=True, load_lr_scheduler_states=False
     )
+    for group, saved in zip(engine.optimizer.param_groups if use_universal else [], groups):
+        group.update(saved)
     if client_state is None:
-        raise RuntimeError(f"DeepSpeed could not load checkpoint {info.path}")
+        raise RuntimeError(f"DeepSpeed could not load checkpoint {source.path}")
     rank_file = info.path / f"rank_state_{engine.global_rank:05d}.pt"
     rank_state = torch.load(rank_file, weights_only=False) if rank_file.is_file() else None
     return client_state, rank_state

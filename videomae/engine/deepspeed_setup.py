@@ -6,7 +6,12 @@ accelerator (``DS_ACCELERATOR=cpu`` forces it) and the process group uses ``gloo
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
+import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,15 +29,31 @@ if not torch.cuda.is_available():
     # gloo is enough at CPU scale, so mark that op unavailable and keep a fresh machine compiler-free.
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
-__all__ = ["build_ds_config", "consolidated_fp32_state_dict", "initialize"]
+__all__ = [
+    "build_ds_config",
+    "consolidated_fp32_state_dict",
+    "convert_to_universal",
+    "full_fp32_params",
+    "full_optimizer_state",
+    "initialize",
+]
+
+log = logging.getLogger(__name__)
 
 
 def build_ds_config(
-    train: TrainConfig, ds: DeepSpeedConfig, precision: str, world_size: int, num_sample: int
+    train: TrainConfig,
+    ds: DeepSpeedConfig,
+    precision: str,
+    world_size: int,
+    num_sample: int,
+    load_universal: bool = False,
 ) -> dict[str, Any]:
     """The DeepSpeed JSON config for this run.
 
     Batch sizes are counted in clips (``batch_size * num_sample`` per micro-step), which is what the model sees.
+    ``load_universal`` makes ``engine.load_checkpoint`` read a universal checkpoint (see
+    :func:`convert_to_universal`); DeepSpeed fixes that choice when the engine is created.
     """
     micro = train.batch_size * num_sample
     zero: dict[str, Any] = {"stage": ds.zero_stage}
@@ -70,6 +91,8 @@ def build_ds_config(
             "min_loss_scale": ds.min_loss_scale,
         },
     }
+    if load_universal:
+        config["checkpoint"] = {"load_universal": True}
     return _merge(config, ds.extra)
 
 
@@ -128,3 +151,70 @@ def consolidated_fp32_state_dict(engine: Any, checkpoint_dir: str, tag: str) -> 
 
     state = get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir, tag=tag)
     return {k: v.float().contiguous() for k, v in state.items()}
+
+
+def convert_to_universal(checkpoint_dir: str | Path, output_dir: str | Path) -> None:
+    """Convert the ZeRO-1/2/3 checkpoint folder ``checkpoint_dir`` into a universal checkpoint in ``output_dir``.
+
+    Runs DeepSpeed's ``ds_to_universal`` in this process, one worker (no process pool inside a process that holds
+    a process group): the per-rank optimizer partitions become one folder per parameter (``zero/<name>/fp32.pt``,
+    ``exp_avg.pt``, ``exp_avg_sq.pt``, ``step.pt``) that any number of ranks can load. Checkpoints saved without
+    DeepSpeed's ``universal_checkpoint_info`` get it injected (nothing in our model needs tensor-parallel rules).
+    Its console output goes to this module's logger at debug level.
+
+    Raises:
+        RuntimeError: the conversion failed (the message names the folder and DeepSpeed's error).
+    """
+    from deepspeed.checkpoint import ds_to_universal
+
+    args = argparse.Namespace(
+        input_folder=str(checkpoint_dir),
+        output_folder=str(output_dir),
+        num_extract_workers=1,
+        num_merge_workers=1,
+        keep_temp_folder=False,
+        strict=True,
+        inject_missing_state=True,
+    )
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            ds_to_universal.main(args)
+    except Exception as error:  # DeepSpeed raises assertions, KeyErrors, ...: name the folder whatever it was
+        message = f"ds_to_universal could not convert {checkpoint_dir}: {type(error).__name__}: {error}"
+        raise RuntimeError(message) from error
+    finally:
+        for line in printed.getvalue().splitlines():
+            log.debug("ds_to_universal: %s", line)
+        # ds_to_universal points a `latest_universal` file in the parent folder at its output; our resume logic
+        # finds checkpoints by their commit markers, so remove it rather than leave a second notion of "latest".
+        with contextlib.suppress(OSError):
+            (Path(output_dir).parent / "latest_universal").unlink()
+
+
+def full_fp32_params(engine: Any) -> dict[str, torch.Tensor]:
+    """Whole fp32 master weights of every trainable parameter, gathered on every rank (collective under ZeRO-3).
+
+    The fp32 masters are what the optimizer updates: the module's own weights under fp32 without ZeRO, the
+    optimizer's (partitioned) copies otherwise.
+    """
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    out = {}
+    for name, param in engine.module.named_parameters():
+        if not param.requires_grad:
+            continue
+        value = safe_get_full_fp32_param(param) if engine.zero_optimization_stage() > 0 else None
+        out[name] = (param if value is None else value).detach().float().cpu().clone()
+    return out
+
+
+def full_optimizer_state(engine: Any, key: str) -> dict[str, torch.Tensor]:
+    """Whole optimizer state ``key`` (``exp_avg``, ``exp_avg_sq``) of every trainable parameter under ZeRO 1-3."""
+    from deepspeed.utils import safe_get_full_optimizer_state
+
+    out = {}
+    for name, param in engine.module.named_parameters():
+        if param.requires_grad:
+            out[name] = safe_get_full_optimizer_state(param, key).detach().float().cpu().clone()
+    return out

@@ -115,7 +115,12 @@ class PretrainRun:
         self.total_steps = t.max_steps if t.max_steps is not None else t.epochs * self.steps_per_epoch
         self.peak_lr = t.absolute_lr(self.env.world_size, d.num_sample)
         self.schedule = build_schedule(t, self.total_steps, self.steps_per_epoch, self.peak_lr)
-        ds_config = build_ds_config(t, cfg.deepspeed, cfg.precision, self.env.world_size, d.num_sample)
+        # A ZeRO checkpoint from another process count loads through a universal checkpoint, which DeepSpeed
+        # must know about when the engine is created (a changed ZeRO stage is refused here, before anything heavy).
+        universal = self.resume_from is not None and ckpt.resume_needs_universal(
+            self.resume_from, self.env.world_size, cfg.deepspeed.zero_stage
+        )
+        ds_config = build_ds_config(t, cfg.deepspeed, cfg.precision, self.env.world_size, d.num_sample, universal)
         groups = param_groups(model, t.weight_decay, model.no_weight_decay())
         self.engine = initialize(model, groups, ds_config, t, cfg.deepspeed.offload_optimizer)
         if t.compile:
@@ -132,6 +137,7 @@ class PretrainRun:
             )
         self.state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "nonfinite_total": 0, "overflow_total": 0}
         self._consecutive_bad = 0
+        self._loader_start = 0  # batches_in_epoch when the current loader started (the sampler counts from there)
         self._poisoned: set[int] = set()
         self._stop_requested = False
 
@@ -142,15 +148,46 @@ class PretrainRun:
         client, rank_state = ckpt.load_checkpoint(self.engine, self.resume_from)
         self.state.update(client["run_state"])
         self.sampler.load_state_dict(client["sampler"])
+        saved_world = int(self.resume_from.meta.get("world_size", self.env.world_size))
+        if saved_world != self.env.world_size:
+            self._reshard(client, saved_world)
         if rank_state is not None:
             ckpt.set_rng_state(rank_state["rng"], self.masks.generator)
+        elif saved_world != self.env.world_size:
+            # A rank the checkpoint did not have: a fresh mask stream, distinct from the one it starts a run with.
+            self.masks.generator.manual_seed(self.cfg.seed * 1009 + self.env.rank + 7919 * self.state["step"])
         log.info("resumed from %s at step %d", self.resume_from.path, self.state["step"])
+
+    def _reshard(self, client: dict[str, Any], saved_world: int) -> None:
+        """Continue a run written by ``saved_world`` processes on this run's process count.
+
+        The sampler's position is global (draws consumed in the epoch), so the next step takes exactly the draws
+        the old run would have taken next, now split over this run's ranks; this rank's batch count in the epoch
+        is re-derived from it. What cannot carry over: per-rank RNG streams (masks, augmentation seeds) now pair
+        differently with the clips, so losses continue statistically, not bit for bit.
+        """
+        t, world = self.cfg.train, self.env.world_size
+        consumed = min(client["sampler"]["offset"], self.sampler.total)
+        self.state["batches_in_epoch"] = consumed // (world * t.batch_size)
+        saved_train = client.get("config", {}).get("train", {})
+        saved_batch = saved_train.get("batch_size", t.batch_size) * saved_train.get("grad_accum", t.grad_accum)
+        before, after = saved_batch * saved_world, t.batch_size * t.grad_accum * world
+        log.info("resuming a %d-process checkpoint on %d processes (epoch %d, %d draws consumed)", saved_world,
+                 world, client["sampler"]["epoch"], consumed)  # fmt: skip
+        if before != after:
+            log.warning(
+                "the effective batch changes from %d to %d videos per step (train.batch_size x train.grad_accum x "
+                "processes) and the peak lr is now %.3g: keep that product constant for a continuous run",
+                before, after, self.peak_lr,
+            )  # fmt: skip
 
     def save(self) -> None:
         """Write a checkpoint of the current step (collective)."""
         client = {
             "run_state": dict(self.state),
-            "sampler": self.sampler.state_dict(consumed=self.state["batches_in_epoch"] * self.cfg.train.batch_size),
+            "sampler": self.sampler.state_dict(
+                consumed=(self.state["batches_in_epoch"] - self._loader_start) * self.cfg.train.batch_size
+            ),
             "config": config_to_dict(self.cfg),
         }
         rank_state = {"rng": ckpt.get_rng_state(self.masks.generator)}
@@ -193,6 +230,7 @@ class PretrainRun:
         """Train on the rest of the current epoch; True when a stop was requested (a checkpoint was written)."""
         t, state = self.cfg.train, self.state
         self.sampler.set_epoch(state["epoch"])
+        self._loader_start = state["batches_in_epoch"]
         loader = build_loader(
             self.dataset, self.sampler, self.cfg.data, t.batch_size, state["batches_in_epoch"], self.cfg.seed,
             self.env.rank,
