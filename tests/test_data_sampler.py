@@ -140,3 +140,14 @@ def test_plain_dataset_is_one_source():
             return 7
 
     assert sorted(WeightedDistributedSampler(Plain())) == list(range(7))
+
+
+def test_state_right_after_a_resume_keeps_the_loaded_position():
+    ds = Sources([50])
+    first = WeightedDistributedSampler(ds, num_replicas=2, rank=0, seed=3)
+    state = first.state_dict(consumed=7)
+    resumed = WeightedDistributedSampler(ds, num_replicas=2, rank=0, seed=3)
+    resumed.load_state_dict(state)
+    assert resumed.state_dict() == state, "a checkpoint before the next iteration must not rewind the epoch"
+    resumed.set_epoch(state["epoch"])
+    assert resumed.state_dict() == state

@@ -166,3 +166,5 @@ class WeightedDistributedSampler(Sampler[int]):
                              "manifests or weights changed since the checkpoint")
         self.epoch = int(state["epoch"])
         self._offset = min(int(state["offset"]), self.total)
+        # A checkpoint taken before the next iteration starts must report the loaded position, not 0.
+        self._iter_offset, self._yielded = self._offset, 0
