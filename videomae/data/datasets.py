@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from videomae.data.bad_samples import BadSampleLog
 from videomae.data.decoding import DEFAULT_FRAME_TEMPLATE, DecodeError, open_reader, run_with_timeout
@@ -214,6 +214,8 @@ class HybridVideoDataset(Dataset):
                 else:
                     views = sample_test_indices(n, num_frames, rate, self.test_num_segment)
                 wanted = sorted({j for v in views for j in v})  # decode each frame once for all views
+                if len(views) == 1 and views[0] == wanted:  # the usual training clip: no gather copy
+                    return [reader.read(wanted)]
                 frames = reader.read(wanted)  # (len(wanted), H, W, C)
                 pos = {j: k for k, j in enumerate(wanted)}
                 return [frames[[pos[j] for j in v]] for v in views]
@@ -227,8 +229,14 @@ class HybridVideoDataset(Dataset):
 
     def _transform(self, views: list[torch.Tensor]) -> torch.Tensor:
         if self.train:
-            clips = [self.train_transform(views[0]) for _ in range(self.num_sample)]  # S x (C, T, H, W)
-            return clips[0] if self.num_sample == 1 else torch.stack(clips)  # (S, C, T, H, W)
+            if self.num_sample == 1:
+                return self.train_transform(views[0])  # (C, T, H, W)
+            t, _, _, c = views[0].shape
+            size = self.train_transform.input_size
+            out = torch.empty((self.num_sample, c, t, size, size), dtype=torch.float32)
+            for clip in out:  # each repeated sample written in place: no stacking copy
+                self.train_transform(views[0], out=clip)
+            return out  # (S, C, T, H, W)
         out = torch.cat([self.eval_transform(v) for v in views])  # (segments * crops, C, T, H, W)
         return out[0] if out.shape[0] == 1 else out
 
@@ -307,7 +315,14 @@ def collate_clips(batch: Sequence[dict]) -> dict:
     if len(shapes) > 1:
         raise ValueError(f"clips in one batch differ in shape {sorted(shapes)}: sources with different num_frames "
                          "cannot share a batch")
-    out = {"video": torch.cat(videos), "label": torch.tensor(labels, dtype=torch.long),
+    video = None
+    if get_worker_info() is not None:
+        # In a DataLoader worker, build the batch in shared memory (as torch's default collate does): otherwise
+        # sending it to the main process copies the whole batch a second time.
+        first = videos[0]
+        storage = first._typed_storage()._new_shared(sum(v.numel() for v in videos), device=first.device)
+        video = first.new(storage).resize_(len(labels), *first.shape[1:])
+    out = {"video": torch.cat(videos, out=video), "label": torch.tensor(labels, dtype=torch.long),
            "index": torch.tensor(indices, dtype=torch.long)}
     if texts:
         out["text"] = texts

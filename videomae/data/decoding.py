@@ -85,25 +85,28 @@ def decord_available() -> bool:
 DECORD_UNSAFE_CODECS = frozenset({"mpeg4"})
 
 
-def _codec_name(path: str) -> str:
-    import av
-
-    try:
-        with av.open(path) as container:
-            return container.streams.video[0].codec_context.name if container.streams.video else ""
-    except Exception as e:  # unreadable header: let the backends report it
-        return f"<{type(e).__name__}>"
-
-
 class _AutoReader:
-    """decord, except for codecs it decodes wrongly; PyAV when decord fails to open or read."""
+    """decord, except for codecs it decodes wrongly; PyAV when decord fails to open or read.
+
+    The codec check opens the file with PyAV; for the codecs routed to PyAV that container is reused to index the
+    frames, so those files are opened once.
+    """
 
     def __init__(self, path: str):
+        import av
+
         self.path = path
         self._inner: DecordReader | PyAVReader
-        if _codec_name(path) in DECORD_UNSAFE_CODECS:
-            self._inner = PyAVReader(path)
-            return
+        try:
+            container = av.open(path)
+        except Exception:  # unreadable header: decord may still open it, else PyAV reports the error
+            container = None
+        if container is not None:
+            streams = container.streams.video
+            if streams and streams[0].codec_context.name in DECORD_UNSAFE_CODECS:
+                self._inner = PyAVReader(path, container)
+                return
+            container.close()
         try:
             self._inner = DecordReader(path)
         except ReaderError:
@@ -267,9 +270,10 @@ def probe_video(
                 import av
 
                 with av.open(path) as container:
-                    n = sum(1 for _ in reader._frames(container))
+                    n = sum(1 for _ in reader._all_frames(container))
             else:
                 n = reader.count_decodable_tail()
+            reader.close()
         except ReaderError as e:
             raise DecodeError(path, str(e)) from e
         except Exception as e:  # av errors during seek/decode

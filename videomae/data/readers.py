@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,6 +24,9 @@ logger = logging.getLogger(__name__)
 # Below this many frames into the file, decode from the start instead of seeking (a seek costs a keyframe decode
 # plus index bookkeeping, which only pays off when many frames are skipped).
 SEQUENTIAL_LIMIT = 48
+# PyAV keeps the packets of files with at most this many frames (compressed, so small), to decode them without a
+# second demux.
+KEEP_PACKETS = 2 * SEQUENTIAL_LIMIT
 
 
 class ReaderError(RuntimeError):
@@ -59,39 +63,48 @@ class DecordReader:
 
 
 class PyAVReader:
-    """PyAV reader that decodes only what a request needs.
+    """PyAV reader that decodes only what a request needs, from one opened container.
 
     On open it demuxes the video stream without decoding (fast: no pixel work) to count the frames and learn
-    their timestamps. A read then either decodes from the start (requests that end within ``SEQUENTIAL_LIMIT``
-    frames) or seeks to the keyframe before the first wanted frame and decodes forward until the last wanted
-    frame. Frame ``i`` is always the ``i``-th frame the decoder outputs: after a seek, the first output frame is
-    placed by its timestamp and the following ones are counted (checked against a sequential decode on
-    MPEG-4 B-frame AVIs, whose timestamps are in decode order). Only wanted frames are converted to RGB.
+    their timestamps; short files (at most ``KEEP_PACKETS`` frames) also keep their packets, so a read decodes
+    them without demuxing again. A read then either decodes from the start (requests that end within
+    ``SEQUENTIAL_LIMIT`` frames) or seeks to the keyframe before the first wanted frame and decodes forward until
+    the last wanted frame. Frame ``i`` is always the ``i``-th frame the decoder outputs: after a seek, the first
+    output frame is placed by its timestamp and the following ones are counted (checked against a sequential
+    decode on MPEG-4 B-frame AVIs, whose timestamps are in decode order). Only wanted frames are converted to RGB.
+    The container stays open until :meth:`close`.
     """
 
     name = "pyav"
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, container=None):
+        """Open ``path``; or use an already opened PyAV ``container`` of it (then owned by this reader)."""
         import av
 
         self.path = path
         self._av = av
+        self._container = None
         try:
-            with av.open(path) as container:
-                if not container.streams.video:
-                    raise ReaderError("no video stream")
-                stream = container.streams.video[0]
-                rate = stream.average_rate or stream.guessed_rate
-                self.fps = float(rate) if rate else 0.0
-                pts = []
-                for packet in container.demux(stream):
-                    if packet.size:
-                        pts.append(packet.pts)
-        except ReaderError:
-            raise
+            self._container = container = av.open(path) if container is None else container
+            if not container.streams.video:
+                raise ReaderError("no video stream")
+            self._stream = stream = container.streams.video[0]
+            stream.thread_count = 1  # parallelism comes from DataLoader workers
+            rate = stream.average_rate or stream.guessed_rate
+            self.fps = float(rate) if rate else 0.0
+            pts, packets = [], []
+            for packet in container.demux(stream):
+                if packet.size:
+                    pts.append(packet.pts)
+                    if len(packets) <= KEEP_PACKETS:
+                        packets.append(packet)
         except Exception as e:
+            self.close()
+            if isinstance(e, ReaderError):
+                raise
             raise ReaderError(f"PyAV cannot open the file: {_short(e)}") from e
         self.num_frames = len(pts)
+        self._packets: list | None = packets if len(pts) <= KEEP_PACKETS else None
         # presentation order; None timestamps (some raw streams) disable seeking
         self._pts: list[int] | None = sorted(pts) if all(p is not None for p in pts) else None
         if self._pts is not None and len(set(self._pts)) != len(self._pts):
@@ -101,6 +114,8 @@ class PyAVReader:
     def read(self, indices: Sequence[int]) -> np.ndarray:
         if self.num_frames == 0:
             raise ReaderError("PyAV found no frames")
+        if self._container is None:
+            raise ReaderError("PyAV reader is closed")
         try:
             return self._read(indices)
         except ReaderError:
@@ -128,16 +143,26 @@ class PyAVReader:
     def _decode_sequential(self, want: list[int]) -> tuple[dict[int, np.ndarray], int]:
         wanted = set(want)
         frames: dict[int, np.ndarray] = {}
-        last = -1
-        with self._av.open(self.path) as container:
-            for frame in self._frames(container):
+        last, frame = -1, None
+        if self._packets is not None:
+            self._stream.codec_context.flush_buffers()  # forget an earlier read (also leaves the draining state)
+            # None drains the frames the decoder still holds (B-frame delay)
+            decoded, container = self._frames(self._stream, [*self._packets, None]), None
+        else:  # a fresh container: seeking to 0 is unreliable on streams without timestamps
+            container = self._av.open(self.path)
+            decoded = self._all_frames(container)
+        try:
+            for frame in decoded:
                 last += 1
                 if last in wanted:
-                    frames[last] = frame.to_ndarray(format="rgb24")
+                    frames[last] = self._to_rgb(frame)
                 if last >= want[-1]:
                     break
+        finally:
+            if container is not None:
+                container.close()
         if want[-1] > last and last >= 0 and last not in frames:
-            frames[last] = frame.to_ndarray(format="rgb24")  # clamp target for indices past the real end
+            frames[last] = self._to_rgb(frame)  # clamp target for indices past the real end
         return frames, last
 
     def _decode_seek(self, want: list[int]) -> tuple[dict[int, np.ndarray], int]:
@@ -148,34 +173,40 @@ class PyAVReader:
         wanted = set(want)
         frames: dict[int, np.ndarray] = {}
         last, last_frame = -1, None
-        with self._av.open(self.path) as container:
-            stream = container.streams.video[0]
-            container.seek(self._pts[want[0]], stream=stream, backward=True, any_frame=False)
-            for frame in self._frames(container):
-                if last_frame is None:
-                    anchor = self._index.get(frame.pts)
-                    if anchor is None or anchor > want[0]:
-                        return {}, -1
-                    last = anchor
-                else:
-                    last += 1
-                last_frame = frame
-                if last in wanted:
-                    frames[last] = frame.to_ndarray(format="rgb24")
-                if last >= want[-1]:
-                    break
+        self._container.seek(self._pts[want[0]], stream=self._stream, backward=True, any_frame=False)
+        for frame in self._frames(self._stream, self._container.demux(self._stream)):
+            if last_frame is None:
+                anchor = self._index.get(frame.pts)
+                if anchor is None or anchor > want[0]:
+                    return {}, -1
+                last = anchor
+            else:
+                last += 1
+            last_frame = frame
+            if last in wanted:
+                frames[last] = self._to_rgb(frame)
+            if last >= want[-1]:
+                break
         if last_frame is not None and want[-1] > last and last not in frames:
-            frames[last] = last_frame.to_ndarray(format="rgb24")
+            frames[last] = self._to_rgb(last_frame)
         return frames, last
 
-    def _frames(self, container):
-        """Decoded frames of the first video stream; packets the decoder rejects are skipped."""
+    @staticmethod
+    def _to_rgb(frame) -> np.ndarray:
+        return _rgb24(frame)
+
+    def _all_frames(self, container):
+        """Decoded frames of the first video stream of a freshly opened ``container``."""
         stream = container.streams.video[0]
         stream.thread_count = 1
+        return self._frames(stream, container.demux(stream))
+
+    def _frames(self, stream, packets):
+        """Decoded frames of ``stream`` from ``packets`` (``None`` drains); packets the decoder rejects are skipped."""
         errors = 0
-        for packet in container.demux(stream):
+        for packet in packets:
             try:
-                decoded = packet.decode()
+                decoded = stream.decode(packet)
             except self._av.error.FFmpegError as e:
                 errors += 1
                 if errors > 50:
@@ -193,20 +224,22 @@ class PyAVReader:
         with self._av.open(self.path) as container:
             stream = container.streams.video[0]
             if self._pts is None:
-                return sum(1 for _ in self._frames(container))
+                return sum(1 for _ in self._all_frames(container))
             container.seek(self._pts[-1], stream=stream, backward=True, any_frame=False)
             first, count = None, 0
-            for frame in self._frames(container):
+            for frame in self._all_frames(container):
                 i = self._index.get(frame.pts)
                 if i is None:  # cannot place the frame: count everything
                     container.seek(0)
-                    return sum(1 for _ in self._frames(container))
+                    return sum(1 for _ in self._frames(stream, container.demux(stream)))
                 first = i if first is None else min(first, i)
                 count += 1
             return 0 if first is None else first + count
 
     def close(self) -> None:
-        pass
+        if self._container is not None:
+            self._container.close()
+            self._container = None
 
 
 class FrameFolderReader:
@@ -255,6 +288,26 @@ class FrameFolderReader:
 
     def close(self) -> None:
         pass
+
+
+_reformatters = threading.local()
+
+
+def _rgb24(frame) -> np.ndarray:
+    """A decoded PyAV frame as ``uint8 [H, W, 3]`` RGB.
+
+    ``frame.to_ndarray(format="rgb24")`` builds a new swscale context (with its own pool of slice threads) for
+    every frame, which costs more than decoding a small frame; one reformatter per thread reuses its cached context
+    while the frame size and format stay the same (same pixels either way). ``threads=1``: no slice-thread pool
+    (parallelism comes from DataLoader workers), which also keeps ``fork`` safe: a pool owned by another thread's
+    reformatter would be joined, and hang, when the forked child drops that thread's locals.
+    """
+    reformatter = getattr(_reformatters, "rgb", None)
+    if reformatter is None:
+        from av.video.reformatter import VideoReformatter
+
+        reformatter = _reformatters.rgb = VideoReformatter()
+    return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
 def _decode_image(file: str) -> np.ndarray:
