@@ -118,6 +118,7 @@ def test_parse_override_reads_exponents_as_floats():
         ("train.lr_scale_by=gpus", "train.lr_scale_by", "'clips', 'videos'"),
         ("mask.decoder_ratio=0.6", "mask.decoder_ratio", "0.25, 0.5 or 0.75"),
         ("data.hflip_prob=1.5", "data.hflip_prob", "[0, 1]"),
+        ("data.decode_backend=opencv", "data.decode_backend", "'auto', 'decord', 'pyav'"),
     ],
 )
 def test_bad_keys_and_values_are_refused_naming_the_key(override, named, allowed):

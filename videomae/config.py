@@ -107,6 +107,10 @@ class DataConfig:
     """Augmented clips drawn from each decoded video (repeated augmentation); they all enter the batch."""
     num_workers: int = 8
     """Data-loader worker processes per rank (0 reads in the training process)."""
+    decode_backend: Literal["auto", "decord", "pyav"] = "auto"
+    """Video decoder: ``auto`` = decord, except MPEG-4 Part 2 files (decord's random access returns wrong frames on
+    them) and files decord fails on, which go to PyAV; ``pyav`` was the faster one on our benchmarks
+    (bench/RESULTS.md)."""
     hflip_prob: float = 0.0
     """Probability of a horizontal flip per clip; 0 as in VideoMAE pretraining (keep it 0 for direction-sensitive
     data such as Something-Something)."""

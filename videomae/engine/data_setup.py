@@ -41,6 +41,7 @@ def build_dataset(cfg: DataConfig, output_dir: str | Path, seed: int) -> HybridV
         num_sample=cfg.num_sample,
         train=True,
         hflip_prob=cfg.hflip_prob,
+        backend=cfg.decode_backend,
         decode_timeout=cfg.decode_timeout_s or None,
         run_dir=output_dir,
         max_consecutive_failures=cfg.max_consecutive_failures,
