@@ -19,7 +19,10 @@ fi
 export PATH="$PWD/.venv/bin:$PATH"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
-if [[ ! -f demo_data/train_unlabeled.csv ]]; then
+# (Re)write the demo data when missing or drawn by an older version of videomae/data/demo.py.
+if ! python -c "import json, sys; from videomae.data.demo import DATA_VERSION
+sys.exit(json.load(open('demo_data/demo.json')).get('version') != DATA_VERSION)" 2>/dev/null \
+        || [[ ! -f demo_data/train_unlabeled.csv ]]; then
     echo "== writing the demo data to demo_data/"
     videomae demo-data demo_data --quiet
 fi

@@ -1,7 +1,7 @@
 """The embedded demo set: short clips of a moving shape whose class needs both appearance and motion.
 
-Each clip shows one shape (square, disc or triangle) moving up or down over a smooth random texture with
-per-frame noise. The class is the (shape, direction) pair, so a model that sees only one frame (appearance)
+Each clip shows one shape (square, disc or triangle) moving up or down over a static grey-ish colour gradient
+of random direction. The class is the (shape, direction) pair, so a model that sees only one frame (appearance)
 or only the motion of a blob (direction) is right at most half or a third of the time. Colour, size, speed,
 position, a small sideways drift and the background change from clip to clip, so none of them is a shortcut.
 Motion is vertical on purpose: a horizontal flip (a common augmentation) never changes the label.
@@ -13,7 +13,7 @@ NumPy / Pillow / FFmpeg builds, and a smaller set is a prefix of a larger one wi
 Layout written under ``OUT``::
 
     labels.txt                    class names, line i = class id i
-    demo.json                     the generation parameters
+    demo.json                     the generation parameters and DATA_VERSION
     train.csv, val.csv            labelled H.264 clips (label = class name)
     train_unlabeled.csv           the training clips without labels, for pretraining
     train_frames.csv, val_frames.csv, train_unlabeled_frames.csv   the same clips as JPEG frame folders
@@ -37,14 +37,21 @@ SHAPES: tuple[str, ...] = ("square", "disc", "triangle")
 DIRECTIONS: tuple[str, ...] = ("up", "down")
 CLASS_NAMES: tuple[str, ...] = tuple(f"{shape}_{direction}" for shape in SHAPES for direction in DIRECTIONS)
 FRAME_TEMPLATE = "img_{:05d}.jpg"
+# Bumped whenever the drawing changes, so scripts can tell an outdated demo folder (stored in demo.json).
+DATA_VERSION = 2
 SOURCE_NAME = "demo"
 # Ranges of the per-clip random draws: shape half-size and vertical travel as fractions of the frame / free room,
-# background grating amplitudes and per-frame noise in 0..255 units. Shapes are 18-28 px wide on 64 px frames, so
-# even with 16 px patches each outline spans several tokens; the texture is calm enough not to hide them.
+# and the background gradient's half range (centre to the farthest corner) in 0..255 units. Shapes are 18-28 px
+# wide on 64 px frames, so even with 16 px patches each outline spans several tokens.
 HALF_SIZE_RANGE = (0.14, 0.22)
 TRAVEL_RANGE = (0.45, 0.9)
-BACKGROUND_AMPLITUDE_RANGE = (3.0, 10.0)
-NOISE_STD = 3.0
+# The background must be predictable from a few visible patches, or masked pixel modelling has nothing to learn:
+# the loss normalises every patch by its own std, so a hidden patch whose structure is weaker than noise or H.264
+# error becomes a unit-variance target no context can predict. (An earlier texture of faint gratings + per-frame
+# noise had less structure per 8 px token than the coding error, which kept the demo loss at the predict-zero floor
+# (P - 1) / P.) One linear gradient per clip gives every background token the same normalised ramp, with 2-4x more
+# std than the H.264 error; there is no per-frame noise. tests/test_demo_data.py checks both.
+BACKGROUND_HALF_RANGE = (50.0, 80.0)
 _SPLIT_CODES = {"train": 0, "val": 1}
 _CSV_COLUMNS_VIDEO = ["path", "label", "num_frames", "fps", "width", "height", "duration", "source"]
 _CSV_COLUMNS_FRAMES = ["path", "start", "num_frames", "label", "fps", "width", "height", "duration", "source"]
@@ -100,7 +107,7 @@ class ClipSpec:
         x0, y0: Centre at frame 0.
         vx, vy: Velocity in pixels per frame (``vy < 0`` moves up).
         colour: RGB of the shape, 0..255.
-        seed: Seed of the texture and noise of this clip.
+        seed: Seed of the background of this clip.
     """
 
     label: int
@@ -154,16 +161,18 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
 
 
 def _background(size: int, rng: np.random.Generator) -> np.ndarray:
-    """A smooth random texture: a grey-ish base plus a few coloured sine gratings. Returns (H, W, 3) float."""
-    coords = np.arange(size, dtype=np.float64)
-    yy, xx = np.meshgrid(coords, coords, indexing="ij")  # (H, W)
-    base = rng.uniform(70, 150) + rng.uniform(-20, 20, size=3)  # (3,)
-    num_waves = 4
-    freqs = rng.uniform(0.5, 4.0, size=(num_waves, 2)) * rng.choice([-1, 1], size=(num_waves, 2)) / size
-    phases = rng.uniform(0, 2 * np.pi, size=num_waves)
-    amps = rng.uniform(*BACKGROUND_AMPLITUDE_RANGE, size=(num_waves, 3))
-    waves = np.sin(2 * np.pi * (freqs[:, 0, None, None] * xx + freqs[:, 1, None, None] * yy) + phases[:, None, None])
-    return base + np.einsum("khw,kc->hwc", waves, amps)  # (H, W, 3)
+    """A linear colour gradient of random direction around a grey-ish base. Returns (H, W, 3) float, within 15..240.
+
+    Grey-ish (channels within about 40 of each other) so that every shape colour stays far from it.
+    """
+    centred = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    yy, xx = np.meshgrid(centred, centred, indexing="ij")  # (H, W)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = np.cos(angle) * xx + np.sin(angle) * yy  # (H, W)
+    ramp /= np.abs(ramp).max()  # -1..1
+    base = rng.uniform(115, 140) + rng.uniform(-8, 8, size=3)  # (3,)
+    half_range = rng.uniform(*BACKGROUND_HALF_RANGE) * rng.uniform(0.85, 1.15, size=3)  # (3,) slightly coloured
+    return base + ramp[..., None] * half_range  # (H, W, 3)
 
 
 def _coverage(shape: str, dx: np.ndarray, dy: np.ndarray, half: float) -> np.ndarray:
@@ -192,7 +201,6 @@ def render_clip(spec: ClipSpec, size: int, frames: int) -> np.ndarray:
     alpha = _coverage(shape, dx, dy, spec.half_size)[..., None]  # (T, H, W, 1)
     colour = np.asarray(spec.colour)  # (3,)
     video = background[None] * (1.0 - alpha) + colour * alpha  # (T, H, W, 3)
-    video += rng.normal(0.0, NOISE_STD, size=video.shape)
     return np.clip(np.rint(video), 0, 255).astype(np.uint8)
 
 
@@ -302,7 +310,8 @@ def write_demo_dataset(out: str | os.PathLike, config: DemoConfig | None = None,
                 if rows:
                     written[name + suffix] = out / f"{name}{suffix}.csv"
                     _write_csv(written[name + suffix], rows)
-    info = {"config": asdict(config), "classes": list(CLASS_NAMES), "frame_template": FRAME_TEMPLATE}
+    info = {"version": DATA_VERSION, "config": asdict(config), "classes": list(CLASS_NAMES),
+            "frame_template": FRAME_TEMPLATE}
     (out / "demo.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return written
 
