@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from videomae.config import load_config
+from videomae.engine.layer_decay import param_groups_layer_decay
 from videomae.engine.optim import build_schedule, cosine_value, param_groups, set_step_values
 from videomae.models import create_model
 
@@ -62,3 +63,13 @@ def test_set_step_values_changes_wd_only_where_it_applies():
     set_step_values(opt, lr=0.3, wd=0.07)
     assert [g["lr"] for g in opt.param_groups] == [0.3, 0.3]
     assert [g["weight_decay"] for g in opt.param_groups] == [0.07, 0.0]
+
+
+def test_set_step_values_scales_lr_per_group_for_layer_decay():
+    model = create_model("vit_tiny_patch16_224", img_size=32, patch_size=16, all_frames=2, num_classes=3)
+    groups = param_groups_layer_decay(model, weight_decay=0.05, layer_decay=0.5)
+    opt = torch.optim.AdamW(groups)
+    set_step_values(opt, lr=1e-3, wd=0.05)
+    depth = model.get_num_layers()
+    for group in opt.param_groups:
+        assert group["lr"] == pytest.approx(1e-3 * 0.5 ** (depth + 1 - group["layer_id"]))

@@ -86,8 +86,9 @@ def build_schedule(train: TrainConfig, total_steps: int, steps_per_epoch: int, p
 
 
 def set_step_values(optimizer: torch.optim.Optimizer, lr: float, wd: float) -> None:
-    """Write this step's lr into every group and its weight decay into the decayed groups."""
+    """Write this step's lr (times the group's ``lr_scale``, e.g. layer-wise decay) into every group, and its
+    weight decay into the decayed groups."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
         if group.get("apply_wd", group.get("weight_decay", 0.0) > 0):
             group["weight_decay"] = wd
