@@ -26,6 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from videomae.data.labels import normalize_class_name
 from videomae.models.convert_hf import convert_hf_state_dict, is_hf_state_dict
 from videomae.models.pos_embed import guess_grid, interpolate_pos_table, sinusoid_table
 from videomae.models.registry import create_model
@@ -249,15 +250,6 @@ def _fit_pos_table(
 
 
 # --------------------------------------------------------------------------------------------- label maps
-
-
-def normalize_class_name(name: str) -> str:
-    """Key for matching class names across datasets: case, quotes, underscores and spacing ignored.
-
-    Label files of the same classes differ in case, quoting and underscores vs spaces (``air_drumming``,
-    ``"air drumming"``, ``Air drumming``); Kinetics-710 merges Kinetics-400/600/700 by name.
-    """
-    return " ".join(name.strip().strip("\"'").replace("_", " ").lower().split())
 
 
 def _normalized_index(names: Sequence[str], what: str) -> dict[str, int]:

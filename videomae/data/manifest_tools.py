@@ -25,6 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from videomae.data.labels import normalize_class_name
 from videomae.data.manifest import Manifest, ManifestError, ManifestRow, read_label_map, read_manifest, write_manifest
 
 __all__ = [
@@ -500,12 +501,6 @@ def _clip_problems(row: ManifestRow, res: _ProbeResult, span: int | None) -> lis
 
 # --------------------------------------------------------------------------------------------------------------
 # merge
-
-
-def normalize_class_name(name: str) -> str:
-    """The form class names are matched and written in by :func:`merge_manifests`: lower case, ``_`` -> space,
-    whitespace collapsed (``"Playing_Guitar "`` -> ``"playing guitar"``)."""
-    return " ".join(name.replace("_", " ").split()).lower()
 
 
 @dataclass
