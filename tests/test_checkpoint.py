@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import VideoMAEConfig, VideoMAEForPreTraining, VideoMAEForVideoClassification, VideoMAEModel
 
 from videomae.checkpoint import CheckpointError, export_weights, load_exported, load_pretrained
@@ -282,3 +283,72 @@ def test_export_round_trip(tmp_path: Path) -> None:
     report = load_pretrained(create_model("vit_tiny_patch16_224", **TINY, num_classes=3, init_values=0.1), path)
     assert not report.missing and not report.unexpected
     assert math.isclose(rebuilt.blocks[0].gamma_1.detach()[0].item(), 0.1, rel_tol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------- release classifier
+
+
+def _release_classifier_state(layer_scale: bool, depth: int = 2, dim: int = 64, classes: int = 5) -> dict:
+    """Known weights in the release's fine-tuning layout (its ``VisionTransformer``), keys written by hand."""
+    gen = torch.Generator().manual_seed(7)
+
+    def w(*shape: int, scale: float = 0.1, mean: float = 0.0) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen) * scale + mean
+
+    state = {"patch_embed.proj.weight": w(dim, 3, 2, 8, 8, scale=0.05), "patch_embed.proj.bias": w(dim)}
+    for i in range(depth):
+        b = f"blocks.{i}."
+        state |= {
+            b + "norm1.weight": w(dim, mean=1.0), b + "norm1.bias": w(dim),
+            b + "attn.qkv.weight": w(3 * dim, dim), b + "attn.q_bias": w(dim), b + "attn.v_bias": w(dim),
+            b + "attn.proj.weight": w(dim, dim), b + "attn.proj.bias": w(dim),
+            b + "norm2.weight": w(dim, mean=1.0), b + "norm2.bias": w(dim),
+            b + "mlp.fc1.weight": w(4 * dim, dim), b + "mlp.fc1.bias": w(4 * dim),
+            b + "mlp.fc2.weight": w(dim, 4 * dim), b + "mlp.fc2.bias": w(dim),
+        }  # fmt: skip
+        if layer_scale:
+            state |= {b + "gamma_1": w(dim, mean=0.5), b + "gamma_2": w(dim, mean=0.5)}
+    state |= {"fc_norm.weight": w(dim, mean=1.0), "fc_norm.bias": w(dim)}
+    return state | {"head.weight": w(classes, dim), "head.bias": w(classes)}
+
+
+def _reference_logits(state: dict, videos: torch.Tensor, heads: int = 2, depth: int = 2) -> torch.Tensor:
+    """The release classifier's forward in plain torch ops: patch conv, sinusoid table, q/v-bias attention, mean
+    pooling + fc_norm + head (LayerNorm eps 1e-6 throughout)."""
+    x = F.conv3d(videos, state["patch_embed.proj.weight"], state["patch_embed.proj.bias"], stride=(2, 8, 8))
+    b, d = x.shape[:2]
+    x = x.flatten(2).transpose(1, 2)  # (B, N, D), tokens in (t, h, w) order
+    n = x.shape[1]
+    position = np.arange(n)[:, None]
+    angle = position / np.power(10000, 2 * (np.arange(d) // 2) / d)  # (N, D), computed in float64 as the release
+    table = np.where(np.arange(d) % 2 == 0, np.sin(angle), np.cos(angle))
+    x = x + torch.from_numpy(table).float()
+    for i in range(depth):
+        p = {k.removeprefix(f"blocks.{i}."): v for k, v in state.items() if k.startswith(f"blocks.{i}.")}
+        h = F.layer_norm(x, (d,), p["norm1.weight"], p["norm1.bias"], eps=1e-6)
+        qkv = h @ p["attn.qkv.weight"].T + torch.cat([p["attn.q_bias"], torch.zeros(d), p["attn.v_bias"]])
+        q, k, v = qkv.reshape(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, N, d)
+        attn = ((q @ k.transpose(-2, -1)) * (d // heads) ** -0.5).softmax(dim=-1)
+        out = (attn @ v).transpose(1, 2).reshape(b, n, d) @ p["attn.proj.weight"].T + p["attn.proj.bias"]
+        x = x + p.get("gamma_1", 1.0) * out
+        h = F.layer_norm(x, (d,), p["norm2.weight"], p["norm2.bias"], eps=1e-6)
+        h = F.gelu(h @ p["mlp.fc1.weight"].T + p["mlp.fc1.bias"]) @ p["mlp.fc2.weight"].T + p["mlp.fc2.bias"]
+        x = x + p.get("gamma_2", 1.0) * h
+    pooled = F.layer_norm(x.mean(dim=1), (d,), state["fc_norm.weight"], state["fc_norm.bias"], eps=1e-6)
+    return pooled @ state["head.weight"].T + state["head.bias"]
+
+
+@pytest.mark.parametrize(("wrapper", "layer_scale"), [("module", False), ("model", True)])
+def test_original_release_classifier_gives_the_reference_logits(tmp_path: Path, wrapper: str, layer_scale: bool):
+    state = _release_classifier_state(layer_scale)
+    path = tmp_path / "vit_tiny_k400_ft.pth"
+    torch.save({wrapper: state, "epoch": 34, "args": argparse.Namespace(nb_classes=5)}, path)
+    model = create_model("vit_tiny_patch16_224", **TINY, num_classes=5, init_values=0.1 if layer_scale else 0.0)
+    report = load_pretrained(model.eval(), path, strict=True)
+    assert sorted(report.loaded) == sorted(state) and report.format == "videomae"
+    videos = _videos()
+    with torch.no_grad():
+        expected = _reference_logits(state, videos)
+        got = model(videos)
+    assert got.shape == (2, 5) and expected.abs().max() > 0.1  # logits of a real size, not all near zero
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

@@ -14,9 +14,14 @@ from videomae.data.demo import CLASS_NAMES
 
 def test_help_lists_the_commands_in_a_subprocess():
     out = subprocess.run([sys.executable, "-m", "videomae.cli", "--help"], capture_output=True, text=True, check=True)
-    assert "demo-data" in out.stdout and "manifest" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "videomae.cli", "manifest", "check", "--help"], capture_output=True,
-                         text=True, check=True)
+    for command in ("demo-data", "manifest", "predict", "extract-features", "visualize", "export", "info"):
+        assert command in out.stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "videomae.cli", "manifest", "check", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "--sampling-rate" in out.stdout and "--fix" in out.stdout
 
 
@@ -31,45 +36,117 @@ def test_unknown_command_and_missing_arguments_exit_2(capsys):
 
 
 def test_build_parser_arguments():
-    args = build_parser().parse_args(["manifest", "check", "m.csv", "--num-frames", "16", "--sampling-rate", "4",
-                                      "--fix", "clean.csv"])
+    args = build_parser().parse_args(
+        ["manifest", "check", "m.csv", "--num-frames", "16", "--sampling-rate", "4", "--fix", "clean.csv"]
+    )
     assert (args.manifest, args.num_frames, args.sampling_rate, args.fix, args.data_root) == (
-        "m.csv", 16, 4, "clean.csv", None)
+        "m.csv",
+        16,
+        4,
+        "clean.csv",
+        None,
+    )
     args = build_parser().parse_args(["demo-data", "out", "--num-train", "12", "--frames", "8"])
     assert (args.out, args.num_train, args.frames, args.size) == ("out", 12, 8, 64)
     with pytest.raises(SystemExit):  # the two label sources exclude each other
-        build_parser().parse_args(["manifest", "build", "r", "-o", "o.csv", "--labels-from-subfolders",
-                                   "--label-map", "m.json"])
+        build_parser().parse_args(
+            ["manifest", "build", "r", "-o", "o.csv", "--labels-from-subfolders", "--label-map", "m.json"]
+        )
 
 
 def test_demo_data_then_manifest_commands(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo-data", str(out), "--num-train", "6", "--num-val", "6", "--frames", "8", "--workers", "0",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            ["demo-data", str(out), "--num-train", "6", "--num-val", "6", "--frames", "8", "--workers", "0", "--quiet"]
+        )
+        == 0
+    )
     assert f"data_root={out}" in capsys.readouterr().out
     with open(out / "train.csv", newline="") as f:
         assert {r["label"] for r in csv.DictReader(f)} == set(CLASS_NAMES)
 
     # check: clean, then too short for 8 x 2 frames (the clips have 8)
-    assert main(["manifest", "check", str(out / "train.csv"), "--data-root", str(out), "--label-map",
-                 str(out / "labels.txt"), "--num-frames", "8", "--quiet", "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "manifest",
+                "check",
+                str(out / "train.csv"),
+                "--data-root",
+                str(out),
+                "--label-map",
+                str(out / "labels.txt"),
+                "--num-frames",
+                "8",
+                "--quiet",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "6 rows, OK" in capsys.readouterr().out
-    assert main(["manifest", "check", str(out / "val_frames.csv"), "--data-root", str(out), "--num-frames", "8",
-                 "--sampling-rate", "2", "--quiet", "--workers", "1"]) == 1
+    assert (
+        main(
+            [
+                "manifest",
+                "check",
+                str(out / "val_frames.csv"),
+                "--data-root",
+                str(out),
+                "--num-frames",
+                "8",
+                "--sampling-rate",
+                "2",
+                "--quiet",
+                "--workers",
+                "1",
+            ]
+        )
+        == 1
+    )
     report = capsys.readouterr().out
     assert report.count("too_short") == 7 and f"{out / 'val_frames.csv'}:2: too_short:" in report
 
     # build on the demo folder: 12 videos + 12 frame folders, labelled by the first sub-folder
-    assert main(["manifest", "build", str(out), "-o", str(tmp_path / "all.csv"), "--labels-from-subfolders",
-                 "--workers", "2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "manifest",
+                "build",
+                str(out),
+                "-o",
+                str(tmp_path / "all.csv"),
+                "--labels-from-subfolders",
+                "--workers",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     with open(tmp_path / "all.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 24 and {r["label"] for r in rows} == {"frames", "videos"}
     assert {r["num_frames"] for r in rows} == {"8"}
 
     # merge train + val (labelled by name) into one label space
-    assert main(["manifest", "merge", str(out / "train.csv"), str(out / "val.csv"), "-o", str(tmp_path / "m.csv"),
-                 "--label-map-out", str(tmp_path / "labels.txt")]) == 0
+    assert (
+        main(
+            [
+                "manifest",
+                "merge",
+                str(out / "train.csv"),
+                str(out / "val.csv"),
+                "-o",
+                str(tmp_path / "m.csv"),
+                "--label-map-out",
+                str(tmp_path / "labels.txt"),
+            ]
+        )
+        == 0
+    )
     merged_names = (tmp_path / "labels.txt").read_text().splitlines()
     assert merged_names == sorted(n.replace("_", " ") for n in CLASS_NAMES)
 
@@ -78,8 +155,20 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert main(["manifest", "build", str(tmp_path / "nowhere"), "-o", str(tmp_path / "o.csv")]) == 2
     assert "nowhere is not a folder" in capsys.readouterr().err
     (tmp_path / "a.csv").write_text("path,label\na.mp4,1\n")
-    assert main(["manifest", "merge", str(tmp_path / "a.csv"), "-o", str(tmp_path / "o.csv"), "--label-map-out",
-                 str(tmp_path / "l.txt")]) == 2
+    assert (
+        main(
+            [
+                "manifest",
+                "merge",
+                str(tmp_path / "a.csv"),
+                "-o",
+                str(tmp_path / "o.csv"),
+                "--label-map-out",
+                str(tmp_path / "l.txt"),
+            ]
+        )
+        == 2
+    )
     assert "integer ids" in capsys.readouterr().err
     (tmp_path / "bad.csv").write_text("path,lable\na.mp4,1\n")
     assert main(["manifest", "check", str(tmp_path / "bad.csv"), "--quiet"]) == 2

@@ -45,8 +45,12 @@ def test_train_samples_from_videos_and_frame_folders(tmp_path, media):
 def test_per_source_clip_settings_and_label_merge(tmp_path, media):
     a = csv_manifest(tmp_path / "a.csv", [(media["h264"], "cat"), (media["h264"], "dog")])
     b = csv_manifest(tmp_path / "b.csv", [(media["frames"], "dog"), (media["frames"], "emu")])
-    ds = HybridVideoDataset([SourceSpec(a, weight=2.0), SourceSpec(b, num_frames=4, sampling_rate=3)],
-                            num_frames=4, sampling_rate=2, input_size=32)
+    ds = HybridVideoDataset(
+        [SourceSpec(a, weight=2.0), SourceSpec(b, num_frames=4, sampling_rate=3)],
+        num_frames=4,
+        sampling_rate=2,
+        input_size=32,
+    )
     assert ds.label_names == ["cat", "dog", "emu"]
     assert ds.labels == [0, 1, 1, 2]
     assert ds.source_sizes == [2, 2] and ds.source_weights == [2.0, 1.0]
@@ -61,8 +65,9 @@ def test_per_source_clip_settings_and_label_merge(tmp_path, media):
 
 def test_multi_view_layout(tmp_path, media):
     m = csv_manifest(tmp_path / "m.csv", [(media["h264"], "x")])
-    ds = VideoClipDataset(m, num_frames=4, sampling_rate=2, input_size=HEIGHT, train=False, test_num_segment=2,
-                          test_num_crop=3)
+    ds = VideoClipDataset(
+        m, num_frames=4, sampling_rate=2, input_size=HEIGHT, train=False, test_num_segment=2, test_num_crop=3
+    )
     video = ds[0]["video"]
     assert video.shape == (6, 3, 4, HEIGHT, HEIGHT)  # (segments * crops, C, T, H, W), segment-major
     # 64 frames, span 7: segments start at 0 and 57
@@ -79,8 +84,9 @@ def test_multi_view_layout(tmp_path, media):
 def test_repeated_sampling_decodes_once_and_augments_each(tmp_path, media):
     # num_frames=7 in the manifest pins the clip to frames 0, 2, 4, 6 (one possible start)
     m = csv_manifest(tmp_path / "m.csv", [(media["h264"], "x", 7)])
-    ds = VideoClipDataset(m, num_frames=4, sampling_rate=2, input_size=HEIGHT, num_sample=4, scales=(1.0,),
-                          hflip_prob=0.5)
+    ds = VideoClipDataset(
+        m, num_frames=4, sampling_rate=2, input_size=HEIGHT, num_sample=4, scales=(1.0,), hflip_prob=0.5
+    )
     torch.manual_seed(0)
     video = ds[0]["video"]
     assert video.shape == (4, 3, 4, HEIGHT, HEIGHT)
@@ -179,3 +185,35 @@ def test_text_column_and_public_exports(tmp_path, media):
 
     for name in data.__all__:
         assert getattr(data, name) is not None
+
+
+def test_test_mode_never_substitutes_an_unreadable_video(tmp_path, media, caplog):
+    corrupt = tmp_path / "corrupt.mp4"
+    data = media["h264"].read_bytes()
+    corrupt.write_bytes(data[:48] + bytes(len(data) - 48))  # header kept, the rest zeroed
+    m = csv_manifest(tmp_path / "m.csv", [(media["h264"], "a"), (corrupt, "b"), (media["frames"], "a")])
+    run = tmp_path / "run"
+    ds = VideoClipDataset(m, **SMALL, train=False, test_num_segment=2, test_num_crop=3, run_dir=run)
+    with caplog.at_level("WARNING", logger="videomae.data.bad_samples"):
+        bad = ds[1]
+    assert bad["valid"] is False and bad["index"] == 1 and bad["label"] == ds.labels[1] == 1
+    assert bad["video"].shape == (6, 3, 4, 32, 32) and not bad["video"].any()
+    assert "invalid sample" in caplog.records[0].getMessage() and ds.bad.count == 1
+    (row,) = read_bad_samples(run)
+    assert row["line"] == "3" and row["path"] == str(corrupt)
+    good = ds[0]
+    assert good["valid"] is True and good["index"] == 0 and good["video"].abs().sum() > 0
+
+    loader = DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate_clips)
+    batches = list(loader)
+    index = torch.cat([b["index"] for b in batches])
+    valid = torch.cat([b["valid"] for b in batches])
+    assert index.tolist() == [0] * 6 + [1] * 6 + [2] * 6  # every video under its own index, none replaced
+    assert valid.tolist() == [True] * 6 + [False] * 6 + [True] * 6
+    assert index[~valid].unique().numel() == 1  # what evaluation reports as unreadable videos
+    assert len(read_bad_samples(run)) == 1  # logged once, however many processes met it
+
+    one_view = VideoClipDataset(m, **SMALL, train=False)[1]
+    assert one_view["video"].shape == (3, 4, 32, 32) and one_view["valid"] is False
+    assert "valid" not in VideoClipDataset(m, **SMALL)[0]  # training samples are unchanged
+    assert "valid" not in collate_clips([VideoClipDataset(m, **SMALL)[0]])

@@ -40,6 +40,7 @@ __all__ = [
     "match_class_names",
     "normalize_class_name",
     "read_checkpoint",
+    "read_state_dict",
     "remap_head",
 ]
 
@@ -180,6 +181,19 @@ def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:
             key = key.removeprefix("_orig_mod.").removeprefix("module.")
         state[key] = value
     return state
+
+
+def read_state_dict(source: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+    """A checkpoint's weights in the release's key layout -> ``(state dict, metadata, format)``.
+
+    Wrappers and prefixes are removed and ``transformers`` keys converted, as :func:`load_pretrained` does;
+    ``format`` is ``"transformers"`` or ``"videomae"`` (ours and the original releases).
+    """
+    raw, metadata = read_checkpoint(source)
+    state = _unwrap(raw, str(source))
+    if is_hf_state_dict(state):
+        return convert_hf_state_dict(state), metadata, "transformers"
+    return state, metadata, "videomae"
 
 
 def _is_state_dict(obj: dict) -> bool:

@@ -45,16 +45,25 @@ class BadSampleLog:
         self.consecutive = 0
         self._seen: set[tuple[str, int, str]] = set()
 
-    def record(self, row: ManifestRow, error: BaseException) -> None:
-        """Count one failure of ``row``; log and append it the first time. Raises after too many in a row."""
+    def record(self, row: ManifestRow, error: BaseException, outcome: str = "replaced by another clip") -> None:
+        """Count one failure of ``row``; log and append it the first time. Raises after too many in a row.
+
+        ``outcome`` says in the log line what the dataset does instead of the clip.
+        """
         self.count += 1
         self.consecutive += 1
         key = (row.manifest, row.line, row.path)
         if key not in self._seen:
             self._seen.add(key)
             if self.path is None or self._append(key, error):
-                logger.warning("bad sample %s:%d (%s): %s; replaced by another clip", row.manifest, row.line,
-                               row.path, getattr(error, "reason", error))
+                logger.warning(
+                    "bad sample %s:%d (%s): %s; %s",
+                    row.manifest,
+                    row.line,
+                    row.path,
+                    getattr(error, "reason", error),
+                    outcome,
+                )
         if self.consecutive >= self.max_consecutive:
             raise TooManyBadSamples(
                 f"{self.consecutive} clips in a row failed to load (last: {row.manifest}:{row.line} {row.path}: "

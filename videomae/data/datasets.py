@@ -4,20 +4,22 @@ A sample is ``{"video": float [C, T, H, W], "label": int, "index": int}``; with 
 or several test views (``test_num_segment * test_num_crop > 1``) the video is ``[S, C, T, H, W]`` and
 :func:`collate_clips` flattens the views into the batch. ``label`` is -1 for unlabelled clips; ``index`` is the
 dataset index of the clip actually returned (a bad clip's replacement has its own index). With
-``return_text=True`` a ``"text"`` string is added.
+``return_text=True`` a ``"text"`` string is added. Test-mode samples also carry ``"valid": bool``.
 
 Construction reads and validates the manifests only; no file is opened or probed, and decoders are created inside
 ``__getitem__`` (in the DataLoader worker). A clip that cannot be loaded (missing, corrupt, fewer than
 ``min_frames`` decodable frames, or slower than ``decode_timeout``) is recorded by
-:class:`~videomae.data.bad_samples.BadSampleLog` and replaced by a clip from the same source, chosen
-deterministically from ``(seed, index, attempt)``.
+:class:`~videomae.data.bad_samples.BadSampleLog`. In training it is replaced by a clip from the same source, chosen
+deterministically from ``(seed, index, attempt)``. In testing it is never replaced (another video's scores would
+land under this index): the sample comes back with ``"valid": False``, its own index and label, and a zero video of
+the usual shape, so evaluation can skip it and count the unreadable videos.
 """
 
 from __future__ import annotations
 
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +33,7 @@ from videomae.data.readers import ReaderError
 from videomae.data.sampling import sample_test_indices, sample_train_indices
 from videomae.data.transforms import EvalTransform, TrainTransform
 
-__all__ = ["HybridVideoDataset", "SourceSpec", "VideoClipDataset", "collate_clips"]
+__all__ = ["HybridVideoDataset", "SourceSpec", "VideoClipDataset", "collate_clips", "decode_clips"]
 
 
 @dataclass
@@ -86,7 +88,9 @@ class HybridVideoDataset(Dataset):
         input_size: output height and width.
         num_sample: training only: independently augmented clips per decoded video (repeated sampling).
         train: random clip + multi-scale crop / flip; otherwise multi-view testing.
-        scales, hflip_prob: training augmentation (see :class:`TrainTransform`).
+        scales, hflip_prob, rand_augment, reprob: training augmentation (see :class:`TrainTransform`): crop scales,
+            flip probability, timm RandAugment string (same ops on every frame; ``None``: off) and random erasing
+            probability (one box through the clip).
         test_num_segment, test_num_crop, short_side_size: testing views (see ``sample_test_indices`` and
             :class:`EvalTransform`); views are ordered segment-major.
         frame_template: default file-name template of frame folders.
@@ -112,6 +116,8 @@ class HybridVideoDataset(Dataset):
         train: bool = True,
         scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66),
         hflip_prob: float = 0.5,
+        rand_augment: str | None = None,
+        reprob: float = 0.0,
         test_num_segment: int = 1,
         test_num_crop: int = 1,
         short_side_size: int | None = None,
@@ -127,8 +133,12 @@ class HybridVideoDataset(Dataset):
     ):
         if not sources:
             raise ValueError("HybridVideoDataset needs at least one SourceSpec")
-        for key, value in (("num_frames", num_frames), ("sampling_rate", sampling_rate), ("input_size", input_size),
-                           ("num_sample", num_sample)):
+        for key, value in (
+            ("num_frames", num_frames),
+            ("sampling_rate", sampling_rate),
+            ("input_size", input_size),
+            ("num_sample", num_sample),
+        ):
             if value < 1:
                 raise ValueError(f"{key}={value} must be >= 1")
         self.sources = list(sources)
@@ -139,12 +149,13 @@ class HybridVideoDataset(Dataset):
         self.frame_template, self.backend = frame_template, backend
         self.decode_timeout, self.min_frames = decode_timeout, min_frames
         self.return_text, self.seed = return_text, seed
-        self.train_transform = TrainTransform(input_size, scales, hflip_prob)
+        self.train_transform = TrainTransform(input_size, scales, hflip_prob, rand_augment=rand_augment, reprob=reprob)
         self.eval_transform = EvalTransform(input_size, short_side_size, test_num_crop)
         self.bad = BadSampleLog(run_dir, max_consecutive_failures)
 
         manifests = [
-            s.manifest if isinstance(s.manifest, Manifest)
+            s.manifest
+            if isinstance(s.manifest, Manifest)
             else read_manifest(s.manifest, s.data_root, format=s.format, label_map=s.label_map)
             for s in self.sources
         ]
@@ -155,8 +166,9 @@ class HybridVideoDataset(Dataset):
         self._row_source: list[int] = []
         for k, (manifest, remap) in enumerate(zip(manifests, remaps)):
             self.rows += manifest.rows
-            self.labels += [-1 if r.label is None else (remap[r.label] if remap is not None else r.label)
-                            for r in manifest.rows]
+            self.labels += [
+                -1 if r.label is None else (remap[r.label] if remap is not None else r.label) for r in manifest.rows
+            ]
             self.source_sizes.append(len(manifest.rows))
             self._row_source += [k] * len(manifest.rows)
         self.source_offsets = np.cumsum([0] + self.source_sizes[:-1]).tolist()
@@ -182,50 +194,58 @@ class HybridVideoDataset(Dataset):
                 frames = self._load(i)
             except DecodeError as e:
                 self._known_bad.add(i)
-                self.bad.record(row, e)  # raises TooManyBadSamples after too many failures in a row
+                # record() raises TooManyBadSamples after too many failures in a row
+                if not self.train:
+                    self.bad.record(row, e, outcome="returned as an invalid sample (evaluation never substitutes)")
+                    return self._sample(i, self._invalid_video(i), valid=False)
+                self.bad.record(row, e)
                 attempt += 1
                 i = self._replacement(index, attempt)
                 continue
             self.bad.success()
-            sample = {"video": self._transform(frames), "label": self.labels[i], "index": i}
-            if self.return_text:
-                sample["text"] = row.text or ""
-            return sample
+            return self._sample(i, self._transform(frames), valid=True)
+
+    def _sample(self, i: int, video: torch.Tensor, valid: bool) -> dict:
+        sample = {"video": video, "label": self.labels[i], "index": i}
+        if not self.train:
+            sample["valid"] = valid
+        if self.return_text:
+            sample["text"] = self.rows[i].text or ""
+        return sample
+
+    def _invalid_video(self, i: int) -> torch.Tensor:
+        """Zeros in the shape a readable test video ``i`` would have: ``[V, C, T, S, S]`` (``[C, T, S, S]`` for V=1)."""
+        num_frames = self._clip_settings(i)[0]
+        size = self.eval_transform.input_size
+        views = self.test_num_segment * self.test_num_crop
+        video = torch.zeros((views, 3, num_frames, size, size), dtype=torch.float32)
+        return video[0] if views == 1 else video
 
     def _clip_settings(self, i: int) -> tuple[int, int, str]:
         spec = self.sources[self._row_source[i]]
-        return (spec.num_frames or self.num_frames, spec.sampling_rate or self.sampling_rate,
-                spec.frame_template or self.frame_template)
+        return (
+            spec.num_frames or self.num_frames,
+            spec.sampling_rate or self.sampling_rate,
+            spec.frame_template or self.frame_template,
+        )
 
     def _load(self, i: int) -> list[torch.Tensor]:
         """Decode the frames of every view of clip ``i``: a list of ``uint8 [T, H, W, C]`` (one per segment)."""
-        row = self.rows[i]
         num_frames, rate, template = self._clip_settings(i)
+
+        def views_for(n: int) -> list[list[int]]:
+            if self.train:
+                return [sample_train_indices(n, num_frames, rate)]
+            return sample_test_indices(n, num_frames, rate, self.test_num_segment)
+
         min_frames = self.min_frames if self.min_frames is not None else num_frames
-
-        def work() -> list[np.ndarray]:
-            reader = open_reader(row.path, self.backend, template, row.start)
-            try:
-                n = reader.num_frames if row.num_frames is None else min(reader.num_frames, row.num_frames)
-                if n < min_frames:
-                    raise DecodeError(row.path, f"{n} decodable frames, fewer than min_frames={min_frames}")
-                if self.train:
-                    views = [sample_train_indices(n, num_frames, rate)]
-                else:
-                    views = sample_test_indices(n, num_frames, rate, self.test_num_segment)
-                wanted = sorted({j for v in views for j in v})  # decode each frame once for all views
-                if len(views) == 1 and views[0] == wanted:  # the usual training clip: no gather copy
-                    return [reader.read(wanted)]
-                frames = reader.read(wanted)  # (len(wanted), H, W, C)
-                pos = {j: k for k, j in enumerate(wanted)}
-                return [frames[[pos[j] for j in v]] for v in views]
-            except ReaderError as e:
-                raise DecodeError(row.path, str(e)) from e
-            finally:
-                reader.close()
-
-        return [torch.from_numpy(np.ascontiguousarray(v)) for v in run_with_timeout(work, self.decode_timeout,
-                                                                                      row.path)]
+        frames, positions = decode_clips(
+            self.rows[i], views_for, backend=self.backend, frame_template=template, min_frames=min_frames,
+            timeout=self.decode_timeout,
+        )  # fmt: skip
+        if len(positions) == 1 and positions[0] == list(range(len(frames))):  # the usual training clip: no copy
+            return [frames]
+        return [frames[p] for p in positions]
 
     def _transform(self, views: list[torch.Tensor]) -> torch.Tensor:
         if self.train:
@@ -263,8 +283,14 @@ class VideoClipDataset(HybridVideoDataset):
         **kwargs: as :class:`HybridVideoDataset` (``num_frames`` and ``sampling_rate`` required).
     """
 
-    def __init__(self, manifest: str | os.PathLike | Manifest, *, data_root: str | os.PathLike | None = None,
-                 format: str = "auto", **kwargs):
+    def __init__(
+        self,
+        manifest: str | os.PathLike | Manifest,
+        *,
+        data_root: str | os.PathLike | None = None,
+        format: str = "auto",
+        **kwargs,
+    ):
         super().__init__([SourceSpec(manifest, data_root=data_root, format=format)], **kwargs)
 
 
@@ -279,8 +305,10 @@ def _merge_labels(
         return None, [None] * len(manifests)
     if len(named) != len(labelled):
         unnamed = [m.path for m in labelled if m.label_names is None]
-        raise ValueError(f"cannot merge labels: {unnamed} have integer labels without class names while other "
-                         "sources name their classes; give those manifests class-name labels or a label map")
+        raise ValueError(
+            f"cannot merge labels: {unnamed} have integer labels without class names while other "
+            "sources name their classes; give those manifests class-name labels or a label map"
+        )
     names = list(label_names) if label_names is not None else sorted({n for m in named for n in m.label_names})
     index = {n: i for i, n in enumerate(names)}
     remaps: list[list[int] | None] = []
@@ -295,26 +323,78 @@ def _merge_labels(
     return names, remaps
 
 
+def decode_clips(
+    row: ManifestRow,
+    clips_for: Callable[[int], list[list[int]]],
+    *,
+    backend: str = "auto",
+    frame_template: str = DEFAULT_FRAME_TEMPLATE,
+    min_frames: int = 1,
+    timeout: float | None = None,
+) -> tuple[torch.Tensor, list[list[int]]]:
+    """Decode, in one read, every frame that the clips of ``row`` need.
+
+    Args:
+        row: the clip's manifest row (``path``, ``start``, ``num_frames``).
+        clips_for: ``decodable frames -> frame indices of each clip`` (e.g. a ``sample_test_indices`` call).
+        backend: ``"auto"``, ``"decord"`` or ``"pyav"``.
+        frame_template: file names in a frame folder.
+        min_frames: fewer decodable frames make the clip bad (at least 1).
+        timeout: seconds before the read is abandoned (``None``: no limit).
+
+    Returns:
+        ``(frames, positions)``: the distinct frames ``uint8 [F, H, W, C]`` in ascending frame order, and for each
+        clip the positions of its frames in ``frames`` (overlapping clips share frames; nothing is decoded twice).
+
+    Raises:
+        DecodeError: missing, corrupt, too short or timed-out clip.
+    """
+    min_frames = max(min_frames, 1)
+
+    def work() -> tuple[np.ndarray, list[list[int]]]:
+        reader = open_reader(row.path, backend, frame_template, row.start)
+        try:
+            n = reader.num_frames if row.num_frames is None else min(reader.num_frames, row.num_frames)
+            if n < min_frames:
+                raise DecodeError(row.path, f"{n} decodable frames, fewer than min_frames={min_frames}")
+            clips = clips_for(n)
+            wanted = sorted({j for clip in clips for j in clip})
+            where = {j: k for k, j in enumerate(wanted)}
+            return reader.read(wanted), [[where[j] for j in clip] for clip in clips]
+        except ReaderError as e:
+            raise DecodeError(row.path, str(e)) from e
+        finally:
+            reader.close()
+
+    frames, positions = run_with_timeout(work, timeout, row.path)
+    return torch.from_numpy(np.ascontiguousarray(frames)), positions
+
+
 def collate_clips(batch: Sequence[dict]) -> dict:
     """Stack samples, flattening repeated samples / test views into the batch.
 
     Returns:
         ``{"video": float [B*S, C, T, H, W], "label": long [B*S], "index": long [B*S]}`` (labels and indices
-        repeated per view), plus ``"text": list[str]`` when the samples carry text.
+        repeated per view), plus ``"text": list[str]`` when the samples carry text and ``"valid": bool [B*S]``
+        when they carry a validity flag (test mode; rows of unreadable videos are False and must be skipped).
     """
-    videos, labels, indices, texts = [], [], [], []
+    videos, labels, indices, texts, valid = [], [], [], [], []
+    flagged = any("valid" in b for b in batch)
     for b in batch:
         v = b["video"]
         v = v.unsqueeze(0) if v.dim() == 4 else v  # (S, C, T, H, W)
         videos.append(v)
         labels += [b["label"]] * v.shape[0]
         indices += [b["index"]] * v.shape[0]
+        valid += [bool(b.get("valid", True))] * v.shape[0]
         if "text" in b:
             texts += [b["text"]] * v.shape[0]
     shapes = {tuple(v.shape[1:]) for v in videos}
     if len(shapes) > 1:
-        raise ValueError(f"clips in one batch differ in shape {sorted(shapes)}: sources with different num_frames "
-                         "cannot share a batch")
+        raise ValueError(
+            f"clips in one batch differ in shape {sorted(shapes)}: sources with different num_frames "
+            "cannot share a batch"
+        )
     video = None
     if get_worker_info() is not None:
         # In a DataLoader worker, build the batch in shared memory (as torch's default collate does): otherwise
@@ -322,8 +402,13 @@ def collate_clips(batch: Sequence[dict]) -> dict:
         first = videos[0]
         storage = first._typed_storage()._new_shared(sum(v.numel() for v in videos), device=first.device)
         video = first.new(storage).resize_(len(labels), *first.shape[1:])
-    out = {"video": torch.cat(videos, out=video), "label": torch.tensor(labels, dtype=torch.long),
-           "index": torch.tensor(indices, dtype=torch.long)}
+    out = {
+        "video": torch.cat(videos, out=video),
+        "label": torch.tensor(labels, dtype=torch.long),
+        "index": torch.tensor(indices, dtype=torch.long),
+    }
     if texts:
         out["text"] = texts
+    if flagged:
+        out["valid"] = torch.tensor(valid, dtype=torch.bool)
     return out

@@ -4,18 +4,26 @@ The training transform reproduces the original ``GroupMultiScaleCrop`` (TSN / Vi
 once: a crop size drawn from ``scales`` x the short side (height and width scale indices at most ``max_distort``
 apart, sizes within 3 px of ``input_size`` snapped to it), placed at one of 13 fixed offsets (corners, centre,
 edge midpoints, quarter points), resized to ``input_size`` with antialiased bilinear interpolation on uint8 (as
-PIL's bilinear resize of the original), optionally flipped, then normalised with ImageNet mean/std.
+PIL's bilinear resize of the original), optionally flipped, then normalised with ImageNet mean/std. Fine-tuning
+adds timm's RandAugment (the same ops and magnitudes on every frame, :class:`ClipRandAugment`) and random erasing
+(one box through all frames, after normalisation).
 """
 
 from __future__ import annotations
 
 import functools
+import random
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from timm.data.auto_augment import rand_augment_transform
+from timm.data.random_erasing import RandomErasing
 
 __all__ = [
+    "ClipRandAugment",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "EvalTransform",
@@ -84,8 +92,9 @@ def normalize_clip(
     if out is None:
         out = torch.empty((c, t, h, w), dtype=torch.float32)
     elif out.shape != (c, t, h, w) or out.dtype != torch.float32 or not out.is_contiguous():
-        raise ValueError(f"out must be a contiguous float32 tensor of shape {(c, t, h, w)}, got "
-                         f"{out.dtype} {tuple(out.shape)}")
+        raise ValueError(
+            f"out must be a contiguous float32 tensor of shape {(c, t, h, w)}, got {out.dtype} {tuple(out.shape)}"
+        )
     out.copy_(x.permute(1, 0, 2, 3))  # (C, T, H, W)
     scale, shift = _affine(tuple(mean), tuple(std))
     return out.mul_(scale).add_(shift)
@@ -100,8 +109,46 @@ def _affine(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tens
     return 1.0 / (255.0 * s), -m / s
 
 
+class ClipRandAugment:
+    """timm's RandAugment applied with the same ops and magnitudes to every frame of a clip.
+
+    timm draws its choices from Python's ``random`` (whether an op fires, magnitude noise, sign, interpolation) and
+    NumPy's global generator (which ops). Both states are saved before the first frame and restored before each
+    following one, so every frame replays the first frame's draws; afterwards the generators stand where one
+    image's augmentation leaves them.
+
+    Args:
+        config: timm RandAugment string, e.g. ``"rand-m7-n4-mstd0.5-inc1"`` (VideoMAE fine-tuning).
+        input_size: frame side the ops see; translations reach 45% of it and resampling is bicubic, as the
+            release's video RandAugment.
+    """
+
+    def __init__(self, config: str, input_size: int):
+        hparams = {"translate_const": int(input_size * 0.45), "interpolation": Image.Resampling.BICUBIC}
+        try:
+            self.transform = rand_augment_transform(config, hparams)
+        except (AssertionError, ValueError, IndexError, KeyError) as err:  # timm asserts on malformed strings
+            raise ValueError(
+                f"rand_augment={config!r} is not a timm RandAugment string such as 'rand-m7-n4-mstd0.5-inc1' "
+                f"(sections after 'rand': m<int>, n<int>, p<float>, mstd<float>, mmax<int>, inc<0|1>) ({err!r})"
+            ) from None
+        self.config = config
+
+    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+        """``uint8 [T, C, H, W]`` -> augmented ``uint8 [T, C, H, W]``."""
+        frames = clip.permute(0, 2, 3, 1).numpy()  # (T, H, W, C)
+        out = np.empty(frames.shape, dtype=np.uint8)
+        py_state, np_state = random.getstate(), np.random.get_state()
+        for t, frame in enumerate(frames):
+            if t:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+            out[t] = np.asarray(self.transform(Image.fromarray(np.ascontiguousarray(frame))))
+        return torch.from_numpy(out).permute(0, 3, 1, 2)  # (T, C, H, W)
+
+
 class TrainTransform:
-    """Multi-scale crop + resize + horizontal flip + normalisation.
+    """Multi-scale crop + resize (+ RandAugment) + horizontal flip + normalisation (+ random erasing).
 
     Args:
         input_size: output height and width.
@@ -110,6 +157,14 @@ class TrainTransform:
             reproduction; also set 0 for direction-sensitive labels such as Something-Something).
         max_distort: how many scale steps height and width may differ.
         mean, std: normalisation (0..1 pixel scale).
+        rand_augment: timm RandAugment string (e.g. ``"rand-m7-n4-mstd0.5-inc1"``), applied alike to every frame
+            after the crop (see :class:`ClipRandAugment`); ``None``: none.
+        reprob: probability of random erasing: one box (timm's ``RandomErasing``, per-pixel normal values, at most
+            one box) at the same place in every frame, drawn after normalisation.
+
+    Randomness: the crop and flip draw from ``generator`` (torch's global generator by default); RandAugment and
+    random erasing use timm's sources (Python ``random``, NumPy, torch global), which the training loader seeds
+    per sample.
     """
 
     def __init__(
@@ -120,12 +175,20 @@ class TrainTransform:
         max_distort: int = 1,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        rand_augment: str | None = None,
+        reprob: float = 0.0,
     ):
+        if not 0.0 <= reprob <= 1.0:
+            raise ValueError(f"reprob={reprob} must be in [0, 1]")
         self.input_size = input_size
         self.scales = tuple(scales)
         self.hflip_prob = hflip_prob
         self.max_distort = max_distort
         self.mean, self.std = tuple(mean), tuple(std)
+        self.rand_augment = ClipRandAugment(rand_augment, input_size) if rand_augment else None
+        self.reprob = reprob
+        # Frames become channels of one image ([C*T, H, W]), so timm draws a single box for the whole clip.
+        self.erase = RandomErasing(reprob, mode="pixel", max_count=1, num_splits=0, device="cpu") if reprob else None
 
     def __call__(
         self, clip: torch.Tensor, generator: torch.Generator | None = None, out: torch.Tensor | None = None
@@ -140,9 +203,15 @@ class TrainTransform:
         size = (self.input_size, self.input_size)
         if (ch, cw) != size:
             x = resize_uint8(x, size)  # (T, C, S, S)
+        if self.rand_augment is not None:
+            x = self.rand_augment(x)
         if self.hflip_prob > 0 and float(torch.rand((), generator=generator)) < self.hflip_prob:
             x = x.flip(-1)
-        return normalize_clip(x, self.mean, self.std, out)  # (C, T, S, S)
+        x = normalize_clip(x, self.mean, self.std, out)  # (C, T, S, S)
+        if self.erase is not None:
+            c, t, s_h, s_w = x.shape
+            self.erase(x.view(c * t, s_h, s_w))  # in place
+        return x
 
 
 class EvalTransform:
@@ -174,17 +243,24 @@ class EvalTransform:
 
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:
         """``uint8 [T, H, W, C]`` -> ``float32 [num_crops, C, T, input_size, input_size]``."""
+        views = [normalize_clip(crop, self.mean, self.std) for crop in self.crops(clip)]  # V x (C, T, S, S)
+        return torch.stack(views)  # (V, C, T, S, S)
+
+    def crops(self, clip: torch.Tensor) -> list[torch.Tensor]:
+        """The resized crops before normalisation: ``uint8 [T, H, W, C]`` -> ``num_crops`` x ``uint8 [T, C, S, S]``
+        views (normalise them with :meth:`normalize`, e.g. a few clips at a time out of a long video)."""
         _, h, w, _ = clip.shape
         s = self.short_side_size
         new_h, new_w = (s, max(s, round(w * s / h))) if h <= w else (max(s, round(h * s / w)), s)
         x = clip.permute(0, 3, 1, 2)  # (T, C, H, W) uint8
         if (new_h, new_w) != (h, w):
             x = resize_uint8(x, (new_h, new_w))
-        views = []
-        for top, left in self.crop_offsets(new_h, new_w):
-            crop = x[:, :, top : top + self.input_size, left : left + self.input_size]  # (T, C, S, S)
-            views.append(normalize_clip(crop, self.mean, self.std))  # (C, T, S, S)
-        return torch.stack(views)  # (V, C, T, S, S)
+        size = self.input_size
+        return [x[:, :, top : top + size, left : left + size] for top, left in self.crop_offsets(new_h, new_w)]
+
+    def normalize(self, crop: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``uint8 [T, C, S, S]`` -> ``float32 [C, T, S, S]`` with this transform's mean and std."""
+        return normalize_clip(crop, self.mean, self.std, out)
 
     def crop_offsets(self, height: int, width: int) -> list[tuple[int, int]]:
         """``(top, left)`` of each crop in a ``height x width`` frame."""

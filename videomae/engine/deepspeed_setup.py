@@ -33,6 +33,7 @@ __all__ = [
     "build_ds_config",
     "consolidated_fp32_state_dict",
     "convert_to_universal",
+    "checkpoint_fp32_state_dict",
     "full_fp32_params",
     "full_optimizer_state",
     "initialize",
@@ -151,6 +152,43 @@ def consolidated_fp32_state_dict(engine: Any, checkpoint_dir: str, tag: str) -> 
 
     state = get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir, tag=tag)
     return {k: v.float().contiguous() for k, v in state.items()}
+
+
+def checkpoint_fp32_state_dict(checkpoint_dir: str | Path, tag: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Full fp32 weights of the saved checkpoint ``checkpoint_dir/tag``, read offline (no engine, one process).
+
+    ZeRO-1/2/3: DeepSpeed's ``zero_to_fp32`` merges the fp32 masters from every rank's optimizer file. Without ZeRO
+    the model-states file holds whole weights: exact for fp32 runs; in bf16/fp16 runs the fp32 masters sit in the
+    optimizer state without parameter names, so the half-precision weights are returned in fp32 (a note says so).
+
+    Returns:
+        ``(state dict, notes)``.
+
+    Raises:
+        FileNotFoundError: the folder holds no DeepSpeed model-states file.
+    """
+    folder = Path(checkpoint_dir) / tag
+    if any(folder.glob("*zero_pp_rank_*_optim_states.pt")):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):  # its prints and progress bar
+            state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)
+        for line in printed.getvalue().splitlines():
+            log.debug("zero_to_fp32: %s", line)
+        return {k: v.float().contiguous() for k, v in state.items()}, []
+    file = folder / "mp_rank_00_model_states.pt"
+    if not file.is_file():
+        raise FileNotFoundError(f"{folder}: no DeepSpeed checkpoint (neither ZeRO optimizer files nor {file.name})")
+    module = torch.load(file, map_location="cpu", weights_only=True, mmap=True)["module"]
+    notes = []
+    half = sorted({str(v.dtype) for v in module.values() if v.is_floating_point() and v.dtype != torch.float32})
+    if half:
+        notes.append(
+            f"{file}: a ZeRO-0 {'/'.join(half)} checkpoint keeps unnamed fp32 masters; exported its "
+            "half-precision weights as fp32 (the run's own export/model.safetensors has the masters)"
+        )
+    return {k: v.float().contiguous() for k, v in module.items()}, notes
 
 
 def convert_to_universal(checkpoint_dir: str | Path, output_dir: str | Path) -> None:

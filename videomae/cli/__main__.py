@@ -1,0 +1,7 @@
+"""``python -m videomae.cli``."""
+
+import sys
+
+from videomae.cli import main
+
+sys.exit(main())

@@ -1,0 +1,77 @@
+"""``videomae export`` and ``videomae info``: checkpoint files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+
+__all__ = ["add_export", "add_info"]
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from videomae.config import parse_override
+    from videomae.data.manifest import read_label_map
+    from videomae.engine.export import export_checkpoint
+
+    overrides = {".".join(path): value for path, value in map(parse_override, args.override)}
+    labels = read_label_map(args.labels) if args.labels else None
+    result = export_checkpoint(
+        args.checkpoint_dir, args.out, model_name=args.model, overrides=overrides or None, label_names=labels
+    )
+    print(
+        f"exported {result.num_tensors} fp32 tensors of {result.model_name} (step {result.step}, "
+        f"{result.checkpoint}) to {result.path}"
+    )
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def add_export(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``export``."""
+    p = subparsers.add_parser(
+        "export",
+        help="consolidate a run's DeepSpeed checkpoint into a safetensors export",
+        description="Merge the fp32 weights of a DeepSpeed checkpoint (any ZeRO stage, any number of ranks) on one "
+        "process and write them as our safetensors export (model config and metadata included), as "
+        "the run does at its end. CKPT_DIR: a checkpoint folder (checkpoints/step_00000200), or a run "
+        "folder / checkpoints folder (its newest complete checkpoint).",
+    )
+    p.add_argument("checkpoint_dir", metavar="CKPT_DIR", help="checkpoint, checkpoints or run folder")
+    p.add_argument("out", help="the .safetensors file to write")
+    p.add_argument("--model", default=None, help="registered model name (default: the checkpoint's config)")
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="constructor argument (repeatable; added to the checkpoint's config, or alone with --model)",
+    )
+    p.add_argument("--labels", default=None, help="labels.txt to store as label_names (default: the checkpoint's)")
+    p.set_defaults(handler=_run_export)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from videomae.checkpoint_info import summarize_checkpoint
+
+    summary = summarize_checkpoint(args.file)
+    if args.json:
+        print(json.dumps(asdict(summary), indent=2))
+    else:
+        print(summary.format_text(max_value_chars=0 if args.full else 160))
+    return 0
+
+
+def add_info(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``info``."""
+    p = subparsers.add_parser(
+        "info",
+        help="what a checkpoint holds: format, model, parameters, grid, classes, metadata",
+        description="Describe any checkpoint load_pretrained reads (our exports, original releases, transformers). "
+        "Without our metadata the architecture is read off the tensor shapes.",
+    )
+    p.add_argument("file", help="checkpoint file or transformers folder")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--full", action="store_true", help="do not shorten long metadata values")
+    p.set_defaults(handler=_run_info)

@@ -1,0 +1,180 @@
+"""``videomae demo-data`` and ``videomae manifest build|check|merge``: the data commands."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_demo_data", "add_manifest"]
+
+
+def _run_demo_data(args: argparse.Namespace) -> int:
+    import time
+
+    from videomae.data.demo import DemoConfig, write_demo_dataset
+
+    config = DemoConfig(
+        num_train=args.num_train, num_val=args.num_val, seed=args.seed, size=args.size, frames=args.frames, fps=args.fps
+    )
+    began = time.perf_counter()
+    written = write_demo_dataset(args.out, config, workers=args.workers, progress=not args.quiet)
+    elapsed = time.perf_counter() - began
+    print(f"wrote {config.num_train} train + {config.num_val} val clips to {args.out} in {elapsed:.1f} s")
+    for name, path in written.items():
+        print(f"  {name:24s} {path}")
+    print(f"manifest paths are relative to {args.out}: use it as data_root (e.g. data.data_root={args.out})")
+    return 0
+
+
+def add_demo_data(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``demo-data``."""
+    from videomae.data.demo import DemoConfig
+
+    d = DemoConfig()
+    p = subparsers.add_parser(
+        "demo-data",
+        help="write the embedded learnable demo set (H.264 files + frame folders + manifests)",
+        description="Write short clips of a square/disc/triangle moving up or down over a random texture; "
+        "the class is the (shape, direction) pair. Deterministic from --seed.",
+    )
+    p.add_argument("out", help="output folder (created if needed)")
+    p.add_argument("--num-train", type=int, default=d.num_train, help=f"training clips (default {d.num_train})")
+    p.add_argument("--num-val", type=int, default=d.num_val, help=f"validation clips (default {d.num_val})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"seed (default {d.seed})")
+    p.add_argument("--size", type=int, default=d.size, help=f"frame height and width in pixels (default {d.size})")
+    p.add_argument("--frames", type=int, default=d.frames, help=f"frames per clip (default {d.frames})")
+    p.add_argument("--fps", type=int, default=d.fps, help=f"frame rate of the video files (default {d.fps})")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_run_demo_data)
+
+
+def _run_manifest_build(args: argparse.Namespace) -> int:
+    from videomae.data.manifest_tools import build_manifest
+
+    extensions = args.extensions.split(",") if args.extensions else None
+    result = build_manifest(
+        args.root,
+        args.output,
+        labels_from_subfolders=args.labels_from_subfolders,
+        label_map=args.label_map,
+        workers=args.workers,
+        frame_template=args.frame_template,
+        extensions=extensions,
+        timeout=args.timeout,
+        progress=not args.quiet,
+    )
+    print(result.summary(args.root))
+    return 0
+
+
+def _run_manifest_check(args: argparse.Namespace) -> int:
+    from videomae.data.manifest_tools import check_manifest
+
+    report = check_manifest(
+        args.manifest,
+        data_root=args.data_root,
+        num_frames=args.num_frames,
+        sampling_rate=args.sampling_rate,
+        label_map=args.label_map,
+        fix=args.fix,
+        workers=args.workers,
+        frame_template=args.frame_template,
+        timeout=args.timeout,
+        progress=not args.quiet,
+    )
+    print(report.format(max_lines=None if args.all else 200))
+    return report.exit_code
+
+
+def _run_manifest_merge(args: argparse.Namespace) -> int:
+    from videomae.data.manifest_tools import merge_manifests
+
+    result = merge_manifests(
+        args.manifests,
+        args.output,
+        label_map_out=args.label_map_out,
+        label_maps=args.label_maps,
+        remap_dir=args.remap_dir,
+    )
+    print(result.summary())
+    return 0
+
+
+def add_manifest(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``manifest build|check|merge``."""
+    p = subparsers.add_parser("manifest", help="build, check and merge manifests (see data_lists/SCHEMA.md)")
+    sub = p.add_subparsers(dest="manifest_command", required=True, metavar="{build,check,merge}")
+
+    b = sub.add_parser(
+        "build",
+        help="scan a folder of videos / frame folders and write a CSV manifest",
+        description="Scan ROOT for video files (by extension) and frame folders, probe each "
+        "(decoded frame count, fps, size) in parallel, write OUT.csv with paths "
+        "relative to ROOT.",
+    )
+    b.add_argument("root", help="folder to scan")
+    b.add_argument("-o", "--output", required=True, help="CSV manifest to write")
+    labels = b.add_mutually_exclusive_group()
+    labels.add_argument(
+        "--labels-from-subfolders",
+        action="store_true",
+        help="label = name of the first sub-folder under ROOT (ROOT/<class>/...)",
+    )
+    labels.add_argument(
+        "--label-map",
+        metavar="FILE",
+        help="CSV (path,label) or JSON {path: label} giving each clip's label; keys are paths "
+        "relative to ROOT, with or without extension, or bare file/folder names",
+    )
+    b.add_argument("--workers", type=int, default=None, help="probe processes (default: all CPU cores)")
+    b.add_argument("--frame-template", default="img_{:05d}.jpg", help="frame file names (default img_{:05d}.jpg)")
+    b.add_argument(
+        "--extensions",
+        default=None,
+        help="comma-separated video extensions (default: mp4,avi,mkv,webm,mov,m4v,mpg,mpeg,flv,wmv)",
+    )
+    b.add_argument("--timeout", type=float, default=120.0, help="seconds per probe before a clip is skipped")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(handler=_run_manifest_build)
+
+    c = sub.add_parser(
+        "check",
+        help="validate a manifest before a run; exit 1 if anything is wrong",
+        description="Report missing files, undecodable or zero-frame videos, clips shorter than "
+        "the sampled span, unknown labels and duplicate rows, with line "
+        "numbers (span = (NUM_FRAMES - 1) x SAMPLING_RATE + 1). Exit status 0 = clean, "
+        "1 = problems found, 2 = unreadable manifest.",
+    )
+    c.add_argument("manifest", help="manifest to check (CSV or an original list format)")
+    c.add_argument("--data-root", default=None, help="prefix joined to relative paths")
+    c.add_argument("--num-frames", type=int, default=None, help="frames per clip the run samples")
+    c.add_argument("--sampling-rate", type=int, default=1, help="frame stride the run samples (default 1)")
+    c.add_argument("--label-map", default=None, help="label map (labels.txt) the labels must belong to")
+    c.add_argument("--fix", metavar="OUT", default=None, help="write a copy without the bad and duplicate rows")
+    c.add_argument("--workers", type=int, default=None, help="probe processes (default: all CPU cores)")
+    c.add_argument("--frame-template", default="img_{:05d}.jpg", help="frame file names (default img_{:05d}.jpg)")
+    c.add_argument("--timeout", type=float, default=120.0, help="seconds per probe before a clip counts as bad")
+    c.add_argument("--all", action="store_true", help="list every problem (default: the first 200)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(handler=_run_manifest_check)
+
+    m = sub.add_parser(
+        "merge",
+        help="merge labelled manifests with a label map merged by class name",
+        description="Merge labelled manifests (as Kinetics-710 from 400/600/700): class names are "
+        "normalised (case, '_' vs ' '), united and sorted; labels are rewritten as "
+        "ids of the merged map; one JSON remap (old id -> new id) per input is written.",
+    )
+    m.add_argument("manifests", nargs="+", help="input manifests")
+    m.add_argument("-o", "--output", required=True, help="merged CSV manifest")
+    m.add_argument("--label-map-out", required=True, help="merged label map to write (one class name per line)")
+    m.add_argument(
+        "--label-maps",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="label map of each input, in the same order (needed for inputs with integer labels; "
+        "'-' for an input that uses class names)",
+    )
+    m.add_argument("--remap-dir", default=None, help="folder for the remap JSON files (default: next to OUT)")
+    m.set_defaults(handler=_run_manifest_merge)

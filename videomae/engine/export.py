@@ -1,0 +1,121 @@
+"""Export a saved DeepSpeed checkpoint of a run as our safetensors file, offline (``videomae export``).
+
+The run writes ``export/model.safetensors`` itself when it finishes; this covers the checkpoints in between (or
+a run that was stopped): the checkpoint's fp32 weights are consolidated on one process, the model is rebuilt from
+the config stored in the checkpoint (or from ``model_name`` + ``overrides``) and written by
+:func:`~videomae.checkpoint.export_weights` with the same metadata layout as the run's own export.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from videomae.checkpoint import CheckpointError, export_weights
+from videomae.engine import checkpointing as ckpt
+from videomae.engine.deepspeed_setup import checkpoint_fp32_state_dict
+from videomae.models import create_model
+
+__all__ = ["ExportResult", "export_checkpoint", "find_checkpoint", "model_kwargs_from_config"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_checkpoint` wrote."""
+
+    path: Path
+    checkpoint: Path
+    step: int
+    model_name: str
+    num_tensors: int
+    notes: list[str] = field(default_factory=list)
+
+
+def find_checkpoint(path: str | Path) -> ckpt.CheckpointInfo:
+    """The checkpoint meant by ``path``: a checkpoint folder, or the newest complete one of a run folder (or of
+    its ``checkpoints/`` folder).
+
+    Raises:
+        FileNotFoundError: nothing complete there.
+    """
+    path = Path(path)
+    if (path / ckpt.COMMIT_FILE).is_file():
+        return ckpt.checkpoint_at(path)
+    for root in (path / "checkpoints", path):
+        info = ckpt.find_latest(root)
+        if info is not None:
+            return info
+    raise FileNotFoundError(f"{path}: no complete checkpoint (a folder with {ckpt.COMMIT_FILE}) there or in "
+                            f"{path / 'checkpoints'}")  # fmt: skip
+
+
+def model_kwargs_from_config(model_section: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(name, create_model kwargs)`` from a run config's ``model`` section: its ``overrides`` plus every other
+    field that is set (the sections name their fields after the constructors' arguments)."""
+    if not isinstance(model_section, dict) or not model_section.get("name"):
+        raise CheckpointError("the checkpoint's config has no model.name; pass --model NAME (and --override k=v)")
+    kwargs = {k: v for k, v in model_section.items() if k not in ("name", "overrides") and v is not None}
+    kwargs.update(model_section.get("overrides") or {})
+    return model_section["name"], kwargs
+
+
+def _client_state(folder: Path) -> dict[str, Any]:
+    """The run's client state (config, counters) from rank 0's model-states file (memory-mapped, weights-only)."""
+    files = sorted(folder.glob("*model_states.pt"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no DeepSpeed model-states file")
+    return torch.load(files[0], map_location="cpu", weights_only=True, mmap=True)
+
+
+def export_checkpoint(
+    path: str | Path,
+    out: str | Path,
+    *,
+    model_name: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    label_names: list[str] | None = None,
+) -> ExportResult:
+    """Consolidate a run's DeepSpeed checkpoint into a safetensors export.
+
+    Args:
+        path: checkpoint folder (``.../checkpoints/step_00000200``), run folder or checkpoints folder (newest).
+        out: the ``.safetensors`` file to write.
+        model_name: registered model; default: ``model.name`` of the config stored in the checkpoint.
+        overrides: constructor arguments (default: the stored config's; with ``model_name``, only these). A
+            classifier's ``num_classes`` defaults to the checkpoint's head.
+        label_names: class names to store (default: the checkpoint's ``label_names``, if it holds them).
+
+    Raises:
+        FileNotFoundError: no complete checkpoint at ``path``.
+        CheckpointError: the weights do not fit the model.
+    """
+    info = find_checkpoint(path)
+    client = _client_state(info.path)
+    config = client.get("config") or {}
+    if model_name is None:
+        model_name, kwargs = model_kwargs_from_config(config.get("model"))
+        kwargs.update(overrides or {})
+    else:
+        kwargs = dict(overrides or {})
+    state, notes = checkpoint_fp32_state_dict(info.root, info.tag)
+    if "head.weight" in state and "num_classes" not in kwargs:
+        kwargs["num_classes"] = state["head.weight"].shape[0]
+    try:
+        model = create_model(model_name, **kwargs)
+        model.load_state_dict(state, strict=True)
+    except (TypeError, RuntimeError) as err:
+        raise CheckpointError(f"{info.path}: the weights do not fit {model_name}({kwargs}): {err}") from None
+    metadata = {"step": info.step, "source_checkpoint": str(info.path), "config": config}
+    names = label_names if label_names is not None else client.get("label_names")
+    if names is not None:
+        metadata["label_names"] = list(names)
+    written = export_weights(model, out, metadata)
+    for note in notes:
+        log.warning(note)
+    return ExportResult(Path(written), info.path, info.step, model_name, len(state), notes)
