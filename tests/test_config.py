@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,10 @@ from videomae.config import (
     ManifestSource,
     PretrainConfig,
     apply_overrides,
+    classifier_kwargs,
     config_to_dict,
     load_config,
+    load_finetune_config,
     parse_override,
     save_config,
 )
@@ -158,3 +161,104 @@ def test_defaults_need_a_step_budget():
     with pytest.raises(ConfigError, match="exactly one of train.max_steps and train.epochs"):
         load_config(None)
     assert isinstance(load_config(None, ["train.epochs=2"]), PretrainConfig)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fine-tuning configs
+
+FINETUNE_DIR = CONFIG_DIR.parent / "finetune"
+FINETUNE_SHIPPED = sorted(FINETUNE_DIR.glob("*.yaml"))
+
+
+def test_finetune_configs_are_shipped():
+    names = {p.stem for p in FINETUNE_SHIPPED}
+    assert {"demo", "vit_b_k400", "vit_l_k400", "vit_h_k400", "vit_g_k710", "vit_g_k710_to_k400"} <= names
+
+
+@pytest.mark.parametrize("path", FINETUNE_SHIPPED, ids=[p.stem for p in FINETUNE_SHIPPED])
+def test_every_finetune_config_loads_and_names_a_classifier(path):
+    cfg = load_finetune_config(path)
+    assert cfg.model.name in list_models("vit_") and not cfg.model.name.startswith("pretrain_")
+    assert cfg.data.manifests and cfg.data.val_manifests
+    assert path.read_text().startswith("#"), "every recipe states what it is in a header comment"
+    again = load_finetune_config(None, [f"{k}={json.dumps(v)}" for k, v in config_to_dict(cfg).items()])
+    assert again == cfg
+
+
+@pytest.mark.parametrize(
+    ("name", "gpus", "lr_abs", "layer_decay", "drop_path", "epochs"),
+    [
+        ("vit_b_k400", 64, 5e-4 * 6 * 64 / 256, 0.75, 0.1, 75),
+        ("vit_l_k400", 64, 2e-3 * 2 * 64 / 256, 0.75, 0.1, 35),
+        ("vit_h_k400", 64, 1e-3 * 8 * 64 / 256, 0.75, 0.2, 50),
+        ("vit_g_k710", 32, 1e-3 * 3 * 32 / 256, 0.9, 0.3, 35),
+    ],
+)
+def test_published_finetune_recipes(name, gpus, lr_abs, layer_decay, drop_path, epochs):
+    cfg = load_finetune_config(FINETUNE_DIR / f"{name}.yaml")
+    t, d = cfg.train, cfg.data
+    # The release scales by videos (batch x GPUs), leaving num_sample out.
+    assert t.lr_scale_by == "videos" and t.absolute_lr(gpus, d.num_sample) == pytest.approx(lr_abs)
+    assert (t.layer_decay, cfg.model.drop_path_rate, t.epochs) == (layer_decay, drop_path, epochs)
+    assert (t.smoothing, t.mixup, t.cutmix, d.reprob, d.rand_augment) == (
+        0.1,
+        0.8,
+        1.0,
+        0.25,
+        "rand-m7-n4-mstd0.5-inc1",
+    )
+    assert (d.num_sample, d.num_frames, d.sampling_rate, d.test_num_segment, d.test_num_crop) == (2, 16, 4, 5, 3)
+    assert t.betas == [0.9, 0.999] and t.warmup_epochs == 5
+
+
+def test_finetune_defaults_follow_the_release():
+    cfg = load_finetune_config(None, STEPS + ["data.manifests=[a.csv]"])
+    t = cfg.train
+    assert (t.layer_decay, t.smoothing, t.mixup, t.cutmix, t.mixup_prob, t.mixup_switch_prob) == (
+        0.75, 0.1, 0.8, 1.0, 1.0, 0.5,
+    )  # fmt: skip
+    assert cfg.data.num_sample == 2 and t.betas == [0.9, 0.999] and cfg.init_label_map == "auto"
+
+
+@pytest.mark.parametrize(
+    ("override", "named", "allowed"),
+    [
+        ("train.mixup_rate=0.8", "train.mixup_rate", "allowed keys: batch_size"),
+        ("train.mixup=-0.5", "train.mixup", ">= 0"),
+        ("train.mixup=lots", "train.mixup", "expected float"),
+        ("train.mixup_mode=video", "train.mixup_mode", "'batch', 'pair', 'elem'"),
+        ("train.mixup_prob=2", "train.mixup_prob", "[0, 1]"),
+        ("train.layer_decay=1.5", "train.layer_decay", "(0, 1]"),
+        ("train.smoothing=1.0", "train.smoothing", "[0, 1)"),
+        ("train.ema_decay=1.0", "train.ema_decay", "(0, 1)"),
+        ("train.picture_every=10", "train.picture_every", "allowed keys"),
+        ("data.rand_augment=rand-x9", "data.rand_augment", "rand-m7-n4-mstd0.5-inc1"),
+        ("data.reprob=1.5", "data.reprob", "[0, 1]"),
+        ("data.test_num_crop=0", "data.test_num_crop", ">= 1"),
+        ("data.short_side_size=100", "data.short_side_size", "data.input_size (224)"),
+        ("data.val_manifests=[{path: v.csv, wieght: 2}]", "data.val_manifests[0].wieght", "allowed keys: path"),
+        ("model.name=pretrain_videomae_base_patch16_224", "model.name", "classification model"),
+        ("model.decoder_depth=4", "model.decoder_depth", "allowed keys: name"),
+        ("train.eval_every=100", "train.eval_every", "data.val_manifests"),
+        ("train.save_best=true", "train.save_best", "data.val_manifests"),
+        ("train.batch_size=3", "train.batch_size", "even number of clips"),
+        ("train.ema=true", "train.ema", "zero_stage 0, 1 or 2"),
+        ("init_labelmap=auto", "init_labelmap", "allowed keys: output_dir"),
+    ],
+)
+def test_bad_finetune_keys_and_values_are_refused_naming_the_key(override, named, allowed):
+    extra = ["deepspeed.zero_stage=3"] if override.startswith("train.ema=") else []
+    base = [*STEPS, "data.manifests=[a.csv]", "data.num_sample=1", *extra]
+    with pytest.raises(ConfigError) as err:
+        load_finetune_config(None, [*base, override])
+    message = str(err.value)
+    assert message.startswith(named + ":"), message
+    assert allowed in message
+
+
+def test_num_classes_override_contradicting_the_data_is_refused():
+    cfg = load_finetune_config(None, [*STEPS, "data.manifests=[a.csv]", "model.overrides={num_classes: 400}"])
+    with pytest.raises(ConfigError, match=r"^model.overrides.num_classes: got 400, but the data has 6 classes"):
+        classifier_kwargs(cfg.model, 6)
+    kwargs = classifier_kwargs(cfg.model, 400)
+    assert kwargs["num_classes"] == 400 and kwargs["use_mean_pooling"] is True

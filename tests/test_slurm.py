@@ -91,8 +91,11 @@ def test_sbatch_dry_run_prints_the_mapped_environment():
     assert "- path: h.csv" in out.stdout
 
 
-def test_sbatch_requests_the_preemption_signal_and_requeues():
-    text = (ROOT / "launch/slurm/pretrain.sbatch").read_text()
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_sbatch_requests_the_preemption_signal_and_requeues(stage):
+    text = (ROOT / f"launch/slurm/{stage}.sbatch").read_text()
     assert "#SBATCH --signal=B:USR1@120" in text
-    assert "trap on_preempt USR1" in text and "scontrol requeue" in text
-    assert "CHECKPOINT_AND_STOP" in text
+    assert "source launch/slurm/common.sh" in text and f"run_stage launch/{stage}.py" in text
+    shared = (ROOT / "launch/slurm/common.sh").read_text()
+    assert "trap on_preempt USR1" in shared and "scontrol requeue" in shared
+    assert "CHECKPOINT_AND_STOP" in shared

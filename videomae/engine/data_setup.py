@@ -11,30 +11,34 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from videomae.config import DataConfig
+from videomae.config import DataConfig, ManifestSource
 from videomae.data import HybridVideoDataset, SourceSpec, WeightedDistributedSampler, collate_clips
 
-__all__ = ["SeededSamples", "build_dataset", "build_loader", "build_sampler"]
+__all__ = ["SeededSamples", "build_dataset", "build_loader", "build_sampler", "source_specs"]
 
 
-def build_dataset(cfg: DataConfig, output_dir: str | Path, seed: int) -> HybridVideoDataset:
-    """The (hybrid) training set of every manifest in ``cfg.manifests``."""
-    if not cfg.manifests:
-        raise ValueError("data.manifests: empty; list at least one manifest file")
-    sources = [
+def source_specs(manifests: list[ManifestSource], data_root: str | None) -> list[SourceSpec]:
+    """The dataset's view of configured manifests; ``data_root`` applies where a manifest sets none."""
+    return [
         SourceSpec(
             manifest=src.path,
-            data_root=src.data_root if src.data_root is not None else cfg.data_root,
+            data_root=src.data_root if src.data_root is not None else data_root,
             weight=src.weight,
             repeat=src.repeat,
             num_frames=src.num_frames,
             sampling_rate=src.sampling_rate,
             frame_template=src.frame_template,
         )
-        for src in cfg.manifests
+        for src in manifests
     ]
+
+
+def build_dataset(cfg: DataConfig, output_dir: str | Path, seed: int) -> HybridVideoDataset:
+    """The (hybrid) training set of every manifest in ``cfg.manifests``."""
+    if not cfg.manifests:
+        raise ValueError("data.manifests: empty; list at least one manifest file")
     return HybridVideoDataset(
-        sources,
+        source_specs(cfg.manifests, cfg.data_root),
         num_frames=cfg.num_frames,
         sampling_rate=cfg.sampling_rate,
         input_size=cfg.input_size,

@@ -79,8 +79,8 @@ def _jsonable(value: Any) -> Any:
 class Progress:
     """The rank-0 progress bar: step, loss, lr, clips/s (all ranks), data-wait fraction, MFU on GPU, ETA (tqdm's)."""
 
-    def __init__(self, total: int, initial: int, enabled: bool) -> None:
-        self._bar = tqdm(total=total, initial=initial, disable=not enabled, dynamic_ncols=True, desc="pretrain")
+    def __init__(self, total: int, initial: int, enabled: bool, desc: str = "pretrain") -> None:
+        self._bar = tqdm(total=total, initial=initial, disable=not enabled, dynamic_ncols=True, desc=desc)
 
     def update(
         self, step: int, loss: float, lr: float, clips_per_s: float, data_wait: float, mfu: float | None = None

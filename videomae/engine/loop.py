@@ -1,4 +1,8 @@
-"""One training micro-step: masks for the whole batch on the device, forward, loss, non-finite check, step."""
+"""One training micro-step: masks for the whole batch on the device, forward, loss, non-finite check, step.
+
+:func:`backward_step` (non-finite check, backward, step) is shared by every stage; :func:`train_step` is the
+pretraining micro-step around it.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from videomae.config import MaskConfig
 from videomae.engine import dist
 from videomae.masking import random_mask, running_cell_mask, tube_mask
 
-__all__ = ["MaskGenerator", "MicroStep", "NonFiniteError", "compute_dtype", "train_step"]
+__all__ = ["MaskGenerator", "MicroStep", "NonFiniteError", "backward_step", "compute_dtype", "train_step"]
 
 
 class NonFiniteError(RuntimeError):
@@ -69,10 +73,7 @@ def train_step(
     poison: bool = False,
     keep_pred: bool = False,
 ) -> MicroStep:
-    """Run one micro-step through the DeepSpeed engine.
-
-    A non-finite loss on any rank skips the backward pass and the step on every rank (they must agree, since
-    both are collective). Non-finite gradients are caught by DeepSpeed's overflow check, which skips the step.
+    """Run one pretraining micro-step through the DeepSpeed engine (masks, forward, loss, :func:`backward_step`).
 
     Args:
         engine: DeepSpeed engine wrapping the pretraining model.
@@ -84,12 +85,26 @@ def train_step(
     """
     mask, decode_mask = masks(videos.shape[0])  # (B, N) each
     pred = engine(videos.to(compute_dtype(engine)), mask, decode_mask)  # (B, N_dec, tubelet*p*p*C)
-    loss = loss_fn(pred.float(), videos, mask, decode_mask)
+    result = backward_step(engine, loss_fn(pred.float(), videos, mask, decode_mask), poison)
+    result.pred = pred.detach() if keep_pred else None
+    return result
+
+
+def backward_step(engine: Any, loss: torch.Tensor, poison: bool = False) -> MicroStep:
+    """Backward pass and (at an accumulation boundary) optimizer step for a micro-batch's ``loss``.
+
+    A non-finite loss on any rank skips the backward pass and the step on every rank (they must agree, since
+    both are collective). Non-finite gradients are caught by DeepSpeed's overflow check, which skips the step.
+
+    Args:
+        engine: the DeepSpeed engine whose forward produced ``loss``.
+        loss: scalar loss of this rank's micro-batch.
+        poison: make the loss NaN (testing hook for the non-finite path).
+    """
     if poison:
         loss = loss * math.nan
-    kept = pred.detach() if keep_pred else None
     if not dist.all_finite(loss):
-        return MicroStep(loss=loss.item(), skipped=True, boundary=False, pred=kept)
+        return MicroStep(loss=loss.item(), skipped=True, boundary=False)
     boundary = engine.is_gradient_accumulation_boundary()
     engine.backward(loss)
     engine.step()
@@ -97,7 +112,7 @@ def train_step(
     if isinstance(grad_norm, torch.Tensor):
         grad_norm = grad_norm.item()
     skipped = boundary and not engine.was_step_applied()
-    return MicroStep(loss=loss.item(), skipped=skipped, boundary=boundary, grad_norm=grad_norm, pred=kept)
+    return MicroStep(loss=loss.item(), skipped=skipped, boundary=boundary, grad_norm=grad_norm)
 
 
 def compute_dtype(engine: Any) -> torch.dtype:

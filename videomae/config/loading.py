@@ -1,0 +1,237 @@
+"""The machinery under every stage's config: YAML, dotted overrides, strict dict <-> dataclass conversion.
+
+A config class is a dataclass of dataclass sections with a ``validate()`` method for range checks that types
+cannot express. :func:`build_config` converts nested mappings into it, refusing unknown keys and wrong types with
+a :class:`ConfigError` that starts with the full dotted key; :func:`load_config_file` adds a YAML file and
+``key=value`` overrides (values parsed as YAML: ``data.manifests=[a.csv,b.csv]`` is a list, ``train.lr=1e-3`` a
+float).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "apply_overrides",
+    "build_config",
+    "config_to_dict",
+    "load_config_file",
+    "parse_override",
+    "require",
+    "save_config",
+]
+
+T = TypeVar("T")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML loader that also reads ``1e-3`` as a float (YAML 1.1, PyYAML's default, wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type or out of range; the message names the dotted key."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# dict <-> dataclass with type checks
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is not None:
+        args = ", ".join(_type_name(a) for a in typing.get_args(tp))
+        return f"{origin.__name__}[{args}]"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return f"mapping ({tp.__name__})"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert it (mappings to dataclasses, ints to floats).
+
+    A dataclass with a ``from_shorthand(str)`` classmethod also accepts a plain string (a manifest path).
+    """
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _convert(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: got {value!r}, expected {_type_name(tp)}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value in allowed and type(value) in {type(a) for a in allowed}:
+            return value
+        raise ConfigError(f"{key}: got {value!r}, allowed values: {', '.join(repr(a) for a in allowed)}")
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: got {value!r}, expected a list ({_type_name(tp)})")
+        (item_type,) = typing.get_args(tp)
+        return [_convert(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: got {value!r}, expected a mapping")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, str) and hasattr(tp, "from_shorthand"):
+            return tp.from_shorthand(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: got {value!r}, expected a mapping with keys {_field_names(tp)}")
+        return _build(tp, value, key)
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, tp):
+        return value
+    raise ConfigError(f"{key}: got {value!r} ({type(value).__name__}), expected {_type_name(tp)}")
+
+
+def _field_names(cls: type) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(cls))
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"{prefix}{'.' if prefix else ''}{key}: unknown key; allowed keys: {_field_names(cls)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(value, hints[name], f"{prefix}{'.' if prefix else ''}{name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a required field (no default) is missing
+        raise ConfigError(f"{prefix or cls.__name__}: {err}; keys: {_field_names(cls)}") from err
+
+
+def build_config(kind: type[T], data: dict[str, Any]) -> T:
+    """Build and validate a config of class ``kind`` (e.g. ``PretrainConfig``) from nested mappings.
+
+    Raises:
+        ConfigError: unknown key, wrong type or value out of range; the message starts with the dotted key.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
+    cfg = _build(kind, data, "")
+    cfg.validate()
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (YAML/JSON-safe) of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def require(ok: bool, key: str, allowed: str, value: Any) -> None:
+    """Raise a :class:`ConfigError` naming ``key``, the ``value`` and what is ``allowed`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{key}: got {value!r}, allowed: {allowed}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# YAML and overrides
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into the key path and the YAML-parsed value.
+
+    Raises:
+        ConfigError: when ``=`` or the key is missing, or the value is not valid YAML.
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: expected dotted.key=value, e.g. train.max_steps=10")
+    try:
+        value = _yaml_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{key}: value {raw!r} is not valid YAML ({err})") from err
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with dotted ``key=value`` overrides applied in order.
+
+    Nested mappings are created on the way; unknown keys are reported later by :func:`build_config`.
+    """
+    out = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"{'.'.join(path[: i + 1])}: is a value, not a section; cannot set {'.'.join(path)}")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def load_config_file(kind: type[T], path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> T:
+    """Load a YAML config file (or the defaults when ``path`` is None) as ``kind`` and apply dotted overrides.
+
+    Raises:
+        ConfigError: file unreadable or invalid, unknown key, bad type or value (the message names the key).
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise ConfigError(f"config file {path}: {err.strerror}") from err
+        try:
+            data = _yaml_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path}: invalid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    try:
+        return build_config(kind, apply_overrides(data, list(overrides)))
+    except ConfigError as err:
+        where = f" (in {path} or the overrides)" if path is not None else ""
+        raise ConfigError(f"{err}{where}") from None
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML (loadable again with the stage's ``load_*config``)."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

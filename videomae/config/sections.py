@@ -1,0 +1,266 @@
+"""Config sections every stage shares: manifests, data, the training loop, DeepSpeed, and the run's top level.
+
+Learning-rate rule (see :meth:`TrainConfig.absolute_lr`)::
+
+    lr = train.lr * effective_batch / 256
+    effective_batch = train.batch_size * world_size * train.grad_accum * data.num_sample   (lr_scale_by: clips)
+
+Each video read by the loader yields ``data.num_sample`` augmented clips, and every clip is one sample for the
+optimizer, so our effective batch counts clips. The VideoMAE / VideoMAE V2 releases scale by
+``batch_size * world_size`` only (no ``num_sample``); ``train.lr_scale_by: videos`` reproduces their numbers
+exactly with the release's base lr, which is what the shipped recipes do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from videomae.config.loading import require
+
+__all__ = [
+    "DataConfig",
+    "DeepSpeedConfig",
+    "ManifestSource",
+    "RunConfig",
+    "TrainConfig",
+    "validate_data",
+    "validate_deepspeed",
+    "validate_manifests",
+    "validate_train",
+]
+
+
+@dataclass
+class ManifestSource:
+    """One manifest of a (possibly hybrid) training set."""
+
+    path: str
+    """Manifest file (CSV with header, or the original space-separated list format)."""
+    data_root: str | None = None
+    """Prefix joined to relative paths of this manifest; ``None`` uses ``data.data_root``."""
+    weight: float = 1.0
+    """Relative sampling weight against the other manifests."""
+    repeat: float | None = None
+    """Draw this many times the manifest's size per epoch instead of weighting it (fractions allowed)."""
+    num_frames: int | None = None
+    """Frames per clip for this source; ``None`` uses ``data.num_frames``."""
+    sampling_rate: int | None = None
+    """Temporal stride for this source; ``None`` uses ``data.sampling_rate``."""
+    frame_template: str | None = None
+    """File name template of frame folders, e.g. ``img_{:05d}.jpg``; ``None`` uses the reader's default."""
+
+    @classmethod
+    def from_shorthand(cls, path: str) -> ManifestSource:
+        """A plain string in a manifest list is the manifest's path."""
+        return cls(path=path)
+
+
+@dataclass
+class DataConfig:
+    """Training data: manifests and clip sampling."""
+
+    manifests: list[ManifestSource] = field(default_factory=list)
+    """Manifests to mix; each entry is a path or a mapping with the fields of :class:`ManifestSource`."""
+    data_root: str | None = None
+    """Prefix joined to relative paths in every manifest that sets no ``data_root`` of its own."""
+    input_size: int = 224
+    """Side of the square crop fed to the model, in pixels."""
+    num_frames: int = 16
+    """Frames per clip."""
+    sampling_rate: int = 4
+    """Temporal stride between sampled frames."""
+    num_sample: int = 4
+    """Augmented clips drawn from each decoded video (repeated augmentation); they all enter the batch."""
+    num_workers: int = 8
+    """Data-loader worker processes per rank (0 reads in the training process)."""
+    decode_backend: Literal["auto", "decord", "pyav"] = "auto"
+    """Video decoder: ``auto`` = decord, except MPEG-4 Part 2 files (decord's random access returns wrong frames on
+    them) and files decord fails on, which go to PyAV; ``pyav`` was the faster one on our benchmarks
+    (bench/RESULTS.md)."""
+    hflip_prob: float = 0.0
+    """Probability of a horizontal flip per clip; 0 as in VideoMAE pretraining (keep it 0 for direction-sensitive
+    data such as Something-Something)."""
+    max_consecutive_failures: int = 20
+    """Undecodable samples in a row (per worker) before the run stops; each one is logged, replaced and counted."""
+    decode_timeout_s: float = 60.0
+    """Seconds one clip may take to decode before it counts as bad (0: no limit)."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and the training loop (the fields every stage has)."""
+
+    batch_size: int = 8
+    """Videos per process per micro-step; each yields ``data.num_sample`` clips."""
+    max_steps: int | None = None
+    """Optimizer steps to run; exactly one of ``max_steps`` and ``epochs`` is set."""
+    epochs: int | None = None
+    """Passes over the (weighted) training set; converted to steps with the sampler's length."""
+    grad_accum: int = 1
+    """Micro-steps accumulated per optimizer step."""
+    lr: float = 1.5e-4
+    """Base learning rate per 256 samples: ``lr_abs = lr * effective_batch / 256`` (see ``lr_scale_by``)."""
+    lr_scale_by: Literal["clips", "videos"] = "clips"
+    """Effective batch for lr scaling: ``clips`` = batch_size*world*grad_accum*num_sample (our rule);
+    ``videos`` leaves out num_sample, as the VideoMAE V2 release does."""
+    min_lr: float = 1e-5
+    """Absolute learning rate at the end of the cosine schedule (not scaled)."""
+    warmup_steps: int | None = None
+    """Linear warm-up steps from 0 to the peak lr."""
+    warmup_epochs: float | None = None
+    """Warm-up in epochs (converted to steps); used when ``warmup_steps`` is None."""
+    weight_decay: float = 0.05
+    """AdamW weight decay at the start (not applied to norms, biases, position tables and tokens)."""
+    weight_decay_end: float | None = None
+    """Weight decay at the end of a cosine wd schedule; ``None`` keeps it constant."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    """AdamW betas."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    clip_grad: float | None = None
+    """Clip the global gradient norm to this value; ``None`` disables clipping."""
+    save_every: int = 1000
+    """Write a checkpoint every this many optimizer steps (and always at the end)."""
+    keep_last: int = 3
+    """Complete checkpoints to keep; older ones are deleted after a new one is committed."""
+    log_every: int = 10
+    """Log metrics (JSONL, TensorBoard) every this many steps."""
+    max_nonfinite_steps: int = 5
+    """Stop after this many consecutive steps with a non-finite loss or gradient (each is skipped)."""
+    compile: bool = False
+    """Wrap the model in ``torch.compile``."""
+    inject_nan_at: list[int] = field(default_factory=list)
+    """Testing hook: make the loss NaN once at each of these (1-based, as logged) steps; the step is retried."""
+
+    def effective_batch(self, world_size: int, num_sample: int) -> int:
+        """Samples per optimizer step used for lr scaling (see ``lr_scale_by``)."""
+        clips_per_video = num_sample if self.lr_scale_by == "clips" else 1
+        return self.batch_size * world_size * self.grad_accum * clips_per_video
+
+    def absolute_lr(self, world_size: int, num_sample: int) -> float:
+        """Peak learning rate: ``lr * effective_batch / 256``."""
+        return self.lr * self.effective_batch(world_size, num_sample) / 256
+
+
+@dataclass
+class DeepSpeedConfig:
+    """DeepSpeed engine options; the DeepSpeed JSON is generated from these, never edited by hand."""
+
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    """ZeRO stage: 0 data parallel, 1 optimizer states, 2 + gradients, 3 + parameters partitioned."""
+    offload_optimizer: bool = False
+    """ZeRO-Offload of optimizer states to CPU memory (stages 1-3)."""
+    offload_param: bool = False
+    """Offload parameters to CPU memory (stage 3 only)."""
+    overlap_comm: bool = True
+    """Overlap gradient reduction with the backward pass."""
+    reduce_bucket_size: int = 50_000_000
+    """Elements per gradient-reduction bucket."""
+    allgather_bucket_size: int = 50_000_000
+    """Elements per all-gather bucket (stages 1-2)."""
+    initial_scale_power: int = 16
+    """fp16 only: the dynamic loss scale starts at 2**initial_scale_power."""
+    loss_scale_window: int = 1000
+    """fp16 only: steps without overflow before the loss scale is raised."""
+    min_loss_scale: float = 1.0
+    """fp16 only: smallest dynamic loss scale."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Merged last into the generated DeepSpeed config (escape hatch for options not listed here)."""
+
+
+@dataclass
+class RunConfig:
+    """The top-level keys of every stage (each stage adds its sections)."""
+
+    output_dir: str = "runs/run"
+    """Run folder: resolved config, metrics, TensorBoard events, checkpoints, exported weights."""
+    seed: int = 0
+    """Seed of every random generator (per rank offsets are added where streams must differ)."""
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    """Training precision; fp16 uses dynamic loss scaling."""
+    init: str | None = None
+    """Weights to start from (our safetensors export, an original release checkpoint or a transformers folder);
+    used only for a fresh run. Auto-resume refuses a run folder whose checkpoints were started from different
+    ``init`` weights."""
+    resume: str = "auto"
+    """``auto``: newest complete checkpoint in ``output_dir``; ``never``: start fresh; else a checkpoint folder."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# value checks beyond types, per section (keys are named as every stage spells them)
+
+
+def validate_data(d: DataConfig) -> None:
+    """Range checks of the ``data`` section.
+
+    Raises:
+        ConfigError: naming the dotted key and the allowed values.
+    """
+    for key, value in [
+        ("data.input_size", d.input_size),
+        ("data.num_frames", d.num_frames),
+        ("data.sampling_rate", d.sampling_rate),
+        ("data.num_sample", d.num_sample),
+        ("data.max_consecutive_failures", d.max_consecutive_failures),
+    ]:
+        require(value >= 1, key, "an integer >= 1", value)
+    require(d.num_workers >= 0, "data.num_workers", "an integer >= 0", d.num_workers)
+    require(d.decode_timeout_s >= 0, "data.decode_timeout_s", "a number >= 0", d.decode_timeout_s)
+    validate_manifests("data.manifests", d.manifests)
+    require(0.0 <= d.hflip_prob <= 1.0, "data.hflip_prob", "a probability in [0, 1]", d.hflip_prob)
+
+
+def validate_manifests(key: str, sources: list[ManifestSource]) -> None:
+    """Weights and repeat counts of a manifest list called ``key``."""
+    for i, src in enumerate(sources):
+        require(src.weight > 0, f"{key}[{i}].weight", "a number > 0", src.weight)
+        if src.repeat is not None:
+            require(src.repeat > 0, f"{key}[{i}].repeat", "a number > 0 or null", src.repeat)
+
+
+def validate_train(t: TrainConfig) -> None:
+    """Range checks of the ``train`` section fields every stage has.
+
+    Raises:
+        ConfigError: naming the dotted key and the allowed values.
+    """
+    for key, value in [
+        ("train.batch_size", t.batch_size),
+        ("train.grad_accum", t.grad_accum),
+        ("train.save_every", t.save_every),
+        ("train.keep_last", t.keep_last),
+        ("train.log_every", t.log_every),
+        ("train.max_nonfinite_steps", t.max_nonfinite_steps),
+    ]:
+        require(value >= 1, key, "an integer >= 1", value)
+    require(
+        (t.max_steps is None) != (t.epochs is None),
+        "train.max_steps",
+        "exactly one of train.max_steps and train.epochs set (the other null)",
+        (t.max_steps, t.epochs),
+    )
+    if t.max_steps is not None:
+        require(t.max_steps >= 1, "train.max_steps", "an integer >= 1", t.max_steps)
+    if t.epochs is not None:
+        require(t.epochs >= 1, "train.epochs", "an integer >= 1", t.epochs)
+    require(t.lr > 0, "train.lr", "a number > 0", t.lr)
+    require(t.min_lr >= 0, "train.min_lr", "a number >= 0", t.min_lr)
+    require(t.weight_decay >= 0, "train.weight_decay", "a number >= 0", t.weight_decay)
+    require(len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), "train.betas", "two numbers in [0, 1)", t.betas)
+    if t.clip_grad is not None:
+        require(t.clip_grad > 0, "train.clip_grad", "a number > 0 or null", t.clip_grad)
+    if t.warmup_steps is not None:
+        require(t.warmup_steps >= 0, "train.warmup_steps", "an integer >= 0 or null", t.warmup_steps)
+
+
+def validate_deepspeed(ds: DeepSpeedConfig) -> None:
+    """Option combinations of the ``deepspeed`` section that DeepSpeed refuses or ignores.
+
+    Raises:
+        ConfigError: naming the dotted key and the allowed values.
+    """
+    if ds.offload_param:
+        require(ds.zero_stage == 3, "deepspeed.offload_param", "true only with deepspeed.zero_stage=3", True)
+    if ds.offload_optimizer:
+        require(ds.zero_stage >= 1, "deepspeed.offload_optimizer", "true only with deepspeed.zero_stage>=1", True)

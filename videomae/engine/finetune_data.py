@@ -1,0 +1,129 @@
+"""Labelled data for supervised runs: the class list, the training set, the evaluation sets and their loaders.
+
+Evaluation is split across ranks without padding (a distributed sampler would repeat videos to even out the
+ranks): rank ``r`` of ``R`` scores videos ``r, r + R, r + 2R, ...``, so every video is scored exactly once and the
+per-video scores are gathered in memory (:class:`videomae.engine.evaluation.MultiViewAccumulator`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from videomae.config import ConfigError, FinetuneDataConfig, ManifestSource
+from videomae.data import HybridVideoDataset, collate_clips
+from videomae.data.manifest import ManifestError, read_label_map
+from videomae.engine.data_setup import source_specs
+
+__all__ = [
+    "build_eval_dataset",
+    "build_eval_loader",
+    "build_labelled_dataset",
+    "eval_batches",
+    "eval_shard",
+    "fixed_class_names",
+]
+
+
+def _dataset(
+    key: str, sources: list[ManifestSource], cfg: FinetuneDataConfig, label_names: Sequence[str] | None, **kwargs
+) -> HybridVideoDataset:
+    """A dataset over ``sources``; manifest and label problems are reported as a :class:`ConfigError` on ``key``."""
+    try:
+        return HybridVideoDataset(
+            source_specs(sources, cfg.data_root),
+            num_frames=cfg.num_frames,
+            sampling_rate=cfg.sampling_rate,
+            input_size=cfg.input_size,
+            backend=cfg.decode_backend,
+            decode_timeout=cfg.decode_timeout_s or None,
+            max_consecutive_failures=cfg.max_consecutive_failures,
+            label_names=label_names,
+            **kwargs,
+        )
+    except (OSError, ManifestError, ValueError) as err:
+        raise ConfigError(f"{key}: {err}") from err
+
+
+def fixed_class_names(cfg: FinetuneDataConfig) -> list[str] | None:
+    """The class list of ``data.labels`` (None when the data decides it)."""
+    if cfg.labels is None:
+        return None
+    try:
+        return read_label_map(cfg.labels)
+    except (OSError, ManifestError) as err:
+        raise ConfigError(f"data.labels: {err}") from err
+
+
+def build_labelled_dataset(
+    cfg: FinetuneDataConfig, output_dir: str | Path, seed: int, label_names: Sequence[str] | None
+) -> HybridVideoDataset:
+    """The (hybrid) training set: labels merged by class name (or fixed by ``label_names``), augmentation on.
+
+    Raises:
+        ConfigError: no manifest, unreadable manifests, or no labelled row.
+    """
+    if not cfg.manifests:
+        raise ConfigError("data.manifests: empty; give at least one labelled manifest, e.g. data.manifests=[train.csv]")
+    augment = {}
+    # The augmentation keywords are passed only when used, so datasets without them still build plain runs.
+    if cfg.rand_augment is not None:
+        augment["rand_augment"] = cfg.rand_augment
+    if cfg.reprob > 0:
+        augment["reprob"] = cfg.reprob
+    dataset = _dataset(
+        "data.manifests", cfg.manifests, cfg, label_names, num_sample=cfg.num_sample, train=True,
+        hflip_prob=cfg.hflip_prob, run_dir=output_dir, seed=seed, **augment,
+    )  # fmt: skip
+    if not any(label >= 0 for label in dataset.labels):
+        raise ConfigError("data.manifests: no row has a label; supervised training needs a label column")
+    return dataset
+
+
+def build_eval_dataset(
+    key: str,
+    sources: list[ManifestSource],
+    cfg: FinetuneDataConfig,
+    label_names: Sequence[str] | None,
+    views: tuple[int, int],
+    output_dir: str | Path,
+) -> HybridVideoDataset:
+    """An evaluation set with ``views = (segments, crops)`` views per video (rows in manifest order).
+
+    Raises:
+        ConfigError: on ``key`` for unreadable manifests or classes outside ``label_names``.
+    """
+    segments, crops = views
+    return _dataset(
+        key, sources, cfg, label_names, train=False, test_num_segment=segments, test_num_crop=crops,
+        short_side_size=cfg.short_side_size, run_dir=output_dir,
+    )  # fmt: skip
+
+
+def eval_shard(num_videos: int, rank: int, world_size: int) -> list[int]:
+    """Dataset indices rank ``rank`` scores: every ``world_size``-th video from ``rank`` (no padding)."""
+    return list(range(rank, num_videos, world_size))
+
+
+def eval_batches(num_videos: int, world_size: int, batch_size: int) -> int:
+    """Batches of the largest shard: what every rank runs when forward passes must stay in lockstep."""
+    return math.ceil(math.ceil(num_videos / world_size) / batch_size)
+
+
+def build_eval_loader(
+    dataset: HybridVideoDataset, rank: int, world_size: int, batch_size: int, num_workers: int
+) -> DataLoader:
+    """Loader over this rank's shard (see :func:`eval_shard`), views flattened into the batch."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=eval_shard(len(dataset), rank, world_size),
+        num_workers=num_workers,
+        collate_fn=collate_clips,
+        drop_last=False,
+        pin_memory=torch.cuda.is_available(),
+    )

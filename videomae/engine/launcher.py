@@ -1,0 +1,109 @@
+"""What the ``launch/*.py`` entry points share: arguments, config errors before anything starts, the dry run.
+
+Each entry point is a few lines naming its config loader and its run function; the run is imported only after the
+config has been checked, so ``--dry-run``, ``--print-output-dir`` and config errors never load DeepSpeed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from videomae.config import ConfigError, config_to_dict
+
+__all__ = ["dry_run", "main", "parse_args"]
+
+
+def parse_args(argv: list[str] | None, doc: str, config_help: str, eval_only: bool = False) -> argparse.Namespace:
+    """The launcher arguments: ``--config FILE``, ``key=value`` overrides, ``--dry-run``, ``--print-output-dir``
+    (and ``--eval-only`` when the stage has one)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help=config_help)
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, YAML values")
+    parser.add_argument("--dry-run", action="store_true", help="print the launch environment and config, then exit")
+    parser.add_argument("--print-output-dir", action="store_true", help="print the resolved output_dir and exit")
+    if eval_only:
+        parser.add_argument(
+            "--eval-only", action="store_true",
+            help="evaluate the run's newest checkpoint (else init, else its export) on the test set; no training",
+        )  # fmt: skip
+    # The deepspeed launcher appends --local_rank=N; LOCAL_RANK in the environment says the same.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def dry_run(cfg: Any) -> None:
+    """Print how this process would start: ranks and rendezvous, batch and lr figures, the config."""
+    import yaml
+
+    from videomae.engine.dist import resolve_env
+
+    env = resolve_env()
+    for key, value in env.as_environ().items():
+        print(f"{key}={value}")
+    print(f"NUM_NODES={env.num_nodes}")
+    effective = cfg.train.effective_batch(env.world_size, cfg.data.num_sample)
+    print(f"EFFECTIVE_BATCH={effective}")
+    print(f"PEAK_LR={cfg.train.absolute_lr(env.world_size, cfg.data.num_sample):.6g}")
+    print(f"OUTPUT_DIR={cfg.output_dir}")
+    print("--- config")
+    print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+
+
+def _function(path: str) -> Callable[[Any], Any]:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def main(
+    argv: list[str] | None,
+    *,
+    script: str,
+    doc: str,
+    config_help: str,
+    load: Callable[[str, list[str]], Any],
+    train: str,
+    evaluate: str | None = None,
+) -> int:
+    """Parse, load and check the config, then run the stage on this rank.
+
+    Args:
+        argv: command-line arguments (default ``sys.argv[1:]``).
+        script: name used in messages (``pretrain.py``).
+        doc: the entry point's docstring (the ``--help`` text).
+        config_help: help of ``--config``.
+        load: ``(path, overrides) -> config``; raises ``ConfigError``.
+        train: ``"module:function"`` running the stage, ``cfg -> RunSummary``.
+        evaluate: ``"module:function"`` for ``--eval-only`` (None: the stage has no such mode).
+
+    Returns:
+        The exit status: 0, or 2 for a config error.
+    """
+    args = parse_args(argv, doc, config_help, eval_only=evaluate is not None)
+    try:
+        cfg = load(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"{script}: config error: {err}", file=sys.stderr)
+        return 2
+    if args.print_output_dir:
+        print(cfg.output_dir)
+        return 0
+    if args.dry_run:
+        dry_run(cfg)
+        return 0
+
+    from videomae.engine import dist
+
+    try:
+        if getattr(args, "eval_only", False):
+            _function(evaluate)(cfg)
+            return 0
+        summary = _function(train)(cfg)
+    finally:
+        dist.destroy()
+    if summary.stopped_early:
+        print(f"stopped at step {summary.step} on request; checkpoint written, rerun to resume", file=sys.stderr)
+    return 0
