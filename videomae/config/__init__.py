@@ -14,6 +14,7 @@ learning-rate rule), ``pretrain`` (:class:`PretrainConfig`), ``finetune`` (:clas
 """
 
 from videomae.config.finetune import (
+    DistillConfig,
     FinetuneConfig,
     FinetuneDataConfig,
     FinetuneModelConfig,
@@ -47,6 +48,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DeepSpeedConfig",
+    "DistillConfig",
     "FinetuneConfig",
     "FinetuneDataConfig",
     "FinetuneModelConfig",

@@ -3,7 +3,8 @@
 Used by ``deepspeed launch/finetune.py --config launch/configs/finetune/<name>.yaml [key=value ...]``. Defaults
 follow the VideoMAE / VideoMAE V2 release's ``run_class_finetuning.py`` (layer decay 0.75, smoothing 0.1, mixup
 0.8, cutmix 1.0, two repeated samples, betas 0.9/0.999); the release scales its lr by videos, not clips (set
-``train.lr_scale_by: videos`` to reuse its base lr, as the shipped recipes do).
+``train.lr_scale_by: videos`` to reuse its base lr, as the shipped recipes do). The ``distill`` section adds
+knowledge distillation from a frozen teacher classifier (off by default).
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from videomae.config.sections import (
 )
 
 __all__ = [
+    "DistillConfig",
     "FinetuneConfig",
     "FinetuneDataConfig",
     "FinetuneModelConfig",
     "FinetuneTrainConfig",
     "classifier_kwargs",
     "load_finetune_config",
+    "validate_distill",
     "validate_finetune",
 ]
 
@@ -130,6 +133,38 @@ class FinetuneTrainConfig(TrainConfig):
 
 
 @dataclass
+class DistillConfig:
+    """Knowledge distillation from a frozen teacher classifier; off while ``teacher`` is null.
+
+    ``loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * label loss + feature_weight * feature loss``, with
+    the label loss of the plain run (mixup/cutmix soft targets, label smoothing). The teacher sees the same (mixed)
+    clips, runs in eval mode and the run's precision, and is never trained or checkpointed; its classes must be the
+    data's, matched by name.
+    """
+
+    teacher: str | None = None
+    """Teacher weights: our export (rebuilt from its metadata), or, with ``teacher_model``, any checkpoint
+    ``load_pretrained`` reads (original releases, transformers folders); null: no distillation."""
+    teacher_model: str | None = None
+    """Registered classifier to build for a checkpoint that does not carry its model config (our exports do)."""
+    teacher_overrides: dict[str, Any] = field(default_factory=dict)
+    """Constructor arguments of ``teacher_model`` (``num_classes``, ``img_size``, ``all_frames``...)."""
+    teacher_labels: str | None = None
+    """labels.txt naming the teacher's head rows, for a checkpoint that does not name its classes (the release's
+    .pth files); our exports and transformers configs carry their class names."""
+    alpha: float = 1.0
+    """Weight of the distillation term in [0, 1]; the label term gets ``1 - alpha`` (1: logits only, as the
+    released VideoMAE V2 students)."""
+    temperature: float = 1.0
+    """Softening temperature ``T`` of both distributions (the ``T^2`` factor keeps gradient sizes comparable)."""
+    feature_weight: float = 0.0
+    """Weight of the feature term: the student's pooled feature, through a learned linear projection to the
+    teacher's width (trained and checkpointed with the student), matched to the teacher's; 0: logits only."""
+    feature_loss: Literal["mse", "smooth_l1", "cosine"] = "mse"
+    """Distance of the feature term."""
+
+
+@dataclass
 class FinetuneConfig(RunConfig):
     """A supervised run: post-pretraining on a labelled hybrid, fine-tuning, or evaluation only."""
 
@@ -144,6 +179,7 @@ class FinetuneConfig(RunConfig):
     model: FinetuneModelConfig = field(default_factory=FinetuneModelConfig)
     train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def validate(self) -> None:
         """Range checks that types alone cannot express (see :func:`validate_finetune`)."""
@@ -202,6 +238,29 @@ def validate_finetune(cfg: FinetuneConfig) -> None:
         require(bool(d.val_manifests), "train.eval_every", "0 unless data.val_manifests is set", t.eval_every)
     if t.save_best:
         require(bool(d.val_manifests), "train.save_best", "false unless data.val_manifests is set", True)
+    validate_distill(cfg.distill)
+
+
+def validate_distill(k: DistillConfig) -> None:
+    """Range checks of the ``distill`` section.
+
+    Raises:
+        ConfigError: naming the dotted key and the allowed values.
+    """
+    require(0.0 <= k.alpha <= 1.0, "distill.alpha", "a number in [0, 1] (weight of the distillation term)", k.alpha)
+    require(k.temperature > 0.0, "distill.temperature", "a number > 0", k.temperature)
+    require(k.feature_weight >= 0.0, "distill.feature_weight", "a number >= 0 (0: logits only)", k.feature_weight)
+    if k.teacher_model is not None:
+        ok = not k.teacher_model.startswith("pretrain_")
+        require(ok, "distill.teacher_model", "null or a classification model (vit_*)", k.teacher_model)
+    if k.teacher_overrides:
+        ok = k.teacher_model is not None
+        allowed = "{} unless distill.teacher_model is set (an export carries its own model config)"
+        require(ok, "distill.teacher_overrides", allowed, k.teacher_overrides)
+    if k.teacher is not None:
+        ok = k.alpha > 0 or k.feature_weight > 0
+        allowed = "a number in (0, 1] when distill.feature_weight is 0 (else the teacher is unused)"
+        require(ok, "distill.alpha", allowed, k.alpha)
 
 
 def classifier_kwargs(model: FinetuneModelConfig, num_classes: int) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """The supervised run (post-pretraining, fine-tuning): a classifier, its recipe and evaluation on the shared run.
 
 Per step: mixup/cutmix on the clips, cross-entropy (soft targets, label smoothing) through the DeepSpeed engine with
-layer-wise lr decay, then the EMA update. Every ``train.eval_every`` steps and at the last step the validation set
-is scored with one centre view per video (``val_top1``... in ``metrics.jsonl``, ``ema_val_*`` for the EMA). At the
-end the test set (or the validation set) is scored with ``test_num_segment x test_num_crop`` views into
-``eval/`` (``eval/ema/`` for the EMA), and the weights are exported with their class names.
+layer-wise lr decay, then the EMA update; with ``distill.teacher``, the loss also distils a frozen teacher's logits
+(and optionally its pooled features) on the same clips (:mod:`videomae.engine.distill`; ``loss_kd``, ``loss_label``
+in ``metrics.jsonl``). Every ``train.eval_every`` steps and at the last step the validation set is scored with one
+centre view per video (``val_top1``... in ``metrics.jsonl``, ``ema_val_*`` for the EMA). At the end the test set (or
+the validation set) is scored with ``test_num_segment x test_num_crop`` views into ``eval/`` (``eval/ema/`` for the
+EMA), and the weights are exported with their class names.
 """
 
 from __future__ import annotations
@@ -22,11 +24,20 @@ from videomae.checkpoint import export_weights
 from videomae.config import ConfigError, FinetuneConfig, classifier_kwargs, config_to_dict
 from videomae.engine import checkpointing as ckpt
 from videomae.engine import dist
+from videomae.engine.distill import (
+    TERM_METRICS,
+    DistillStudent,
+    Teacher,
+    build_distill_loss,
+    load_teacher,
+    student_of,
+)
 from videomae.engine.finetune_data import build_eval_dataset, build_labelled_dataset, fixed_class_names
 from videomae.engine.finetune_init import init_classifier
 from videomae.engine.finetune_recipe import (
     build_criterion,
     build_mixup,
+    classifier_forward_flops,
     classifier_train_flops,
     current_fp32_state,
     mix_clips,
@@ -56,13 +67,16 @@ class FinetuneRun(TrainingRun):
         self.eval_only = eval_only
         self.init_report = None
         self.weights: str | None = None  # what the model holds: init, a resumed checkpoint, the final step
+        self.teacher: Teacher | None = None
+        self.teacher_dim: int | None = None
         super().__init__(cfg)
 
     # ------------------------------------------------------------------------------------------------ building
 
     def build_train_dataset(self) -> Any:
         """The training set; also fixes the class list (``data.labels``, else the training manifests' merged names,
-        else, evaluating only, the evaluation manifests') and builds the evaluation sets with it."""
+        else, evaluating only, the evaluation manifests'), builds the evaluation sets with it and loads the
+        distillation teacher, whose classes must be these."""
         d, out = self.cfg.data, self.out
         names = fixed_class_names(d)
         train_set = self.val_set = self.test_set = None
@@ -84,10 +98,30 @@ class FinetuneRun(TrainingRun):
         self.num_classes = len(names) if names is not None else max((s.num_classes for s in sets), default=0)
         if self.num_classes < 1:
             raise ConfigError("data.labels: no class list: give data.labels or labelled manifests")
+        k = self.cfg.distill
+        if k.teacher is not None and not (self.eval_only and k.feature_weight == 0):
+            teacher = load_teacher(k, d, self.class_names, self.num_classes)
+            self.teacher_dim = teacher.width
+            self.teacher = None if self.eval_only else teacher  # evaluating, it only sizes the feature projector
         return None if self.eval_only else train_set
 
-    def build_model(self) -> nn.Module:
+    def build_classifier(self) -> nn.Module:
+        """The classifier with fresh weights."""
         return create_model(self.cfg.model.name, **classifier_kwargs(self.cfg.model, self.num_classes))
+
+    def build_model(self) -> nn.Module:
+        """The classifier, or, distilling, the classifier and its distillation loss as one :class:`DistillStudent`."""
+        student = self.build_classifier()
+        if self.cfg.distill.teacher is None:
+            return student
+        loss = build_distill_loss(self.cfg.distill, self.cfg.train, student.model_config["embed_dim"], self.teacher_dim)
+        return DistillStudent(student, loss)
+
+    def export_model(self, state: dict[str, torch.Tensor]) -> nn.Module:
+        """The classifier alone (a distillation projector is left out)."""
+        model = self.build_classifier()
+        model.load_state_dict(DistillStudent.student_state(state) if self.cfg.distill.teacher is not None else state)
+        return model
 
     def load_init(self, model: nn.Module) -> None:
         source = self.cfg.init
@@ -97,7 +131,7 @@ class FinetuneRun(TrainingRun):
         if source is None:
             return
         self.weights = str(source)
-        self.init_report = init_classifier(model, source, self.cfg.init_label_map, self.class_names)
+        self.init_report = init_classifier(student_of(model), source, self.cfg.init_label_map, self.class_names)
         log.info("initialising from %s: %s", source, self.init_report)
 
     def before_engine(self, model: nn.Module) -> None:
@@ -105,7 +139,7 @@ class FinetuneRun(TrainingRun):
         if self.cfg.train.ema:
             # Created from the fp32 weights, before DeepSpeed casts the module to the training precision.
             model.to(self.device)
-            self.ema = ModelEmaV3(model, decay=self.cfg.train.ema_decay, dtype=torch.float32)
+            self.ema = ModelEmaV3(student_of(model), decay=self.cfg.train.ema_decay, dtype=torch.float32)
 
     def param_groups(self, model: nn.Module) -> list[dict]:
         t = self.cfg.train
@@ -117,7 +151,10 @@ class FinetuneRun(TrainingRun):
         self.generator.manual_seed(self.cfg.seed * 1009 + self.env.rank)
         self.mixup = build_mixup(t, self.num_classes)
         self.criterion = build_criterion(t)
-        self.flops_per_clip = classifier_train_flops(model.model_config)
+        self.flops_per_clip = classifier_train_flops(student_of(model).model_config)
+        if self.teacher is not None:
+            self.teacher.to(self.device, compute_dtype(self.engine))  # the run's precision
+            self.flops_per_clip += classifier_forward_flops(self.teacher.model.model_config)
         self.best_top1: float | None = None
 
     # ------------------------------------------------------------------------------------------------ training
@@ -127,12 +164,21 @@ class FinetuneRun(TrainingRun):
         targets = batch["label"].to(self.device, non_blocking=True)  # (B*S,)
         if self.mixup is not None:
             videos, targets = mix_clips(self.mixup, videos, targets)  # targets (B*S, classes)
-        logits = self.engine(videos.to(compute_dtype(self.engine)))  # (B*S, classes)
-        return backward_step(self.engine, self.criterion(logits.float(), targets), poison)
+        videos = videos.to(compute_dtype(self.engine))
+        if self.teacher is None:
+            logits = self.engine(videos)  # (B*S, classes)
+            return backward_step(self.engine, self.criterion(logits.float(), targets), poison)
+        teacher_logits, teacher_features = self.teacher(videos)  # (B*S, classes), (B*S, D_teacher)
+        terms = self.engine(videos, teacher_logits, teacher_features, targets)  # unweighted, incl. the label term
+        loss = sum(self.engine.module.loss.weighted(terms).values())
+        result = backward_step(self.engine, loss, poison)
+        values = torch.stack([v.detach() for v in terms.values()]).tolist()
+        result.metrics = {TERM_METRICS[k]: v for k, v in zip(terms, values)}
+        return result
 
     def on_step_end(self, step: int) -> dict[str, Any]:
         if self.ema is not None:
-            self.ema.update(self.engine.module, step=step)
+            self.ema.update(student_of(self.engine.module), step=step)
         every = self.cfg.train.eval_every
         if self.val_set is None or not ((every > 0 and step % every == 0) or step == self.total_steps):
             return {}
@@ -176,9 +222,7 @@ class FinetuneRun(TrainingRun):
         """Export the weights as they are now (collective under ZeRO; rank 0 writes)."""
         state = current_fp32_state(self.engine)
         if state is not None:
-            model = self.build_model()
-            model.load_state_dict(state)
-            export_weights(model, path, {**self.export_metadata(), **extra})
+            export_weights(self.export_model(state), path, {**self.export_metadata(), **extra})
         dist.barrier()
 
     # ------------------------------------------------------------------------------------------------ evaluation

@@ -18,7 +18,14 @@ from videomae.config import FinetuneTrainConfig
 from videomae.engine.deepspeed_setup import consolidated_fp32_state_dict, full_fp32_params
 from videomae.models.flops import transformer_forward_flops
 
-__all__ = ["build_criterion", "build_mixup", "classifier_train_flops", "current_fp32_state", "mix_clips"]
+__all__ = [
+    "build_criterion",
+    "build_mixup",
+    "classifier_forward_flops",
+    "classifier_train_flops",
+    "current_fp32_state",
+    "mix_clips",
+]
 
 
 def build_mixup(train: FinetuneTrainConfig, num_classes: int) -> Mixup | None:
@@ -55,15 +62,19 @@ def mix_clips(mixup: Mixup, videos: torch.Tensor, labels: torch.Tensor) -> tuple
 
 def classifier_train_flops(model_config: dict[str, Any]) -> int:
     """Forward + backward matmul FLOPs of one clip through a classification ViT (every token, no masking)."""
+    return 3 * classifier_forward_flops(model_config)
+
+
+def classifier_forward_flops(model_config: dict[str, Any]) -> int:
+    """Forward matmul FLOPs of one clip through a classification ViT (every token, no masking)."""
     c = model_config
     tokens = (c["all_frames"] // c["tubelet_size"]) * (c["img_size"] // c["patch_size"]) ** 2
     patch_pixels = c.get("in_chans", 3) * c["tubelet_size"] * c["patch_size"] ** 2
-    forward = (
+    return (
         2 * tokens * patch_pixels * c["embed_dim"]
         + transformer_forward_flops(tokens, c["embed_dim"], c["depth"], c["mlp_ratio"])
         + 2 * c["embed_dim"] * c["num_classes"]
     )
-    return 3 * forward
 
 
 def current_fp32_state(engine: Any) -> dict[str, torch.Tensor] | None:

@@ -7,7 +7,7 @@ pretraining micro-step around it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -63,6 +63,8 @@ class MicroStep:
     """Global gradient norm of the optimizer step (boundary steps only, when DeepSpeed reports it)."""
     pred: torch.Tensor | None = None
     """Detached predictions ``[B, N_dec, D]`` (kept only when asked, for pictures)."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Further figures of this micro-batch (e.g. loss terms), averaged like the loss and logged with it."""
 
 
 def train_step(

@@ -79,11 +79,30 @@ class _Window:
 
     def __init__(self) -> None:
         self.losses: list[float] = []
+        self.metrics: dict[str, list[float]] = {}  # the stage's per-step figures (MicroStep.metrics)
         self.clips, self.data_time, self.start = 0, 0.0, time.perf_counter()
+
+    def add(self, loss: float, metrics: dict[str, float]) -> None:
+        """Record one optimizer step's loss and figures."""
+        self.losses.append(loss)
+        for key, value in metrics.items():
+            self.metrics.setdefault(key, []).append(value)
+
+    def means(self) -> dict[str, float]:
+        """Each figure's mean over the window."""
+        return {key: sum(values) / len(values) for key, values in self.metrics.items()}
 
     def rates(self) -> tuple[float, float]:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         return self.clips / elapsed, self.data_time / elapsed
+
+
+def _step_means(losses: list[float], metrics: list[dict[str, float]]) -> tuple[float, dict[str, float]]:
+    """One optimizer step's loss and figures: means over its micro-steps, then over ranks (one all-reduce)."""
+    keys = sorted(metrics[0]) if metrics else []
+    local = [sum(losses) / len(losses)] + [sum(m[k] for m in metrics) / len(metrics) for k in keys]
+    means = dist.mean_across_ranks(torch.tensor(local)).tolist()
+    return means[0], dict(zip(keys, means[1:]))
 
 
 class TrainingRun(StageHooks):
@@ -240,7 +259,7 @@ class TrainingRun(StageHooks):
             self.dataset, self.sampler, self.cfg.data, t.batch_size, state["batches_in_epoch"], self.cfg.seed,
             self.env.rank,
         )  # fmt: skip
-        window, micro_losses = _Window(), []
+        window, micro_losses, micro_metrics = _Window(), [], []
         fetch_start = time.perf_counter()
         for batch in loader:
             window.data_time += time.perf_counter() - fetch_start
@@ -249,15 +268,16 @@ class TrainingRun(StageHooks):
             state["batches_in_epoch"] += 1
             window.clips += batch["video"].shape[0] * self.env.world_size
             if self._count_skip(result):
-                micro_losses = []
+                micro_losses, micro_metrics = [], []
             else:
                 micro_losses.append(result.loss)
+                micro_metrics.append(result.metrics)
             if result.boundary and not result.skipped:
                 state["step"] += 1
-                local = torch.tensor([sum(micro_losses) / len(micro_losses)])
-                summary.losses[state["step"]] = dist.mean_across_ranks(local).item()
-                window.losses.append(summary.losses[state["step"]])
-                micro_losses = []
+                loss, metrics = _step_means(micro_losses, micro_metrics)
+                summary.losses[state["step"]] = loss
+                window.add(loss, metrics)
+                micro_losses, micro_metrics = [], []
                 window = self._after_step(window, result)
                 finished = state["step"] >= self.total_steps
                 if state["step"] % t.save_every == 0 or finished:
@@ -322,6 +342,7 @@ class TrainingRun(StageHooks):
                 "epoch": self.state["epoch"],
                 "nonfinite_skipped": self.state["nonfinite_total"],
                 "overflow_skipped": self.state["overflow_total"],
+                **window.means(),
                 **extra,
             }
             self.metrics.write(step, record)
@@ -342,9 +363,7 @@ class TrainingRun(StageHooks):
         state = consolidated_fp32_state_dict(self.engine, str(self.root), ckpt.tag_for(self.state["step"]))
         path = self.out / "export" / "model.safetensors"
         if state is not None:
-            model = self.build_model()
-            model.load_state_dict(state)
-            export_weights(model, path, self.export_metadata())
+            export_weights(self.export_model(state), path, self.export_metadata())
             log.info("exported fp32 weights to %s", path)
         dist.barrier()
         return str(path)

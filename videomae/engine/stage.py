@@ -5,13 +5,14 @@ The run calls these in order: :meth:`~StageHooks.build_train_dataset`, :meth:`~S
 :meth:`~StageHooks.param_groups`, then, with the DeepSpeed engine built, :meth:`~StageHooks.setup`; per batch
 :meth:`~StageHooks.micro_step`, per optimizer step :meth:`~StageHooks.on_step_end`; :meth:`~StageHooks.on_start`
 and :meth:`~StageHooks.on_finish` around the loop. Checkpoints carry :meth:`~StageHooks.client_state`; the export
-carries :meth:`~StageHooks.export_metadata`.
+is :meth:`~StageHooks.export_model` with :meth:`~StageHooks.export_metadata`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from videomae.engine.loop import MicroStep
@@ -73,6 +74,13 @@ class StageHooks:
 
     def load_client_state(self, client: dict[str, Any]) -> None:
         """Restore what :meth:`client_state` stored."""
+
+    def export_model(self, state: dict[str, torch.Tensor]) -> nn.Module:
+        """The model written to ``export/``, given the consolidated fp32 state dict of the engine's module;
+        default: :meth:`build_model` holding ``state``."""
+        model = self.build_model()
+        model.load_state_dict(state)
+        return model
 
     def export_metadata(self) -> dict[str, Any]:
         """Metadata of the exported safetensors file."""

@@ -11,7 +11,8 @@ with both distributions softened by temperature ``T`` (the ``T^2`` keeps gradien
 optionally mixed with the hard-label cross-entropy (``alpha`` is its weight, 0 = pure distillation as the
 released students), plus an optional feature term: the student's features go through a learnable ``Linear`` to
 the teacher's width and are matched with MSE, smooth-L1 or cosine distance. The projector has parameters: give
-this module's parameters to the optimizer together with the student's.
+this module's parameters to the optimizer together with the student's. :meth:`DistillationLoss.terms` gives the
+unweighted terms (for logging), :meth:`DistillationLoss.weighted` their weighted values, whose sum is the loss.
 """
 
 from __future__ import annotations
@@ -87,13 +88,47 @@ class DistillationLoss(nn.Module):
         if student_features.shape[:-1] != teacher_features.shape[:-1]:
             raise ValueError(f"student features {tuple(student_features.shape)} and teacher features "
                              f"{tuple(teacher_features.shape)} differ in batch / token count")  # fmt: skip
-        projected = self.projector(student_features.float())  # (B, [N,] D_teacher)
+        # In the projector's own dtype: inside a bf16/fp16 DeepSpeed engine its weights are cast to that precision.
+        projected = self.projector(student_features.to(self.projector.weight.dtype)).float()  # (B, [N,] D_teacher)
         target = teacher_features.detach().float()
         if self.feature_loss == "mse":
             return F.mse_loss(projected, target)
         if self.feature_loss == "smooth_l1":
             return F.smooth_l1_loss(projected, target)
         return (1.0 - F.cosine_similarity(projected, target, dim=-1)).mean()
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Weight of each term in the loss: ``kd`` 1 - alpha, ``hard`` alpha, ``feature`` feature_weight."""
+        return {"kd": 1.0 - self.alpha, "hard": self.alpha, "feature": self.feature_weight}
+
+    def terms(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        student_features: torch.Tensor | None = None,
+        teacher_features: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The unweighted terms (for logging): ``kd`` always, ``hard`` whenever ``labels`` are given (also with
+        alpha 0), ``feature`` when built with a feature loss (both feature tensors are then required)."""
+        if student_logits.shape != teacher_logits.shape:
+            raise ValueError(f"student logits {tuple(student_logits.shape)} != teacher logits "
+                             f"{tuple(teacher_logits.shape)}; map the teacher's classes first")  # fmt: skip
+        out = {"kd": self.kd_loss(student_logits, teacher_logits)}
+        if labels is not None:
+            out["hard"] = self.hard_loss(student_logits, labels)
+        if self.projector is not None:
+            if student_features is None or teacher_features is None:
+                raise ValueError(f"feature_loss={self.feature_loss!r} needs student_features and teacher_features")
+            out["feature"] = self.feature_term(student_features, teacher_features)
+        return out
+
+    def weighted(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """:meth:`terms` times their :attr:`weights`, whose sum is the loss; ``hard`` only when alpha > 0."""
+        if self.alpha > 0 and "hard" not in terms:
+            raise ValueError(f"alpha={self.alpha} needs labels for the hard-label term")
+        return {k: self.weights[k] * v for k, v in terms.items() if k != "hard" or self.alpha > 0}
 
     def components(
         self,
@@ -104,19 +139,8 @@ class DistillationLoss(nn.Module):
         teacher_features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The weighted terms (``kd``, and ``hard`` / ``feature`` when used), whose sum is the loss."""
-        if student_logits.shape != teacher_logits.shape:
-            raise ValueError(f"student logits {tuple(student_logits.shape)} != teacher logits "
-                             f"{tuple(teacher_logits.shape)}; map the teacher's classes first")  # fmt: skip
-        terms = {"kd": (1.0 - self.alpha) * self.kd_loss(student_logits, teacher_logits)}
-        if self.alpha > 0:
-            if labels is None:
-                raise ValueError(f"alpha={self.alpha} needs labels for the hard-label term")
-            terms["hard"] = self.alpha * self.hard_loss(student_logits, labels)
-        if self.projector is not None:
-            if student_features is None or teacher_features is None:
-                raise ValueError(f"feature_loss={self.feature_loss!r} needs student_features and teacher_features")
-            terms["feature"] = self.feature_weight * self.feature_term(student_features, teacher_features)
-        return terms
+        labels = labels if self.alpha > 0 else None  # the hard-label term is not computed at weight 0
+        return self.weighted(self.terms(student_logits, teacher_logits, labels, student_features, teacher_features))
 
     def forward(
         self,
