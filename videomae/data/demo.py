@@ -38,12 +38,12 @@ DIRECTIONS: tuple[str, ...] = ("up", "down")
 CLASS_NAMES: tuple[str, ...] = tuple(f"{shape}_{direction}" for shape in SHAPES for direction in DIRECTIONS)
 FRAME_TEMPLATE = "img_{:05d}.jpg"
 # Bumped whenever the drawing changes, so scripts can tell an outdated demo folder (stored in demo.json).
-DATA_VERSION = 2
+DATA_VERSION = 3
 SOURCE_NAME = "demo"
 # Ranges of the per-clip random draws: shape half-size and vertical travel as fractions of the frame / free room,
-# and the background gradient's half range (centre to the farthest corner) in 0..255 units. Shapes are 18-28 px
+# and the background gradient's half range (centre to the farthest corner) in 0..255 units. Shapes are 19-31 px
 # wide on 64 px frames, so even with 16 px patches each outline spans several tokens.
-HALF_SIZE_RANGE = (0.14, 0.22)
+HALF_SIZE_RANGE = (0.15, 0.24)
 TRAVEL_RANGE = (0.45, 0.9)
 # The background must be predictable from a few visible patches, or masked pixel modelling has nothing to learn:
 # the loss normalises every patch by its own std, so a hidden patch whose structure is weaker than noise or H.264
@@ -52,6 +52,12 @@ TRAVEL_RANGE = (0.45, 0.9)
 # (P - 1) / P.) One linear gradient per clip gives every background token the same normalised ramp, with 2-4x more
 # std than the H.264 error; there is no per-frame noise. tests/test_demo_data.py checks both.
 BACKGROUND_HALF_RANGE = (50.0, 80.0)
+# The same holds inside the shape: a flat fill would make every interior token a noise-only target, so the shape
+# carries stripes that move with it (period in pixels, amplitude in 0..255 units). Predicting a hidden shape token
+# then needs the shape's position, outline and motion -- exactly what the classes are about. The amplitude keeps
+# every shape pixel within 45 of its base colour, far from the grey background.
+STRIPE_PERIOD_RANGE = (4.0, 8.0)
+STRIPE_AMPLITUDE = 26.0
 _SPLIT_CODES = {"train": 0, "val": 1}
 _CSV_COLUMNS_VIDEO = ["path", "label", "num_frames", "fps", "width", "height", "duration", "source"]
 _CSV_COLUMNS_FRAMES = ["path", "start", "num_frames", "label", "fps", "width", "height", "duration", "source"]
@@ -108,6 +114,9 @@ class ClipSpec:
         vx, vy: Velocity in pixels per frame (``vy < 0`` moves up).
         colour: RGB of the shape, 0..255.
         seed: Seed of the background of this clip.
+        stripe_period: Wavelength of the stripes painted on the shape, in pixels.
+        stripe_angle: Direction of the stripes, radians.
+        stripe_phase: Phase of the stripes at the shape's centre, radians.
     """
 
     label: int
@@ -118,6 +127,9 @@ class ClipSpec:
     vy: float
     colour: tuple[float, float, float]
     seed: int
+    stripe_period: float = 6.0
+    stripe_angle: float = 0.0
+    stripe_phase: float = 0.0
 
 
 def _clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -149,8 +161,10 @@ def sample_clip_spec(label: int, size: int, frames: int, rng: np.random.Generato
     x0 = rng.uniform(x_lo, x_hi)
     hue, sat, val = rng.uniform(0, 1), rng.uniform(0.65, 1.0), rng.uniform(0.8, 1.0)
     colour = tuple(float(c) * 255.0 for c in _hsv_to_rgb(hue, sat, val))
+    seed = int(rng.integers(2**31))
+    stripes = rng.uniform(*STRIPE_PERIOD_RANGE), rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi)
     return ClipSpec(label, float(half), float(x0), float(y0), float(drift / (frames - 1)), float(vy),
-                    colour, int(rng.integers(2**31)))
+                    colour, seed, *(float(v) for v in stripes))
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
@@ -199,7 +213,9 @@ def render_clip(spec: ClipSpec, size: int, frames: int) -> np.ndarray:
     dy = coords[None, :, None] - (spec.y0 + spec.vy * t)  # (T, H, 1)
     shape = SHAPES[spec.label // len(DIRECTIONS)]
     alpha = _coverage(shape, dx, dy, spec.half_size)[..., None]  # (T, H, W, 1)
-    colour = np.asarray(spec.colour)  # (3,)
+    wave = np.cos(spec.stripe_angle) * dx + np.sin(spec.stripe_angle) * dy  # (T, H, W), moves with the shape
+    stripes = STRIPE_AMPLITUDE * np.sin(2 * np.pi * wave / spec.stripe_period + spec.stripe_phase)[..., None]
+    colour = np.clip(np.asarray(spec.colour) + stripes, 0.0, 255.0)  # (T, H, W, 3)
     video = background[None] * (1.0 - alpha) + colour * alpha  # (T, H, W, 3)
     return np.clip(np.rint(video), 0, 255).astype(np.uint8)
 
