@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import free_port
 from safetensors.torch import load_file
 
 from videomae.config import load_config
@@ -62,8 +63,8 @@ def overrides(demo: Path, out: Path, *extra: str) -> list[str]:
 def launch(launcher: str, args: list[str], nproc: int = 1, timeout: int = 600, **popen) -> subprocess.Popen:
     cmd = {
         "python": [sys.executable],
-        "torchrun": [str(BIN / "torchrun"), f"--nproc_per_node={nproc}", f"--master_port={_free_port()}"],
-        "deepspeed": [str(BIN / "deepspeed"), f"--num_gpus={nproc}", f"--master_port={_free_port()}"],
+        "torchrun": [str(BIN / "torchrun"), f"--nproc_per_node={nproc}", f"--master_port={free_port()}"],
+        "deepspeed": [str(BIN / "deepspeed"), f"--num_gpus={nproc}", f"--master_port={free_port()}"],
     }[launcher]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     env["OMP_NUM_THREADS"] = "1"
@@ -79,13 +80,6 @@ def run(launcher: str, args: list[str], nproc: int = 1, timeout: int = 600) -> s
     assert proc.returncode == 0, output[-4000:]
     return output
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def losses(out: Path) -> dict[int, float]:

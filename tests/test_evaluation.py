@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
+from helpers import free_port
 from PIL import Image
 
 from videomae.engine.evaluation import (
@@ -90,16 +90,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         torch_dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_rank_gather_with_uneven_count(tmp_path) -> None:
     assert _rank_batches(0) == [[0, 2], [4]] and _rank_batches(1) == [[1, 3], [0]]
     # spawn, not fork: a fork after earlier tests ran multi-threaded torch ops can deadlock in the children
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
         result = torch.load(tmp_path / f"{rank}.pt")
         p = result["predictions"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import free_port
 from safetensors.torch import load_file
 
 from videomae.data.demo import DemoConfig, write_demo_dataset
@@ -53,7 +54,7 @@ def overrides(demo: Path, out: Path, *extra: str) -> list[str]:
 def run(args: list[str], launcher: str = "python", nproc: int = 1, timeout: int = 600) -> str:
     cmd = {
         "python": [sys.executable],
-        "deepspeed": [str(BIN / "deepspeed"), f"--num_gpus={nproc}", f"--master_port={_free_port()}"],
+        "deepspeed": [str(BIN / "deepspeed"), f"--num_gpus={nproc}", f"--master_port={free_port()}"],
     }[launcher]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     env["OMP_NUM_THREADS"] = "1"
@@ -62,14 +63,6 @@ def run(args: list[str], launcher: str = "python", nproc: int = 1, timeout: int 
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
     return output
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def records(out: Path) -> dict[int, dict]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
+from helpers import free_port
 from PIL import Image
 
 from videomae.config import ManifestSource, load_finetune_config
@@ -90,12 +90,6 @@ def test_views_are_averaged_per_video_and_files_match_a_recomputation(demo, tmp_
     assert picture.size[0] > 6 * 20 and picture.mode == "RGB"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank(rank: int, port: int, demo: str, out: str) -> None:
     torch.set_num_threads(1)
     torch_dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
@@ -117,7 +111,7 @@ def _rank(rank: int, port: int, demo: str, out: str) -> None:
 
 def test_two_ranks_score_each_video_once_and_agree_with_one(demo, tmp_path):
     # spawn, not fork: a fork after earlier tests ran multi-threaded torch ops can deadlock in the children
-    mp.spawn(_rank, args=(_free_port(), str(demo), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_rank, args=(free_port(), str(demo), str(tmp_path)), nprocs=2, join=True)
     single = score_dataset(_forward, _dataset(demo, tmp_path, views=(2, 1)), rank=0, world_size=1, batch_size=3,
                            num_workers=0, device=torch.device("cpu"))  # fmt: skip
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
