@@ -85,7 +85,8 @@ def test_views_are_averaged_per_video_and_files_match_a_recomputation(demo, tmp_
     assert written["top1"] == pytest.approx(top1)
     assert written["top5"] == pytest.approx(sum(y in p for p, y in zip(top5, labels)) / NUM_VAL)
     assert written["mean_class_accuracy"] == pytest.approx(sum(recall.values()) / len(recall))
-    assert 0 < written["top5"] < 1  # the fixed forward is neither hopeless nor perfect: the checks above bite
+    # The fixed forward is neither hopeless nor perfect, so the checks above bite (top-5 of 6 classes may be 1).
+    assert 0 < written["top1"] < 1 and 0 < written["mean_class_accuracy"] < 1, written
     picture = Image.open(tmp_path / "eval/confusion.png")
     assert picture.size[0] > 6 * 20 and picture.mode == "RGB"
 
