@@ -41,6 +41,7 @@ def overrides(demo: Path, out: Path, *extra: str) -> list[str]:
         "data.input_size=32",
         "data.num_frames=4",
         "data.num_workers=0",
+        "data.num_sample=2",  # repeated sampling on, whatever the demo recipe uses
         "data.test_num_segment=2",
         TINY,
         "train.batch_size=2",

@@ -40,9 +40,9 @@ def test_dry_run_shows_the_scaled_lr(finetune, capsys, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     assert finetune.main(["--local_rank=0", "--config", str(DEMO), "--dry-run", "train.batch_size=4"]) == 0
     lines = _lines(capsys.readouterr().out)
-    # demo.yaml: 4 videos x 1 process x 2 clips = 8 clips -> 8e-3 * 8 / 256
-    assert lines["WORLD_SIZE"] == "1" and lines["EFFECTIVE_BATCH"] == "8"
-    assert float(lines["PEAK_LR"]) == pytest.approx(8e-3 * 8 / 256)
+    # demo.yaml: 4 videos x 1 process x 1 clip = 4 clips -> 1.6e-2 * 4 / 256
+    assert lines["WORLD_SIZE"] == "1" and lines["EFFECTIVE_BATCH"] == "4"
+    assert float(lines["PEAK_LR"]) == pytest.approx(1.6e-2 * 4 / 256)
 
 
 def test_sbatch_dry_run_maps_slurm_ranks_and_uses_the_release_lr():

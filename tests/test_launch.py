@@ -41,8 +41,8 @@ def test_dry_run_single_process(pretrain, capsys, monkeypatch):
     out = capsys.readouterr().out
     lines = dict(line.split("=", 1) for line in out.splitlines() if "=" in line and " " not in line)
     assert lines["RANK"] == "0" and lines["WORLD_SIZE"] == "1"
-    # demo.yaml: 8 videos x 1 process x 2 clips = 16 -> 1.5e-2 * 16 / 256
-    assert lines["EFFECTIVE_BATCH"] == "16" and float(lines["PEAK_LR"]) == pytest.approx(1.5e-2 * 16 / 256)
+    # demo.yaml: 8 videos x 1 process x 1 clip = 8 -> 1.2e-2 * 8 / 256
+    assert lines["EFFECTIVE_BATCH"] == "8" and float(lines["PEAK_LR"]) == pytest.approx(1.2e-2 * 8 / 256)
 
 
 def test_demo_script_is_valid_bash_and_runs_the_documented_command():
