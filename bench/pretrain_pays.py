@@ -7,8 +7,9 @@ post-pretrained model; each is scored on ``demo_data/val.csv`` with multi-view t
 (L-BFGS logistic regression on mean-pooled frozen tokens of the centre clip) compares the pretrained encoder with
 a randomly initialised one of the same shape.
 
-    python bench/pretrain_pays.py                 # ~25 min on 2 CPU cores; reruns skip finished stages
+    python bench/pretrain_pays.py                 # ~27 min on 2 CPU cores; reruns skip finished stages
     python bench/pretrain_pays.py --force         # rerun every stage
+    python bench/pretrain_pays.py --seed 1        # the same declaration with another seed, in <output_root>_seed1
 
 Prints a table of val top-1 and, as its last line, the same figures as one JSON object:
 ``{"scratch": acc, "pretrained": acc, "post_pretrained": acc, "probe_pretrained": acc, "probe_random": acc}``.
@@ -68,11 +69,11 @@ def linear_probe(encoder: torch.nn.Module, loaders: dict[str, DataLoader]) -> fl
     return fit_linear_probe(train_tokens.mean(1), train_labels, val_tokens.mean(1), val_labels).accuracy
 
 
-def probes(pretrain_export: Path, data_root: Path, sampling_rate: int) -> dict[str, float]:
+def probes(pretrain_export: Path, data_root: Path, sampling_rate: int, seed: int) -> dict[str, float]:
     """Linear-probe accuracy of the pretrained encoder and of a random one built the same way."""
     pretrained, info = load_exported(pretrain_export)
     config = dict(info["model_config"])
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     random_model = create_model(config.pop("name"), **config).eval()
     model_cfg = {**info["model_config"], "sampling_rate": sampling_rate}
     loaders = {split: probe_loader(data_root, f"{split}.csv", model_cfg) for split in ("train", "val")}
@@ -82,28 +83,34 @@ def probes(pretrain_export: Path, data_root: Path, sampling_rate: int) -> dict[s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--force", action="store_true", help="rerun stages that are already done")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every stage and of the random probe encoder "
+                        "(other than 0: the runs go to <output_root>_seed<N>)")  # fmt: skip
     args = parser.parse_args()
+    overrides = [f"seed={args.seed}"]
+    output_root = None if args.seed == 0 else f"{load_recipe(STAGES).output_root}_seed{args.seed}"
 
     start = time.perf_counter()
     ensure_demo(ROOT / "demo_data", DemoConfig())
     ensure_demo(ROOT / "demo_data_extra", DemoConfig(seed=EXTRA_SEED, num_val=0))
-    command = [sys.executable, "launch/stages.py", "--stages", str(STAGES)] + (["--force"] if args.force else [])
+    command = [sys.executable, "launch/stages.py", "--stages", str(STAGES), *overrides]
+    command += ["--output-root", output_root] if output_root else []
+    command += ["--force"] if args.force else []
     print("== " + " ".join(command), flush=True)
     if subprocess.run(command, cwd=ROOT).returncode != 0:
         print("pretrain_pays: a stage failed (see its log above)", file=sys.stderr)
         return 1
 
-    recipe = load_recipe(STAGES)
+    recipe = load_recipe(STAGES, overrides=overrides, output_root=output_root)
     stages = {stage.name: stage for stage in recipe.stages}
     results = {}
     for name in FINETUNES:
         metrics = json.loads((Path(stages[name].output_dir) / "eval" / "metrics.json").read_text())
         results[name] = metrics["top1"]
     pretrain = stages["pretrain"]
-    results.update(probes(pretrain.export, ROOT / "demo_data", pretrain.cfg.data.sampling_rate))
+    results.update(probes(pretrain.export, ROOT / "demo_data", pretrain.cfg.data.sampling_rate, args.seed))
 
     fine_tune = stages["scratch"].cfg
-    print(f"\nDemo set, val top-1 ({len(FINETUNES)} fine-tunes x {fine_tune.train.max_steps} steps, "
+    print(f"\nDemo set, seed {args.seed}, val top-1 ({len(FINETUNES)} fine-tunes x {fine_tune.train.max_steps} steps, "
           f"{fine_tune.data.test_num_segment} x {fine_tune.data.test_num_crop} views; chance 1/6 = 0.167; "
           f"{(time.perf_counter() - start) / 60:.1f} min)")  # fmt: skip
     print(f"{'fine-tune from':<28}{'val top-1':>10}")

@@ -6,6 +6,7 @@
     python launch/stages.py --stages FILE --from post_pretrain --force   # run again from there, afresh
     python launch/stages.py --stages FILE --launcher torchrun --nproc 8
     python launch/stages.py --stages FILE train.max_steps=20         # key=value for every stage, after the file's
+    python launch/stages.py --stages FILE --output-root runs/seed1 seed=1   # the same chain in another folder
 
 Every stage's config is loaded and checked before anything starts. Stages that are done (export written, same
 resolved config, same upstream) are skipped, so rerunning the command after a crash resumes where it stopped;
@@ -34,9 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print each stage's decision and command, run nothing")
     parser.add_argument("--launcher", choices=["deepspeed", "torchrun", "python"], help="replaces the file's launcher")
     parser.add_argument("--nproc", type=int, help="processes per stage; replaces the file's nproc")
+    parser.add_argument("--output-root", help="replaces the file's output_root (stages without an output_dir of "
+                        "their own write to <output-root>/<name>)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        recipe = load_recipe(args.stages, launcher=args.launcher, nproc=args.nproc, overrides=args.overrides)
+        recipe = load_recipe(
+            args.stages, launcher=args.launcher, nproc=args.nproc, overrides=args.overrides,
+            output_root=args.output_root,
+        )  # fmt: skip
         return run_recipe(
             recipe, Path(__file__).resolve().parent, only=args.only, start=args.start, force=args.force,
             dry_run=args.dry_run,

@@ -135,6 +135,23 @@ def test_shipped_stage_files_chain_their_exports(name, monkeypatch):
         assert recipe.stages[2].cfg.model.name == "vit_giant_patch14_224"
 
 
+def test_output_root_replaces_the_files_for_every_default_folder_and_the_chain(tmp_path):
+    stages = chain()
+    stages[2]["output_dir"] = str(tmp_path / "own" / "ft")  # a stage's own output_dir stays
+    elsewhere = tmp_path / "seed1"
+    recipe = load_recipe(write_stages(tmp_path, stages), overrides=["seed=1"], output_root=str(elsewhere))
+    assert recipe.output_root == str(elsewhere) and recipe.record_path == elsewhere / "stages.json"
+    pre, post, ft = recipe.stages
+    assert (pre.output_dir, post.output_dir, ft.output_dir) == (
+        str(elsewhere / "pre"),
+        str(elsewhere / "post"),
+        str(tmp_path / "own" / "ft"),
+    )
+    assert post.init == f"{elsewhere}/pre/export/model.safetensors" == post.cfg.init
+    assert ft.init == f"{elsewhere}/post/export/model.safetensors"
+    assert all(stage.cfg.seed == 1 for stage in recipe.stages)
+
+
 # ---------------------------------------------------------------------------------------------------- commands
 
 

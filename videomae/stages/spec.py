@@ -157,7 +157,11 @@ def _override_list(value: list[str] | dict[str, Any]) -> list[str]:
 
 
 def load_recipe(
-    path: str | Path, launcher: str | None = None, nproc: int | None = None, overrides: list[str] | None = None
+    path: str | Path,
+    launcher: str | None = None,
+    nproc: int | None = None,
+    overrides: list[str] | None = None,
+    output_root: str | None = None,
 ) -> Recipe:
     """Read a stages file and check it whole, every stage's config included.
 
@@ -166,11 +170,13 @@ def load_recipe(
         launcher: replaces the file's ``launcher`` (``deepspeed``, ``torchrun`` or ``python``).
         nproc: replaces the file's ``nproc``.
         overrides: ``key=value`` strings applied to every stage after the file's (e.g. ``train.max_steps=10``).
+        output_root: replaces the file's ``output_root`` (e.g. one folder per seed of the same declaration).
 
     Raises:
         StagesError: naming the file, the stage and the dotted key of the first problem.
     """
-    cli = [f"launcher={launcher}"] * (launcher is not None) + [f"nproc={nproc}"] * (nproc is not None)
+    replaced = {"launcher": launcher, "nproc": nproc, "output_root": output_root}
+    cli = [f"{key}={value}" for key, value in replaced.items() if value is not None]
     try:
         spec = load_config_file(StagesSpec, path, cli)
     except ConfigError as err:
