@@ -32,6 +32,9 @@ from videomae.models.pos_embed import guess_grid, interpolate_pos_table, sinusoi
 from videomae.models.registry import create_model
 
 __all__ = [
+    "HF_INDEX_FILES",
+    "HF_WEIGHT_FILES",
+    "PICKLE_SUFFIXES",
     "CheckpointError",
     "LoadReport",
     "export_weights",
@@ -49,6 +52,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _WRAPPER_KEYS = ("model", "module", "state_dict", "model_state")
 _PREFIXES = ("_orig_mod.", "module.")
 _METADATA_KEY = "videomae"
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
+"""Checkpoint files read with ``torch.load(weights_only=True)``."""
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+"""Weights of a Hugging Face ``save_pretrained`` folder, in order of preference."""
+HF_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+"""Indexes of sharded weights in a Hugging Face folder."""
 
 
 class CheckpointError(ValueError):
@@ -146,10 +155,10 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
         config = json.loads(config_file.read_text()) if config_file.exists() else {}
         if config.get("model_type", "videomae") != "videomae":
             raise CheckpointError(f"{config_file}: model_type {config['model_type']!r} is not 'videomae'")
-        for name in ("model.safetensors", "pytorch_model.bin"):
+        for name in HF_WEIGHT_FILES:
             if (path / name).exists():
                 return read_checkpoint(path / name)[0], config
-        for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        for index_name in HF_INDEX_FILES:
             if (path / index_name).exists():
                 shards = sorted(set(json.loads((path / index_name).read_text())["weight_map"].values()))
                 state: dict[str, Any] = {}
@@ -161,7 +170,7 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
         with safe_open(str(path), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
         return load_file(str(path)), metadata
-    if path.suffix in (".pth", ".pt", ".bin", ".ckpt", ".pkl"):
+    if path.suffix in PICKLE_SUFFIXES:
         return _torch_load(path), {}
     raise CheckpointError(f"{path}: unknown checkpoint type {path.suffix!r}; use .pth/.pt/.bin/.ckpt/.safetensors")
 

@@ -44,6 +44,7 @@ __all__ = [
     "ResumeError",
     "checkpoint_at",
     "find_latest",
+    "find_resume_checkpoint",
     "get_rng_state",
     "list_complete",
     "load_checkpoint",
@@ -129,6 +130,27 @@ def checkpoint_at(path: str | Path) -> CheckpointInfo:
         raise FileNotFoundError(f"resume={path}: not a complete checkpoint (no {COMMIT_FILE} file)")
     meta = json.loads(marker.read_text())
     return CheckpointInfo(path.parent, path.name, int(meta["step"]), meta)
+
+
+def find_resume_checkpoint(cfg: Any, root: str | Path) -> CheckpointInfo | None:
+    """The checkpoint this run continues from, per ``cfg.resume``; None for a fresh start.
+
+    Raises:
+        RuntimeError: auto-resume found a run started from other ``init`` weights than the ones requested.
+        FileNotFoundError: an explicit ``resume`` folder is not a complete checkpoint.
+    """
+    if cfg.resume == "never":
+        return None
+    if cfg.resume != "auto":
+        return checkpoint_at(cfg.resume)
+    info = find_latest(root)
+    if info is not None and info.meta.get("init") != cfg.init:
+        raise RuntimeError(
+            f"init={cfg.init!r} was requested but {info.path} continues a run started from "
+            f"init={info.meta.get('init')!r}; auto-resume never replaces an explicit init: use a new output_dir "
+            "or resume=never"
+        )
+    return info
 
 
 def get_rng_state(mask_generator: torch.Generator) -> dict[str, Any]:

@@ -1,13 +1,18 @@
 """What the ``launch/*.py`` entry points share: arguments, config errors before anything starts, the dry run.
 
 Each entry point is a few lines naming its config loader and its run function; the run is imported only after the
-config has been checked, so ``--dry-run``, ``--print-output-dir`` and config errors never load DeepSpeed.
+config and the preflight checks (:mod:`videomae.engine.preflight`) have passed, so ``--dry-run``,
+``--print-output-dir``, config errors and failed checks never load DeepSpeed. Every rank loads and checks the same
+config, and every rank exits with status 2 on a problem, but only global rank 0 says why: one message, not one per
+process. (On a multi-node job, the first process of each other node adds one line when it fails too, since a
+node may not see the files rank 0 sees.)
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +58,31 @@ def dry_run(cfg: Any) -> None:
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
 
 
+def _preflight(cfg: Any, script: str, eval_only: bool) -> bool:
+    """Run the preflight checks on this rank; False (after :func:`_report`) when one failed."""
+    from videomae.engine.dist import resolve_env
+    from videomae.engine.preflight import format_failures, preflight_findings
+
+    # Only global rank 0 binds the rendezvous port, on the master host, so only it can tell whether it is free.
+    findings = preflight_findings(cfg, check_port=resolve_env().rank == 0, eval_only=eval_only)
+    if all(f.ok for f in findings):
+        return True
+    _report(format_failures(findings, script), script)
+    return False
+
+
+def _report(message: str, script: str) -> None:
+    """Print ``message`` on global rank 0; the first process of any other node prints one line, the rest nothing."""
+    from videomae.engine.dist import resolve_env
+
+    env = resolve_env()
+    if env.rank == 0:
+        print(message, file=sys.stderr, flush=True)
+    elif env.local_rank == 0 and env.node_rank > 0:
+        first = message.splitlines()[0].removeprefix(f"{script}: ")
+        print(f"{script}: node {env.node_rank} ({socket.gethostname()}) fails too: {first}", file=sys.stderr)
+
+
 def _function(path: str) -> Callable[[Any], Any]:
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
@@ -80,13 +110,13 @@ def main(
         evaluate: ``"module:function"`` for ``--eval-only`` (None: the stage has no such mode).
 
     Returns:
-        The exit status: 0, or 2 for a config error.
+        The exit status: 0, or 2 for a config error or a failed preflight check (on every rank).
     """
     args = parse_args(argv, doc, config_help, eval_only=evaluate is not None)
     try:
         cfg = load(args.config, args.overrides)
     except ConfigError as err:
-        print(f"{script}: config error: {err}", file=sys.stderr)
+        _report(f"{script}: config error: {err}", script)
         return 2
     if args.print_output_dir:
         print(cfg.output_dir)
@@ -94,6 +124,8 @@ def main(
     if args.dry_run:
         dry_run(cfg)
         return 0
+    if not _preflight(cfg, script, eval_only=getattr(args, "eval_only", False)):
+        return 2
 
     from videomae.engine import dist
 

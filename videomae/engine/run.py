@@ -24,6 +24,7 @@ from videomae.checkpoint import export_weights
 from videomae.config import ConfigError, config_to_dict, save_config
 from videomae.engine import checkpointing as ckpt
 from videomae.engine import dist
+from videomae.engine.checkpointing import find_resume_checkpoint
 from videomae.engine.data_setup import build_loader, build_sampler
 from videomae.engine.deepspeed_setup import build_ds_config, consolidated_fp32_state_dict, initialize
 from videomae.engine.logging_utils import MetricsWriter, Progress, setup_logging
@@ -51,27 +52,6 @@ class RunSummary:
     nonfinite_skipped: int = 0
     stopped_early: bool = False
     export_path: str | None = None
-
-
-def find_resume_checkpoint(cfg: Any, root: Path) -> ckpt.CheckpointInfo | None:
-    """The checkpoint this run continues from, per ``cfg.resume``; None for a fresh start.
-
-    Raises:
-        RuntimeError: auto-resume found a run started from other ``init`` weights than the ones requested.
-        FileNotFoundError: an explicit ``resume`` folder is not a complete checkpoint.
-    """
-    if cfg.resume == "never":
-        return None
-    if cfg.resume != "auto":
-        return ckpt.checkpoint_at(cfg.resume)
-    info = ckpt.find_latest(root)
-    if info is not None and info.meta.get("init") != cfg.init:
-        raise RuntimeError(
-            f"init={cfg.init!r} was requested but {info.path} continues a run started from "
-            f"init={info.meta.get('init')!r}; auto-resume never replaces an explicit init: use a new output_dir "
-            "or resume=never"
-        )
-    return info
 
 
 class _Window:

@@ -1,0 +1,369 @@
+"""Checks of a run's config against the machine, done before DeepSpeed starts: no process group, no data loop.
+
+Every launch script runs :func:`preflight_findings` on every rank right after its config loads; when a check fails,
+global rank 0 prints :func:`format_failures` (a few lines, each naming the key, file or line and the fix) and every
+rank exits with status 2, before DeepSpeed is even imported. ``videomae doctor`` prints the same findings as a
+PASS/FAIL table. The checks:
+
+* each manifest of ``data.manifests`` (and ``data.val_manifests`` / ``data.test_manifests``) exists and parses
+  (:func:`videomae.data.manifest.read_manifest`, with its line numbers); its ``data_root`` is a folder; the paths
+  of up to ``sample_rows`` rows, spread evenly over the file, exist;
+* label maps (``data.labels``, ``init_label_map``, ``distill.teacher_labels``) read;
+* ``model.name`` is registered (else the closest names) and the model builds on the ``meta`` device with
+  ``model.overrides``;
+* ``output_dir`` (or the nearest folder above it that exists) takes a new file;
+* ``resume`` names a complete checkpoint, auto-resume would not continue a run started from other ``init`` weights;
+  ``init`` and ``distill.teacher`` are readable weights (file headers only, never the whole tensors);
+* the rendezvous port ``MASTER_PORT`` is free on this host (rank 0 only: it binds the port).
+"""
+
+from __future__ import annotations
+
+import difflib
+import errno
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from videomae.checkpoint import HF_INDEX_FILES, HF_WEIGHT_FILES, PICKLE_SUFFIXES
+from videomae.config import ConfigError, FinetuneConfig, ManifestSource
+from videomae.data.manifest import ManifestError, read_label_map, read_manifest
+from videomae.engine.checkpointing import find_resume_checkpoint
+from videomae.engine.dist import resolve_env
+from videomae.models import list_models
+from videomae.stages.compat import encoder_shapes
+
+__all__ = ["Finding", "format_failures", "preflight_findings"]
+
+_MANIFEST_LISTS = ("manifests", "val_manifests", "test_manifests")
+_SHOWN_LINES = 3  # manifest problems quoted per manifest; `videomae manifest check` lists them all
+_PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive; a bare pickle (protocol >= 2)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The outcome of one check.
+
+    Attributes:
+        check: what was checked: the config key (``data.manifests[0]``, ``model.name``) or variable (``MASTER_PORT``).
+        ok: the check passed (or did not apply; ``detail`` says which).
+        detail: what was found, naming the file and line where there is one.
+        fix: what to change when the check failed.
+    """
+
+    check: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def preflight_findings(
+    cfg: Any, *, sample_rows: int = 64, check_port: bool = True, eval_only: bool = False
+) -> list[Finding]:
+    """Run every check on a loaded pretraining or fine-tuning config; passed checks are included.
+
+    Args:
+        cfg: a ``PretrainConfig`` or ``FinetuneConfig``.
+        sample_rows: rows per manifest whose paths are looked up (spread over the file, the same on every rank).
+        check_port: bind ``MASTER_PORT`` to see that it is free; only the process that will bind it (global rank
+            0, on the master host) should.
+        eval_only: a ``--eval-only`` run, which needs no training manifests.
+
+    Returns:
+        One :class:`Finding` per check, in the order above.
+    """
+    findings = _manifest_findings(cfg, sample_rows, eval_only)
+    findings += _label_map_findings(cfg)
+    findings += _model_findings(cfg)
+    findings.append(_output_dir_finding(cfg.output_dir))
+    findings += _weights_findings(cfg)
+    if check_port:
+        findings.append(port_finding(os.environ))
+    return findings
+
+
+def format_failures(findings: list[Finding], script: str) -> str:
+    """The failed findings as a short message: a heading, then per failure the key, what is wrong and the fix."""
+    failed = [f for f in findings if not f.ok]
+    noun = "problem" if len(failed) == 1 else "problems"
+    lines = [f"{script}: {len(failed)} {noun} found before launch; nothing was started:"]
+    for f in failed:
+        detail = f.detail.splitlines() or [""]
+        lines.append(f"  {f.check}: {detail[0]}")
+        lines += [f"    {line.strip()}" for line in detail[1:]]
+        if f.fix:
+            lines.append(f"    fix: {f.fix}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+
+def _manifest_findings(cfg: Any, sample_rows: int, eval_only: bool) -> list[Finding]:
+    data = cfg.data
+    findings: list[Finding] = []
+    if not data.manifests and not eval_only:
+        findings.append(Finding("data.manifests", False, "empty", "list at least one manifest: data.manifests=[a.csv]"))
+    roots: dict[tuple[str, str], Finding] = {}  # one finding per data_root key and folder, however many share it
+    for attr in _MANIFEST_LISTS:
+        for i, src in enumerate(getattr(data, attr, [])):
+            key = f"data.{attr}[{i}]"
+            root_key, root = (
+                (f"{key}.data_root", src.data_root) if src.data_root else ("data.data_root", data.data_root)
+            )
+            root_ok = True
+            if root is not None:
+                found = roots.setdefault((root_key, root), _root_finding(root_key, root))
+                root_ok = found.ok
+            findings += _one_manifest(key, src, root, sample_rows if root_ok else 0)
+    return list(roots.values()) + findings
+
+
+def _root_finding(key: str, root: str) -> Finding:
+    if Path(root).is_dir():
+        return Finding(key, True, f"{root} is a folder")
+    what = "is not a folder" if Path(root).exists() else "does not exist"
+    return Finding(
+        key,
+        False,
+        f"{root} {what}{_relative_note(root)}",
+        f"set {key} to the folder the manifest paths are relative to",
+    )
+
+
+def _one_manifest(key: str, src: ManifestSource, root: str | None, sample_rows: int) -> list[Finding]:
+    """The manifest's parse finding, then (when it parsed and ``sample_rows > 0``) its sampled paths' finding."""
+    try:
+        manifest = read_manifest(src.path, root)
+    except ManifestError as err:
+        return [Finding(key, False, _manifest_problem(err), _manifest_fix(err))]
+    except OSError as err:
+        return [Finding(key, False, f"{src.path}: {err.strerror or err}", "make the file readable")]
+    findings = [Finding(key, True, f"{src.path}: {len(manifest)} rows ({manifest.format})")]
+    if sample_rows <= 0:
+        return findings
+    rows = manifest.rows
+    picks = _spread(len(rows), sample_rows)
+    missing = [rows[j] for j in picks if not os.path.exists(rows[j].path)]
+    if not missing:
+        return findings + [Finding(f"{key} paths", True, f"{len(picks)} sampled rows of {src.path} exist")]
+    first = missing[0]
+    root_text = f"data_root {root}" if root else f"no data_root: relative to the working directory {os.getcwd()}"
+    detail = (
+        f"{len(missing)} of {len(picks)} sampled rows name no file, e.g. {first.manifest}:{first.line}: {first.path}"
+    )
+    fix = f"check the paths and the data_root they are joined to ({root_text}); every row: videomae manifest check "
+    fix += src.path + (f" --data-root {root}" if root else "")
+    return findings + [Finding(f"{key} paths", False, detail, fix)]
+
+
+def _spread(n: int, k: int) -> list[int]:
+    """``min(n, k)`` distinct indices of ``range(n)`` spread evenly from the first to the last."""
+    k = min(n, k)
+    return [round(j * (n - 1) / (k - 1)) for j in range(k)] if k > 1 else list(range(k))
+
+
+def _relative_note(path: str | os.PathLike) -> str:
+    return "" if os.path.isabs(path) else f" (relative to the working directory {os.getcwd()})"
+
+
+def _manifest_problem(err: ManifestError) -> str:
+    if err.errors == [(0, "file not found")]:
+        return f"{err.file}: file not found{_relative_note(err.file)}"
+    shown = [f"{err.file}:{line}: {reason}" if line else f"{err.file}: {reason}" for line, reason in err.errors]
+    more = len(shown) - _SHOWN_LINES
+    return "\n".join(shown[:_SHOWN_LINES] + ([f"... and {more} more"] if more > 0 else []))
+
+
+def _manifest_fix(err: ManifestError) -> str:
+    if err.errors == [(0, "file not found")]:
+        return "give the path of an existing manifest (CSV with a header, see data_lists/SCHEMA.md)"
+    return f"correct the lines above (data_lists/SCHEMA.md); all problems: videomae manifest check {err.file}"
+
+
+def _label_map_findings(cfg: Any) -> list[Finding]:
+    """Label maps of a fine-tuning config: ``data.labels``, a file ``init_label_map``, ``distill.teacher_labels``."""
+    if not isinstance(cfg, FinetuneConfig):
+        return []
+    files = {"data.labels": cfg.data.labels, "distill.teacher_labels": cfg.distill.teacher_labels}
+    if cfg.init_label_map not in ("auto", "fresh", "keep"):
+        files["init_label_map"] = cfg.init_label_map
+    findings = []
+    for key, path in files.items():
+        if path is None:
+            continue
+        try:
+            names = read_label_map(path)
+        except (OSError, ManifestError, UnicodeDecodeError) as err:
+            reason = getattr(err, "reason", None) or getattr(err, "strerror", None) or str(err)
+            findings.append(Finding(key, False, f"{path}: {reason}", "give a labels.txt with one class name per line"))
+        else:
+            findings.append(Finding(key, True, f"{path}: {len(names)} classes"))
+    return findings
+
+
+# ---------------------------------------------------------------------------------------------------- model
+
+
+def _model_findings(cfg: Any) -> list[Finding]:
+    name = cfg.model.name
+    registered = list_models()
+    if name not in registered:
+        close = difflib.get_close_matches(name, registered, n=3, cutoff=0.6)
+        also = f" (also close: {', '.join(close[1:])})" if len(close) > 1 else ""
+        hint = f"did you mean {close[0]}?{also}" if close else f"registered models: {', '.join(registered)}"
+        return [Finding("model.name", False, f"{name!r} is not a registered model", hint)]
+    kind = "finetune" if isinstance(cfg, FinetuneConfig) else "pretrain"
+    try:
+        encoder_shapes(kind, cfg)  # builds the model on the meta device: no memory, no init
+    except ConfigError as err:
+        text = str(err).removeprefix("model.overrides: ")
+        return [Finding("model.name", True, name), Finding("model.overrides", False, text, "drop or rename it")]
+    except (ValueError, RuntimeError, AssertionError) as err:  # sizes the model's constructor refuses
+        return [Finding("model.name", True, name), Finding("model.overrides", False, str(err), "change the sizes")]
+    return [Finding("model.name", True, name), Finding("model.overrides", True, "the model builds")]
+
+
+# ---------------------------------------------------------------------------------------------------- files
+
+
+def _output_dir_finding(output_dir: str) -> Finding:
+    """``output_dir`` is a folder that takes a new file, or can be made under the nearest folder that exists."""
+    target = Path(output_dir).absolute()
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    fix = "choose a folder this user can write, e.g. output_dir=runs/NAME"
+    if not existing.is_dir():
+        where = "is a file" if existing == target else f"cannot be made: {existing} is a file"
+        return Finding("output_dir", False, f"{output_dir} {where}", fix)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".preflight-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        return Finding("output_dir", False, f"{output_dir}: cannot write in {existing}: {err.strerror}", fix)
+    state = "exists" if existing == target else f"will be made under {existing}"
+    return Finding("output_dir", True, f"{output_dir} {state}, writable")
+
+
+def _weights_findings(cfg: Any) -> list[Finding]:
+    """``resume`` (and what auto-resume would continue), ``init`` (unless a checkpoint replaces it),
+    ``distill.teacher``."""
+    try:
+        resumed = find_resume_checkpoint(cfg, Path(cfg.output_dir) / "checkpoints")
+    except (FileNotFoundError, RuntimeError, ValueError, KeyError) as err:
+        fix = "point resume at a checkpoint folder (step_N with its COMMITTED file), or resume=auto / never"
+        if isinstance(err, RuntimeError):
+            fix = "use a new output_dir, or resume=never to start afresh from init"
+        findings = [Finding("resume", False, str(err), fix)]
+        resumed = None
+    else:
+        findings = [Finding("resume", True, f"continues {resumed.path}" if resumed else "fresh start")]
+    weights = {"init": cfg.init if resumed is None else None}
+    if isinstance(cfg, FinetuneConfig):
+        weights["distill.teacher"] = cfg.distill.teacher
+    for key, path in weights.items():
+        if path is None:
+            continue
+        problem = weights_problem(Path(path))
+        if problem:
+            fix = "give our .safetensors export, a release .pth or a transformers folder"
+            findings.append(Finding(key, False, f"{path}: {problem}", fix))
+        else:
+            findings.append(Finding(key, True, f"{path} is readable"))
+    return findings
+
+
+def weights_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as weights by :func:`videomae.checkpoint.read_checkpoint` (None: it can), from
+    the folder layout and file headers only."""
+    if not path.exists():
+        return "does not exist" + _relative_note(path)
+    if path.is_dir():
+        for name in HF_WEIGHT_FILES + HF_INDEX_FILES:
+            if (path / name).is_file():
+                return _json_problem(path / name) if name.endswith(".json") else weights_problem(path / name)
+        return f"folder without {', '.join(HF_WEIGHT_FILES + HF_INDEX_FILES)}"
+    try:
+        if path.suffix == ".safetensors":
+            return _safetensors_problem(path)
+        if path.suffix in PICKLE_SUFFIXES:
+            with open(path, "rb") as f:
+                head = f.read(4)
+            ok = head.startswith(_PICKLE_MAGIC)
+            return None if ok else "not a PyTorch checkpoint (neither torch.save's zip archive nor a pickle)"
+    except OSError as err:
+        return f"unreadable: {err.strerror}"
+    return f"unknown weights type {path.suffix!r} (use {', '.join(PICKLE_SUFFIXES)}, .safetensors or a folder)"
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """A safetensors file starts with an 8-byte little-endian header length and that many bytes of JSON."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        if not 2 <= size <= min(path.stat().st_size - 8, 100_000_000):
+            return "not a safetensors file (bad header length)"
+        try:
+            json.loads(f.read(size))
+        except ValueError:
+            return "not a safetensors file (its header is not JSON)"
+    return None
+
+
+def _json_problem(path: Path) -> str | None:
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        return f"{path.name} unreadable: {err}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- port
+
+
+def port_finding(environ: Mapping[str, str]) -> Finding:
+    """Whether this host can bind the rendezvous port (``MASTER_PORT``), as global rank 0 will.
+
+    Not checked under ``torchrun`` (its agent already holds the port), for one process without ``MASTER_PORT``
+    (it picks a free one) and when ``MASTER_ADDR`` is another host.
+    """
+    if "TORCHELASTIC_RUN_ID" in environ:
+        return Finding("MASTER_PORT", True, "not checked: torchrun's agent holds the rendezvous port")
+    env = resolve_env(environ)
+    if env.world_size == 1 and "MASTER_PORT" not in environ:
+        return Finding("MASTER_PORT", True, "not needed: one process picks a free port")
+    port, addr = env.master_port, env.master_addr
+    try:
+        family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as err:
+        fix = "set MASTER_ADDR to this host's name or address"
+        return Finding("MASTER_ADDR", False, f"{addr} does not resolve ({err.strerror})", fix)
+    wildcard = "::" if family == socket.AF_INET6 else ""
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((addr, 0))
+        except OSError:
+            return Finding("MASTER_PORT", True, f"not checked: MASTER_ADDR {addr} is another host")
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # as torch's TCPStore does: a port left in TIME_WAIT by a finished run is free
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((wildcard, port))
+        except OSError as err:
+            taken = "is taken (another run on this host?)" if err.errno == errno.EADDRINUSE else err.strerror
+            return Finding("MASTER_PORT", False, f"port {port} on {addr} {taken}", _port_fix(wildcard, family))
+    return Finding("MASTER_PORT", True, f"port {port} on {addr} is free")
+
+
+def _port_fix(wildcard: str, family: int) -> str:
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((wildcard, 0))
+        free = probe.getsockname()[1]
+    return (
+        f"pick another port (e.g. {free}, free now): deepspeed --master_port {free} ..., torchrun --master-port "
+        f"{free} ..., or MASTER_PORT={free} for srun/sbatch"
+    )
