@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 from pathlib import Path
 
@@ -49,4 +50,9 @@ def test_demo_script_is_valid_bash_and_runs_the_documented_command():
     subprocess.run(["bash", "-n", str(ROOT / "launch/demo.sh")], check=True)
     text = (ROOT / "launch/demo.sh").read_text()
     assert "videomae demo-data demo_data" in text
-    assert "deepspeed --num_gpus 2 launch/pretrain.py --config launch/configs/pretrain/demo.yaml" in text
+    assert (
+        'deepspeed --num_gpus 2 --master_port "$port" launch/pretrain.py --config launch/configs/pretrain/demo.yaml'
+        in text
+    )
+    # the port is one the script asks the OS for, not deepspeed's default 29500 that another job may hold
+    assert re.search(r"^port=\$\(python -c .*bind\(\('', 0\)\)", text, re.M)
