@@ -8,7 +8,8 @@
     python launch/stages.py --stages FILE train.max_steps=20         # key=value for every stage, after the file's
     python launch/stages.py --stages FILE --output-root runs/seed1 seed=1   # the same chain in another folder
 
-Every stage's config is loaded and checked before anything starts. Stages that are done (export written, same
+Every stage's config is loaded and checked before anything starts, and so are the files, model and output folder
+of every stage that will run (videomae.engine.preflight). Stages that are done (export written, same
 resolved config, same upstream) are skipped, so rerunning the command after a crash resumes where it stopped;
 ``<output_root>/stages.json`` records each stage's status, export, wall time and final metrics.
 """
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         return run_recipe(
             recipe, Path(__file__).resolve().parent, only=args.only, start=args.start, force=args.force,
-            dry_run=args.dry_run,
+            dry_run=args.dry_run, preflight=True,
         )  # fmt: skip
     except ConfigError as err:
         print(f"stages.py: config error: {err}", file=sys.stderr)

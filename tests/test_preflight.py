@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import free_port
+from helpers import free_port, write_fake_demo_data
 from safetensors.torch import save_file
 
 from videomae.config import load_config, load_finetune_config
@@ -29,22 +29,11 @@ ROWS = 100
 
 @pytest.fixture
 def demo(tmp_path, monkeypatch) -> Path:
-    """A stand-in for ``demo_data/`` in the working directory (the demo configs' relative paths): manifests of
-    ``ROWS`` rows whose video files exist (empty: only their existence is checked), and labels.txt."""
-    data = tmp_path / "demo_data"
-    (data / "videos").mkdir(parents=True)
-    rows = [f"videos/v{i:03d}.mp4" for i in range(ROWS)]
-    for row in rows:
-        (data / row).touch()
-    (data / "train_unlabeled.csv").write_text("path,num_frames\n" + "".join(f"{r},32\n" for r in rows))
-    labelled = "path,label\n" + "".join(f"{r},{'ab'[i % 2]}\n" for i, r in enumerate(rows))
-    (data / "train.csv").write_text(labelled)
-    (data / "val.csv").write_text(labelled)
-    (data / "labels.txt").write_text("a\nb\n")
+    """Fake ``demo_data/`` (the demo configs' relative paths) in the working directory; no launcher variables."""
     monkeypatch.chdir(tmp_path)
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(key, raising=False)
-    return data
+    return write_fake_demo_data(tmp_path, ROWS)
 
 
 def findings(*overrides: str, kind: str = "pretrain", **kw) -> dict[str, Finding]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import write_fake_demo_data
 from safetensors.torch import load_file
 
 from videomae.config import ConfigError, load_config, load_finetune_config, save_config
@@ -223,6 +224,23 @@ class FakeLauncher:
             (out / "eval").mkdir(exist_ok=True)
             (out / "eval/metrics.json").write_text(json.dumps({"top1": 0.5, "num_videos": 3}))
         return 0
+
+
+def test_runner_preflights_every_stage_before_running_any(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_fake_demo_data(tmp_path)  # the demo configs' demo_data/, relative to the working directory
+    path = write_stages(tmp_path, chain(ft_overrides=("data.val_manifests=[demo_data/missing.csv]",)))
+    launcher = FakeLauncher()
+    assert run_recipe(load_recipe(path), LAUNCH, preflight=True, execute=launcher, out=io.StringIO()) == 2
+    assert launcher.ran == [] and not (tmp_path / "runs").exists()
+    assert capsys.readouterr().err.splitlines()[:2] == [
+        "stages: stage 'ft': 1 problem found before launch; nothing was started:",
+        f"  data.val_manifests[0]: demo_data/missing.csv: file not found "
+        f"(relative to the working directory {tmp_path})",
+    ]
+    # The inits that post and ft start from are written by the stages before them: not looked for yet.
+    assert run_recipe(load_recipe(write_stages(tmp_path, chain())), LAUNCH, preflight=True, execute=launcher) == 0
+    assert launcher.ran == ["pre", "post", "ft"]
 
 
 def test_done_stages_are_skipped_changed_ones_rerun_afresh(tmp_path):

@@ -9,6 +9,7 @@ recipe hashes that tell a later run whether it is still up to date.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -57,6 +58,7 @@ def run_recipe(
     start: str | None = None,
     force: bool = False,
     dry_run: bool = False,
+    preflight: bool = False,
     execute: Execute = _execute,
     out: TextIO | None = None,
 ) -> int:
@@ -69,11 +71,14 @@ def run_recipe(
         start: run this stage and every later one (the earlier ones they need must be done).
         force: start the selected stages afresh even when done (their old folders are moved aside).
         dry_run: print each stage's decision and exact command, run nothing.
+        preflight: first check every stage that will run against the machine (manifests, model, output_dir...,
+            :mod:`videomae.engine.preflight`) and run nothing when one fails.
         execute: runs one command and returns its exit status (tests replace it).
         out: where progress lines go (default ``sys.stdout``).
 
     Returns:
-        0 when every selected stage is done; else 1 (a stage failed or stopped early; the message names it).
+        0 when every selected stage is done; 2 when a preflight check failed (nothing ran); else 1 (a stage failed
+        or stopped early; the message names it).
 
     Raises:
         ConfigError: an unknown stage name, or a selected stage needs one that is left out and not done.
@@ -90,6 +95,8 @@ def run_recipe(
             print(f"# {stage.name} ({stage.kind}): {_describe(decision)}", file=out)
             print(comment + shlex.join(commands[stage.name]), file=out)
         return 0
+    if preflight and not _preflight(recipe, decisions):
+        return 2
 
     entries = {
         s.name: _entry(recipe, s, commands[s.name], previous.get(s.name), decisions[s.name]) for s in recipe.stages
@@ -147,6 +154,32 @@ def _run_stage(
     print(f"stages: stage {stage.name!r} {what}; its log: {Path(stage.output_dir) / 'train.log'}; rerun the same "
           "command to resume from it", file=sys.stderr)  # fmt: skip
     return 1
+
+
+def _preflight(recipe: Recipe, decisions: dict[str, Decision]) -> bool:
+    """Check every stage that will run, as its launch script will on start; print each failing stage's problems.
+
+    A stage's ``init`` made by an earlier stage of this invocation is not looked for yet, and a stage that starts
+    afresh is checked as a fresh start (its old folder is moved aside first). The port is left to each launch.
+    """
+    # imported here, not at the top: preflight builds models through videomae.stages.compat, inside this package
+    from videomae.engine.preflight import format_failures, preflight_findings
+
+    running = {name for name, d in decisions.items() if d.action in ("run", "fresh")}
+    ok = True
+    for stage in recipe.stages:
+        if stage.name not in running:
+            continue
+        cfg = stage.cfg
+        if decisions[stage.name].action == "fresh" and cfg.resume == "auto":
+            cfg = dataclasses.replace(cfg, resume="never")
+        findings = preflight_findings(cfg, check_port=False)
+        if stage.init_from in running:
+            findings = [f for f in findings if f.check != "init"]
+        if not all(f.ok for f in findings):
+            print(format_failures(findings, f"stages: stage {stage.name!r}"), file=sys.stderr, flush=True)
+            ok = False
+    return ok
 
 
 def _describe(decision: Decision) -> str:
