@@ -38,7 +38,7 @@ from videomae.engine.dist import resolve_env
 from videomae.models import list_models
 from videomae.stages.compat import encoder_shapes
 
-__all__ = ["Finding", "format_failures", "preflight_findings"]
+__all__ = ["Finding", "format_failures", "port_finding", "preflight_findings"]
 
 _MANIFEST_LISTS = ("manifests", "val_manifests", "test_manifests")
 _SHOWN_LINES = 3  # manifest problems quoted per manifest; `videomae manifest check` lists them all
@@ -269,7 +269,7 @@ def _weights_findings(cfg: Any) -> list[Finding]:
     for key, path in weights.items():
         if path is None:
             continue
-        problem = weights_problem(Path(path))
+        problem = _weights_problem(Path(path))
         if problem:
             fix = "give our .safetensors export, a release .pth or a transformers folder"
             findings.append(Finding(key, False, f"{path}: {problem}", fix))
@@ -278,7 +278,7 @@ def _weights_findings(cfg: Any) -> list[Finding]:
     return findings
 
 
-def weights_problem(path: Path) -> str | None:
+def _weights_problem(path: Path) -> str | None:
     """Why ``path`` cannot be read as weights by :func:`videomae.checkpoint.read_checkpoint` (None: it can), from
     the folder layout and file headers only."""
     if not path.exists():
@@ -286,7 +286,7 @@ def weights_problem(path: Path) -> str | None:
     if path.is_dir():
         for name in HF_WEIGHT_FILES + HF_INDEX_FILES:
             if (path / name).is_file():
-                return _json_problem(path / name) if name.endswith(".json") else weights_problem(path / name)
+                return _json_problem(path / name) if name.endswith(".json") else _weights_problem(path / name)
         return f"folder without {', '.join(HF_WEIGHT_FILES + HF_INDEX_FILES)}"
     try:
         if path.suffix == ".safetensors":
