@@ -140,6 +140,15 @@ def test_misspelt_model_gets_the_closest_name(demo):
     )
 
 
+def test_quick_leaves_the_model_out_once_another_check_failed(demo):
+    both = ("data.manifests=[missing.csv]", "model.name=vit_tiny")
+    assert list(failed(findings(*both))) == ["data.manifests[0]", "model.name"]
+    quick = findings(*both, quick=True)
+    assert list(failed(quick)) == ["data.manifests[0]"]
+    assert quick["model.name"].detail == "not checked: the problems above come first"
+    assert "model.overrides" in findings(quick=True), "nothing failed: the model is checked"
+
+
 def test_model_override_the_constructor_does_not_take(demo):
     bad = failed(findings("model.overrides={encoder_width: 3}"))
     assert list(bad) == ["model.overrides"] and "encoder_width" in bad["model.overrides"].detail

@@ -64,7 +64,7 @@ def _preflight(cfg: Any, script: str, eval_only: bool) -> bool:
     from videomae.engine.preflight import format_failures, preflight_findings
 
     # Only global rank 0 binds the rendezvous port, on the master host, so only it can tell whether it is free.
-    findings = preflight_findings(cfg, check_port=resolve_env().rank == 0, eval_only=eval_only)
+    findings = preflight_findings(cfg, check_port=resolve_env().rank == 0, eval_only=eval_only, quick=True)
     if all(f.ok for f in findings):
         return True
     _report(format_failures(findings, script), script)

@@ -9,12 +9,12 @@ PASS/FAIL table. The checks:
   (:func:`videomae.data.manifest.read_manifest`, with its line numbers); its ``data_root`` is a folder; the paths
   of up to ``sample_rows`` rows, spread evenly over the file, exist;
 * label maps (``data.labels``, ``init_label_map``, ``distill.teacher_labels``) read;
-* ``model.name`` is registered (else the closest names) and the model builds on the ``meta`` device with
-  ``model.overrides``;
 * ``output_dir`` (or the nearest folder above it that exists) takes a new file;
 * ``resume`` names a complete checkpoint, auto-resume would not continue a run started from other ``init`` weights;
   ``init`` and ``distill.teacher`` are readable weights (file headers only, never the whole tensors);
-* the rendezvous port ``MASTER_PORT`` is free on this host (rank 0 only: it binds the port).
+* the rendezvous port ``MASTER_PORT`` is free on this host (rank 0 only: it binds the port);
+* ``model.name`` is registered (else the closest names) and the model builds on the ``meta`` device with
+  ``model.overrides``.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from videomae.checkpoint import HF_INDEX_FILES, HF_WEIGHT_FILES, PICKLE_SUFFIXES
 from videomae.config import ConfigError, FinetuneConfig, ManifestSource
 from videomae.data.manifest import ManifestError, read_label_map, read_manifest
 from videomae.engine.checkpointing import find_resume_checkpoint
 from videomae.engine.dist import resolve_env
-from videomae.models import list_models
-from videomae.stages.compat import encoder_shapes
+
+# The model code (videomae.models, videomae.checkpoint, videomae.stages.compat) is imported only by the checks that
+# need it: with timm it takes ~3 s per process, more than every other check together.
 
 __all__ = ["Finding", "format_failures", "port_finding", "preflight_findings"]
 
@@ -63,7 +63,7 @@ class Finding:
 
 
 def preflight_findings(
-    cfg: Any, *, sample_rows: int = 64, check_port: bool = True, eval_only: bool = False
+    cfg: Any, *, sample_rows: int = 64, check_port: bool = True, eval_only: bool = False, quick: bool = False
 ) -> list[Finding]:
     """Run every check on a loaded pretraining or fine-tuning config; passed checks are included.
 
@@ -73,18 +73,21 @@ def preflight_findings(
         check_port: bind ``MASTER_PORT`` to see that it is free; only the process that will bind it (global rank
             0, on the master host) should.
         eval_only: a ``--eval-only`` run, which needs no training manifests.
+        quick: when another check failed, leave the model out (its import is the slow part), so a launch that
+            fails anyway stops sooner; ``model.name`` is then reported as not checked.
 
     Returns:
-        One :class:`Finding` per check, in the order above.
+        One :class:`Finding` per check: data, label maps, output_dir, resume and weights, port, then the model.
     """
     findings = _manifest_findings(cfg, sample_rows, eval_only)
     findings += _label_map_findings(cfg)
-    findings += _model_findings(cfg)
     findings.append(_output_dir_finding(cfg.output_dir))
     findings += _weights_findings(cfg)
     if check_port:
         findings.append(port_finding(os.environ))
-    return findings
+    if quick and not all(f.ok for f in findings):
+        return findings + [Finding("model.name", True, "not checked: the problems above come first")]
+    return findings + _model_findings(cfg)
 
 
 def format_failures(findings: list[Finding], script: str) -> str:
@@ -211,6 +214,9 @@ def _label_map_findings(cfg: Any) -> list[Finding]:
 
 
 def _model_findings(cfg: Any) -> list[Finding]:
+    from videomae.models import list_models
+    from videomae.stages.compat import encoder_shapes
+
     name = cfg.model.name
     registered = list_models()
     if name not in registered:
@@ -281,6 +287,8 @@ def _weights_findings(cfg: Any) -> list[Finding]:
 def _weights_problem(path: Path) -> str | None:
     """Why ``path`` cannot be read as weights by :func:`videomae.checkpoint.read_checkpoint` (None: it can), from
     the folder layout and file headers only."""
+    from videomae.checkpoint import HF_INDEX_FILES, HF_WEIGHT_FILES, PICKLE_SUFFIXES
+
     if not path.exists():
         return "does not exist" + _relative_note(path)
     if path.is_dir():
