@@ -4,6 +4,7 @@ seconds with one short message."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -235,6 +236,25 @@ def test_port_taken_free_or_not_ours_to_check():
     assert port_finding({}).ok, "one process picks its own port"
     unknown = port_finding({"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "no-such-host.invalid", "MASTER_PORT": "1"})
     assert not unknown.ok and unknown.check == "MASTER_ADDR"
+
+
+def test_launcher_speaks_once_per_job_and_every_rank_exits_2(demo, monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("launch_pretrain", ROOT / "launch/pretrain.py")
+    pretrain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pretrain)
+    argv = ["--config", str(PRETRAIN), "output_dir=runs/x", "data.manifests=[missing.csv]"]
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    said = {}
+    for rank in range(4):  # 2 nodes x 2 processes
+        env = {"RANK": rank, "WORLD_SIZE": 4, "LOCAL_RANK": rank % 2, "LOCAL_WORLD_SIZE": 2}
+        for key, value in env.items():
+            monkeypatch.setenv(key, str(value))
+        assert pretrain.main(argv) == 2
+        said[rank] = capsys.readouterr().err.splitlines()
+    assert said[0][0] == "pretrain.py: 1 problem found before launch; nothing was started:" and len(said[0]) == 3
+    assert said[1] == said[3] == []
+    assert said[2] == [f"[node 1 {socket.gethostname()}] pretrain.py: data.manifests[0]: missing.csv: file not found "
+                       f"(relative to the working directory {demo.parent})"]  # fmt: skip
 
 
 @pytest.mark.slow

@@ -65,22 +65,24 @@ def _preflight(cfg: Any, script: str, eval_only: bool) -> bool:
 
     # Only global rank 0 binds the rendezvous port, on the master host, so only it can tell whether it is free.
     findings = preflight_findings(cfg, check_port=resolve_env().rank == 0, eval_only=eval_only, quick=True)
-    if all(f.ok for f in findings):
+    failed = [f for f in findings if not f.ok]
+    if not failed:
         return True
-    _report(format_failures(findings, script), script)
+    first = failed[0]
+    _report(format_failures(findings, script), f"{script}: {first.check}: {first.detail.splitlines()[0]}")
     return False
 
 
-def _report(message: str, script: str) -> None:
-    """Print ``message`` on global rank 0; the first process of any other node prints one line, the rest nothing."""
+def _report(message: str, line: str) -> None:
+    """Print ``message`` on global rank 0; the first process of each other node prints ``line`` (one line: the
+    node may see other files than rank 0), the other processes nothing."""
     from videomae.engine.dist import resolve_env
 
     env = resolve_env()
     if env.rank == 0:
         print(message, file=sys.stderr, flush=True)
     elif env.local_rank == 0 and env.node_rank > 0:
-        first = message.splitlines()[0].removeprefix(f"{script}: ")
-        print(f"{script}: node {env.node_rank} ({socket.gethostname()}) fails too: {first}", file=sys.stderr)
+        print(f"[node {env.node_rank} {socket.gethostname()}] {line}", file=sys.stderr, flush=True)
 
 
 def _function(path: str) -> Callable[[Any], Any]:
@@ -116,7 +118,7 @@ def main(
     try:
         cfg = load(args.config, args.overrides)
     except ConfigError as err:
-        _report(f"{script}: config error: {err}", script)
+        _report(f"{script}: config error: {err}", f"{script}: config error: {str(err).splitlines()[0]}")
         return 2
     if args.print_output_dir:
         print(cfg.output_dir)

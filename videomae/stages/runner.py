@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from videomae.engine.preflight import format_failures, preflight_findings
 from videomae.stages.plan import DONE, Decision, build_command, plan, select
 from videomae.stages.spec import Recipe, Stage
 
@@ -162,9 +163,6 @@ def _preflight(recipe: Recipe, decisions: dict[str, Decision]) -> bool:
     A stage's ``init`` made by an earlier stage of this invocation is not looked for yet, and a stage that starts
     afresh is checked as a fresh start (its old folder is moved aside first). The port is left to each launch.
     """
-    # imported here, not at the top: preflight builds models through videomae.stages.compat, inside this package
-    from videomae.engine.preflight import format_failures, preflight_findings
-
     running = {name for name, d in decisions.items() if d.action in ("run", "fresh")}
     ok = True
     for stage in recipe.stages:
