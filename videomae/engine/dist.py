@@ -29,6 +29,7 @@ __all__ = [
     "is_main",
     "mean_across_ranks",
     "resolve_env",
+    "sum_across_ranks",
 ]
 
 
@@ -229,3 +230,12 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     box = [obj]
     torch_dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def sum_across_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Element-wise sum over ranks, on the tensor's own device and in its own dtype (as DeepSpeed reduces gradient
+    buckets); returns a new tensor."""
+    values = values.detach().clone()
+    if torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
+        torch_dist.all_reduce(values)
+    return values
