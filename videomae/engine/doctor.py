@@ -182,7 +182,8 @@ class Doctor:
 
     def _fail(self, check: str, err: BaseException) -> None:
         self.rows.append(CheckResult(check, FAIL, f"{type(err).__name__}: {err}"))
-        log.error("doctor: %s failed on rank %d: %s", check, self.rank, err, exc_info=err)
+        expected = isinstance(err, ConfigError | OSError)  # a bad setting or file: the message says it all
+        log.error("doctor: %s failed on rank %d: %s", check, self.rank, err, exc_info=None if expected else err)
 
     def run(self) -> int:
         """Every check on this rank; returns the exit status (the same on every rank)."""
@@ -334,7 +335,9 @@ class Doctor:
             path = Path(self.cfg.output_dir) / "doctor.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-            print(f"written to {path}")
+            print(f"written to {path}", flush=True)
+        # Launchers stop every rank once one exits non-zero: none may exit before rank 0 has reported.
+        dist.barrier()
         return 1 if failed else 0
 
 
