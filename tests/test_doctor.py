@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import free_port
 
 from videomae.cli import build_parser
@@ -19,6 +20,8 @@ from videomae.config import ConfigError
 from videomae.data import VideoClipDataset
 from videomae.data.decoding import DecodeError
 from videomae.data.demo import DemoConfig, write_demo_dataset
+from videomae.engine import dist
+from videomae.engine.dist import DistEnv
 from videomae.engine.doctor import STEPS, doctor_config, load_run_config
 from videomae.engine.doctor_checks import (
     FAIL,
@@ -26,6 +29,7 @@ from videomae.engine.doctor_checks import (
     WARN,
     CheckResult,
     ManifestSample,
+    check_collectives,
     data_rows,
     decode_sample,
     format_table,
@@ -39,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PRETRAIN_DEMO = ROOT / "launch/configs/pretrain/demo.yaml"
 FINETUNE_DEMO = ROOT / "launch/configs/finetune/demo.yaml"
+COLLECTIVES = ["barrier", "any_rank", "all_finite", "mean_across_ranks", "broadcast_object", "all_gather_objects"]
 TINY = [
     "data.input_size=32", "data.num_frames=4", "train.batch_size=2", "data.num_workers=0",
     "model.overrides={img_size: 32, patch_size: 8, all_frames: 4, encoder_embed_dim: 32, encoder_depth: 1, "
@@ -127,6 +132,26 @@ def test_deepspeed_module_launch_arguments_parse():
     args = build_parser().parse_args(["--local_rank=1", "doctor", "--config", "x.yaml", "a=1", "--rows", "4"])
     parsed = (args.command, args.config, args.overrides, args.rows, args.stage)
     assert parsed == ("doctor", "x.yaml", ["a=1"], 4, "auto")
+
+
+def test_collectives_pass_alone_and_a_wrong_or_raising_helper_is_a_named_fail(monkeypatch):
+    rows = check_collectives(DistEnv(), torch.device("cpu"), torch.bfloat16, 4096)  # one process: no group needed
+    assert [r.check for r in rows] == [f"collective {name}" for name in COLLECTIVES] + ["collective all_reduce "
+                                                                                        "bfloat16 on cpu"]  # fmt: skip
+    assert all(r.status == PASS for r in rows), rows
+    assert rows[-1].figures["bytes"] == 4096 * 2
+
+    def refuse(flag):
+        raise RuntimeError("No backend type associated with device type cpu")
+
+    monkeypatch.setattr(dist, "any_rank", refuse)
+    monkeypatch.setattr(dist, "mean_across_ranks", lambda values: values * 2)
+    rows = {r.check: r for r in check_collectives(DistEnv(), torch.device("cpu"), torch.float32, 16)}
+    assert rows["collective any_rank"].status == FAIL
+    assert rows["collective any_rank"].detail == "RuntimeError: No backend type associated with device type cpu"
+    assert rows["collective mean_across_ranks"].status == FAIL
+    assert rows["collective mean_across_ranks"].detail == "got [0.0, 2.0], expected [0.0, 1.0]"
+    assert rows["collective all_finite"].status == PASS and rows["collective barrier"].status == PASS
 
 
 # ---------------------------------------------------------------------------------------------------- the data check

@@ -46,8 +46,9 @@ def add_doctor(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", choices=("auto", "pretrain", "finetune"), default="auto",
                    help="which run the config is for (default: the loader that accepts it)")  # fmt: skip
     p.add_argument("--rows", type=int, default=16, help="rows each rank decodes per manifest (default 16)")
-    p.add_argument("--timeout", type=float, default=300.0,
-                   help="seconds any one check may take before the doctor stops with a FAIL (default 300)")  # fmt: skip
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds any one check may take before the doctor stops with a FAIL (default 600; a rank "
+                        "that never joins is found after this long)")  # fmt: skip
     p.add_argument("--keep", action="store_true",
                    help="keep the 2-step checkpoint and export in <output_dir>/doctor (default: deleted)")  # fmt: skip
     # The deepspeed launcher appends --local_rank=N (LOCAL_RANK in the environment says the same).

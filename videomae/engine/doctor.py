@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -282,7 +283,7 @@ class Doctor:
         if dist.any_rank(summary is None):
             return None
         steps, losses = run.step_times(), [summary.losses[s] for s in sorted(summary.losses)]
-        ok = summary.step == STEPS and summary.nonfinite_skipped == 0 and all(map(torch.isfinite, torch.tensor(losses)))
+        ok = summary.step == STEPS and summary.nonfinite_skipped == 0 and all(map(math.isfinite, losses))
         detail = f"{summary.step} steps, loss " + " -> ".join(f"{v:.4f}" for v in losses)
         if steps:
             detail += f", {steps[-1][0]:.3f} s per step after a first of {steps[0][0]:.2f} s"
@@ -349,7 +350,7 @@ def _export_tensors(path: Path) -> int:
 
 
 def run_doctor(
-    cfg: Any, stage: str, source: str, *, rows_per_manifest: int = 16, timeout_s: float = 300.0, keep: bool = False
+    cfg: Any, stage: str, source: str, *, rows_per_manifest: int = 16, timeout_s: float = 600.0, keep: bool = False
 ) -> int:
     """Run every check on this rank (every rank of the job calls this); 0 when nothing failed, else 1.
 

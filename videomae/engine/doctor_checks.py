@@ -61,57 +61,64 @@ def hostname() -> str:
 # ---------------------------------------------------------------------------------------------------- collectives
 
 
-def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
-    start = time.perf_counter()
-    value = fn(*args)
-    return value, time.perf_counter() - start
-
-
 def check_collectives(env: dist.DistEnv, device: torch.device, dtype: torch.dtype, elements: int) -> list[CheckResult]:
     """Every collective helper the run uses, each with an answer known in advance, and a gradient-bucket-sized sum
-    on ``device`` in ``dtype`` (what DeepSpeed's gradient reduction does), with its bus bandwidth."""
+    on ``device`` in ``dtype`` (what DeepSpeed's gradient reduction does), with its bus bandwidth. A collective that
+    raises (e.g. a backend refusing a device's tensors) is a FAIL naming the error; the others still run."""
     world, last, rows = env.world_size, env.world_size - 1, []
+    token = secrets.token_hex(8) if env.rank == 0 else None
 
-    def expect(name: str, got: Any, want: Any, seconds: float) -> None:
-        ok = got == want
+    def broadcast() -> list[Any]:
+        return all_gather_objects(dist.broadcast_object(token))  # what each rank received
+
+    nan_on_last = torch.tensor([math.nan if env.rank == last else 1.0], device=device)
+    cases = [
+        ("barrier", lambda: dist.barrier() or True, True),
+        ("any_rank", lambda: (dist.any_rank(env.rank == last), dist.any_rank(False)), (True, False)),
+        ("all_finite", lambda: (dist.all_finite(nan_on_last), dist.all_finite(torch.ones(1, device=device))),
+         (False, True)),
+        ("mean_across_ranks", lambda: dist.mean_across_ranks(torch.tensor([float(env.rank), 1.0])).tolist(),
+         [(world - 1) / 2, 1.0]),
+        ("broadcast_object", broadcast, [token] * world if env.rank == 0 else None),  # rank 0 knows what it sent
+        ("all_gather_objects", lambda: all_gather_objects(env.rank), list(range(world))),
+    ]  # fmt: skip
+    for name, run, want in cases:
+        start = time.perf_counter()
+        try:
+            got = run()
+        except Exception as err:
+            rows.append(CheckResult(f"collective {name}", FAIL, f"{type(err).__name__}: {err}"))
+            continue
+        seconds = time.perf_counter() - start
+        ok = want is None or got == want
         detail = f"{seconds * 1e3:.1f} ms" if ok else f"got {got!r}, expected {want!r}"
         rows.append(CheckResult(f"collective {name}", PASS if ok else FAIL, detail, {"seconds": seconds}))
-
-    _, seconds = _timed(dist.barrier)
-    expect("barrier", True, True, seconds)
-    got, seconds = _timed(lambda: (dist.any_rank(env.rank == last), dist.any_rank(False)))
-    expect("any_rank", got, (True, False), seconds)
-    nan_on_last = torch.tensor([math.nan if env.rank == last else 1.0], device=device)
-    got, seconds = _timed(lambda: (dist.all_finite(nan_on_last), dist.all_finite(torch.ones(1, device=device))))
-    expect("all_finite", got, (False, True), seconds)
-    got, seconds = _timed(dist.mean_across_ranks, torch.tensor([float(env.rank), 1.0]))
-    expect("mean_across_ranks", got.tolist(), [(world - 1) / 2, 1.0], seconds)
-    token = secrets.token_hex(8) if env.rank == 0 else None
-    got, seconds = _timed(dist.broadcast_object, token)
-    held = all_gather_objects(got)  # what each rank received; rank 0 knows what it sent, the others that all agree
-    expect("broadcast_object", held, [token if env.rank == 0 else held[0]] * world, seconds)
-    got, seconds = _timed(all_gather_objects, env.rank)
-    expect("all_gather_objects", got, list(range(world)), seconds)
-    rows.append(_bucket_sum(world, device, dtype, elements))
+    try:
+        rows.append(_bucket_sum(world, device, dtype, elements))
+    except Exception as err:
+        rows.append(CheckResult(f"collective all_reduce {_dtype_name(dtype)}", FAIL, f"{type(err).__name__}: {err}"))
     return rows
 
 
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
 def _bucket_sum(world: int, device: torch.device, dtype: torch.dtype, elements: int) -> CheckResult:
-    name = f"all_reduce {str(dtype).removeprefix('torch.')} on {device.type}"
+    name = f"collective all_reduce {_dtype_name(dtype)} on {device.type}"
     ones = torch.ones(elements, dtype=dtype, device=device)
-    dist.sum_across_ranks(ones[:1024])  # the first call may create communicators: keep it out of the timing
+    dist.sum_across_ranks(ones[:1024]).sum().item()  # creates communicators, waits for the device: not timed
     start = time.perf_counter()
-    total = dist.sum_across_ranks(ones)
-    low, high = total.aminmax()  # .item() waits for the device
+    low, high = (v.item() for v in dist.sum_across_ranks(ones).aminmax())  # .item() waits for the device
     seconds = time.perf_counter() - start
     # Summing ones in bf16/fp16 is exact up to 256/2048 ranks; allow rounding beyond that.
     want, tolerance = float(world), 0.0 if dtype == torch.float32 else 0.01 * world
-    if abs(low.item() - want) > tolerance or abs(high.item() - want) > tolerance:
-        return CheckResult(f"collective {name}", FAIL, f"sum of ones gave [{low.item()}, {high.item()}], want {want}")
+    if abs(low - want) > tolerance or abs(high - want) > tolerance:
+        return CheckResult(name, FAIL, f"a sum of ones gave values in [{low}, {high}], expected {want}")
     size = elements * ones.element_size()
     bus = size * 2 * (world - 1) / world / seconds if world > 1 else 0.0  # ring all-reduce traffic per rank
     detail = f"{size / 2**20:.0f} MiB in {seconds * 1e3:.1f} ms" + (f", {bus / 1e9:.2f} GB/s bus" if world > 1 else "")
-    return CheckResult(f"collective {name}", PASS, detail, {"bytes": size, "seconds": seconds, "bus_bytes_per_s": bus})
+    return CheckResult(name, PASS, detail, {"bytes": size, "seconds": seconds, "bus_bytes_per_s": bus})
 
 
 # ---------------------------------------------------------------------------------------------------- shared folder
