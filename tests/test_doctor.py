@@ -30,9 +30,11 @@ from videomae.engine.doctor_checks import (
     CheckResult,
     ManifestSample,
     check_collectives,
+    check_shared_folder,
     data_rows,
     decode_sample,
     format_table,
+    hostname,
     merge_ranks,
     sample_positions,
     throughput_verdict,
@@ -152,6 +154,15 @@ def test_collectives_pass_alone_and_a_wrong_or_raising_helper_is_a_named_fail(mo
     assert rows["collective mean_across_ranks"].status == FAIL
     assert rows["collective mean_across_ranks"].detail == "got [0.0, 2.0], expected [0.0, 1.0]"
     assert rows["collective all_finite"].status == PASS and rows["collective barrier"].status == PASS
+
+
+def test_shared_folder_check_reads_rank_0s_file_back_and_names_a_folder_it_cannot_write(tmp_path):
+    row = check_shared_folder(tmp_path / "doctor", DistEnv())
+    assert row.status == PASS and row.detail == "1 ranks on 1 node(s) read rank 0's file"
+    assert list((tmp_path / "doctor").iterdir()) == []  # the probe file is removed
+    (tmp_path / "taken").write_text("a file where the folder should be")
+    row = check_shared_folder(tmp_path / "taken", DistEnv())
+    assert row.status == FAIL and row.detail.startswith(f"rank 0 on {hostname()}: rank 0 cannot write {tmp_path}")
 
 
 # ---------------------------------------------------------------------------------------------------- the data check

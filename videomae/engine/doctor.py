@@ -189,8 +189,13 @@ class Doctor:
     def run(self) -> int:
         """Every check on this rank; returns the exit status (the same on every rank)."""
         cfg = self.cfg
-        with self.deadline("process group"):
-            env, device = dist.init_distributed()
+        try:
+            with self.deadline("process group"):
+                env, device = dist.init_distributed()
+        except Exception as err:  # no group to gather on: each rank reports for itself
+            self._fail("process group", err)
+            print(format_table(self.rows), flush=True)
+            return 1
         self.rank, main = env.rank, env.rank == 0
         try:
             if main:

@@ -146,7 +146,7 @@ def check_shared_folder(folder: Path, env: dist.DistEnv) -> CheckResult:
             error = f"cannot read {path}: {err.strerror or err}"
     outcomes = all_gather_objects((hostname(), error))
     dist.barrier()
-    if env.rank == 0:
+    if env.rank == 0 and token:
         path.unlink(missing_ok=True)
     nodes = len({host for host, _ in outcomes})
     failed = [(rank, host, err) for rank, (host, err) in enumerate(outcomes) if err is not None]
