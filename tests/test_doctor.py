@@ -289,3 +289,23 @@ def test_a_rank_that_never_joins_ends_the_doctor_at_its_time_limit(tmp_path):
     assert proc.returncode == 1
     assert "FAIL: process group: not finished within 5 s on rank 0" in proc.stderr
     assert _table(proc.stdout)["process group"][0] == FAIL
+
+
+@pytest.mark.slow
+def test_doctor_checks_a_finetuning_config_with_its_validation_set(demo, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "videomae", "doctor", "--config", str(FINETUNE_DEMO), "--rows", "4",
+         f"data.manifests=[{demo}/train.csv]", f"data.val_manifests=[{demo}/val.csv]", f"data.data_root={demo}",
+         f"data.labels={demo}/labels.txt", "data.input_size=32", "data.num_frames=4", "data.num_workers=0",
+         "train.batch_size=2", "model.overrides={img_size: 32, patch_size: 8, all_frames: 4, embed_dim: 32, depth: 1, "
+         "num_heads: 2}", f"output_dir={out}"],
+        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = _table(proc.stdout)
+    status, detail = table["data train.csv"]
+    assert status == PASS and detail.startswith("4 rows on 1 rank(s) decoded")
+    assert table["val data val.csv"][0] == PASS and table["train steps"][0] == PASS
+    assert json.loads((out / "doctor.json").read_text())["stage"] == "finetune"
+    assert not (out / "doctor" / "eval").exists()  # the doctor never scores the evaluation sets in full
