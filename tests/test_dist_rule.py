@@ -11,7 +11,6 @@ gave before) the same helpers fail, which shows the test can see the bug.
 from __future__ import annotations
 
 import ast
-import math
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ import torch.multiprocessing as mp
 from helpers import free_port
 
 from videomae.engine import dist
+from videomae.engine.collectives_check import check_collectives
 
 PACKAGE = Path(__file__).resolve().parents[1] / "videomae"
 NCCL_LIKE = "cuda:gloo"  # gloo serving CUDA-typed tensors only: a CPU tensor is refused, as NCCL refuses it
@@ -36,20 +36,7 @@ def _every_helper(rank: int, port: int, backend: str, out: str) -> None:
     env = dist.DistEnv(rank=rank, world_size=2, local_rank=rank, local_world_size=2, master_port=port)
     dist.init_distributed(env, backend=backend)
     try:
-        results = {
-            "is_main": dist.is_main(),
-            "any_rank_last": dist.any_rank(rank == 1),
-            "any_rank_none": dist.any_rank(False),
-            "all_finite_yes": dist.all_finite(torch.tensor([1.0, 2.0])),
-            "all_finite_nan_on_1": dist.all_finite(torch.tensor([math.nan if rank == 1 else 0.0])),
-            "mean": dist.mean_across_ranks(torch.tensor([float(rank), 10.0 * rank])).tolist(),
-            "broadcast": dist.broadcast_object({"from": rank, "path": f"/ckpt/{rank}"}),
-            "gathered": dist.all_gather_objects(("rank", rank)),
-        }
-        dist.barrier()
-        results["error"] = None
-    except RuntimeError as error:
-        results = {"error": str(error)}
+        results = {"is_main": dist.is_main(), "checks": [vars(c) for c in check_collectives(torch.device("cpu"))]}
     finally:
         dist.destroy()
     torch.save(results, Path(out) / f"rank{rank}.pt")
@@ -89,22 +76,31 @@ def test_every_collective_works_under_the_cuda_process_group(tmp_path):
     backend = nccl_replaced(dist.backend_for("cuda"))
     assert backend == "cpu:gloo,cuda:gloo"
     ranks = _run_two_ranks(backend, tmp_path)
-    for rank, got in enumerate(ranks):
-        assert got["error"] is None, got["error"]
-        assert got["is_main"] is (rank == 0)
-        assert got["any_rank_last"] is True and got["any_rank_none"] is False
-        assert got["all_finite_yes"] is True and got["all_finite_nan_on_1"] is False
-        assert got["mean"] == [0.5, 5.0]
-        assert got["broadcast"] == {"from": 0, "path": "/ckpt/0"}
-        assert got["gathered"] == [("rank", 0), ("rank", 1)]
+    assert [r["is_main"] for r in ranks] == [True, False]
+    for got in ranks:
+        assert len(got["checks"]) == 8
+        failed = [c for c in got["checks"] if not c["ok"]]
+        assert not failed, failed
+    details = {c["name"]: c["detail"] for c in ranks[1]["checks"]}
+    assert details["mean_across_ranks (step losses)"] == "[0.5, 1.0]"
+    assert details["broadcast_object (resume point)"] == "{'rank': 0}"
+    assert details["all_finite (NaN on the last rank)"] == "False"
 
 
 @pytest.mark.slow
 def test_a_cuda_only_group_refuses_the_cpu_collectives(tmp_path):
-    # What `init_process_group("nccl")` made before the rule: the helpers' CPU tensors have no backend.
+    # What `init_process_group("nccl")` made before the rule: the helpers' CPU tensors have no backend, and the
+    # checks say so instead of crashing the rank.
     ranks = _run_two_ranks(nccl_replaced("nccl"), tmp_path)
     for got in ranks:
-        assert got["error"] is not None and "device type cpu" in got["error"]
+        any_rank = got["checks"][0]
+        assert not any_rank["ok"] and "device type cpu" in any_rank["detail"], any_rank
+
+
+def test_collective_checks_without_a_process_group():
+    checks = check_collectives(torch.device("cpu"))
+    assert all(c.ok for c in checks), checks
+    assert {c.name: c.detail for c in checks}["all_gather_objects (evaluation scores)"] == "[0]"
 
 
 def _distributed_imports(tree: ast.AST) -> list[int]:

@@ -39,7 +39,9 @@ __all__ = [
     "init_distributed",
     "is_main",
     "mean_across_ranks",
+    "rank",
     "resolve_env",
+    "world_size",
 ]
 
 
@@ -225,19 +227,24 @@ def is_main() -> bool:
 
 def barrier() -> None:
     """Wait for every rank (through the group's CPU backend)."""
-    if _world() > 1:
+    if world_size() > 1:
         torch_dist.barrier()
 
 
-def _world() -> int:
+def world_size() -> int:
     """Ranks taking part in collectives (1 without a process group)."""
     return torch_dist.get_world_size() if torch_dist.is_initialized() else 1
+
+
+def rank() -> int:
+    """This process's global rank (0 without a process group)."""
+    return torch_dist.get_rank() if torch_dist.is_initialized() else 0
 
 
 def all_finite(value: torch.Tensor) -> bool:
     """True when ``value`` is finite on every rank (one tiny all-reduce on the CPU)."""
     bad = (~torch.isfinite(value.detach())).any().to("cpu", torch.float32).reshape(1)
-    if _world() > 1:
+    if world_size() > 1:
         torch_dist.all_reduce(bad, op=torch_dist.ReduceOp.MAX)
     return bool(bad.item() == 0)
 
@@ -245,7 +252,7 @@ def all_finite(value: torch.Tensor) -> bool:
 def any_rank(flag: bool) -> bool:
     """True when ``flag`` is True on at least one rank."""
     value = torch.tensor([float(flag)])
-    if _world() > 1:
+    if world_size() > 1:
         torch_dist.all_reduce(value, op=torch_dist.ReduceOp.MAX)
     return bool(value.item() > 0)
 
@@ -253,15 +260,15 @@ def any_rank(flag: bool) -> bool:
 def mean_across_ranks(values: torch.Tensor) -> torch.Tensor:
     """Element-wise mean of a float tensor over ranks (computed on the CPU in float64)."""
     values = values.detach().to("cpu", torch.float64).clone()
-    if _world() > 1:
+    if world_size() > 1:
         torch_dist.all_reduce(values)
-        values /= _world()
+        values /= world_size()
     return values
 
 
 def broadcast_object(obj: object, src: int = 0) -> object:
     """Send a picklable object from ``src`` to every rank."""
-    if _world() == 1:
+    if world_size() == 1:
         return obj
     box = [obj]
     torch_dist.broadcast_object_list(box, src=src, device=torch.device("cpu"))
@@ -270,8 +277,8 @@ def broadcast_object(obj: object, src: int = 0) -> object:
 
 def all_gather_objects(obj: object) -> list[object]:
     """``obj`` from every rank, in rank order (``[obj]`` without a process group)."""
-    if _world() == 1:
+    if world_size() == 1:
         return [obj]
-    out: list[object] = [None] * _world()
+    out: list[object] = [None] * world_size()
     torch_dist.all_gather_object(out, obj)
     return out
