@@ -8,18 +8,20 @@ moments partitioned over ``W`` GPUs) and ``estimate_zero3_model_states_mem_needs
 largest layer's parameters, gathered in 16 bits with its gradient). Split by stage:
 
 ============  ==================  ===========================  ==================
-ZeRO stage    16-bit weights      gradients (16-bit + fp32)    fp32 master + Adam
+ZeRO stage    16-bit weights      gradients                    fp32 master + Adam
 ============  ==================  ===========================  ==================
-0             2P                  2P + 4P                      12P
+0             2P                  2P (16-bit) + 4P (fp32)      12P
 1             2P                  2P + 4P/W                    12P/W
 2             2P                  (2 + 4)P/W                   12P/W
-3             2P/W + 2L           (2 + 4)P/W + 2L              12P/W
+3             2P/W + 2L           4P/W + 2L                    12P/W
 ============  ==================  ===========================  ==================
 
 Stage 2 and 3 are DeepSpeed's estimators exactly; stage 0 is the stage-2 estimator on one GPU (DeepSpeed's
 16-bit optimizer keeps whole fp32 masters and fp32 gradients); stage 1 adds back the unpartitioned 16-bit
-gradients. fp32 training keeps 4-byte weights and gradients and no master copy (4 + 4 + 8 bytes per parameter,
-partitioned by the same rule).
+gradients. DeepSpeed's stage-3 estimate partitions 18 bytes per parameter, not 20: its 16-bit gradients are
+reduce-scattered layer by layer as backward produces them, so they exist whole only for the layer at hand
+(the ``2L``). fp32 training keeps 4-byte weights and gradients and no master copy (4 + 4 + 8 bytes per
+parameter, partitioned by the same rule).
 
 **Activations** (bytes per clip) are what autograd keeps for backward after one forward of the model and the
 masked-pixel loss, counted on the tokens each part really processes: the encoder on the ``visible`` tokens, the
@@ -210,8 +212,9 @@ def model_state_bytes(
     if zero_stage == 2:
         return ModelStateBytes(params=weights, grads=(grads + grad_master) // world, optimizer=optimizer // world)
     gathered = elem * largest_layer_params  # the layer being computed, whole, and its whole gradient
+    partitioned_grads = grad_master if mixed else grads  # 16-bit gradients only per layer (module docstring)
     return ModelStateBytes(
         params=weights // world + gathered,
-        grads=(grads + grad_master) // world + gathered,
+        grads=partitioned_grads // world + gathered,
         optimizer=optimizer // world,
     )

@@ -304,11 +304,20 @@ def make_plan(request: PlanRequest) -> MemoryPlan:
 
 
 def _recompute_flops(config: dict[str, Any], tokens: TokenCounts) -> int:
-    """Forward FLOPs per clip of every checkpointed block, run again in backward."""
+    """FLOPs per clip that checkpointing recomputes in backward: each block's forward up to its last saved tensor.
+
+    Non-reentrant checkpointing stops recomputing once every tensor backward needs is back, so the last matmul
+    of a block (``fc2``, whose output nothing saves) is not run again.
+    """
     ratio = config["mlp_ratio"]
-    encoder = transformer_forward_flops(tokens.visible, config["encoder_embed_dim"], config["encoder_depth"], ratio)
-    decoder = transformer_forward_flops(tokens.decoder, config["decoder_embed_dim"], config["decoder_depth"], ratio)
-    return encoder + decoder
+    total = 0
+    for tokens_, width, depth in (
+        (tokens.visible, config["encoder_embed_dim"], config["encoder_depth"]),
+        (tokens.decoder, config["decoder_embed_dim"], config["decoder_depth"]),
+    ):
+        fc2 = 2 * tokens_ * int(width * ratio) * width
+        total += transformer_forward_flops(tokens_, width, depth, ratio) - depth * fc2
+    return total
 
 
 def _refuse(request: PlanRequest, needed: int, stage: int, cp: bool) -> None:
