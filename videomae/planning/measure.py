@@ -1,16 +1,20 @@
-"""Measured activation memory: the bytes autograd saves for backward in one pretraining forward, on any device.
+"""Measured activation memory of a pretraining step, on any device: what autograd saves, and the step's peak.
 
-The check of :func:`videomae.planning.memory.activation_bytes`: every tensor the forward saves for backward
-passes through a ``saved_tensors_hooks`` pack hook, where its storage is counted once (views such as q/k/v
-slices of one ``qkv`` output share a storage, and a storage is what stays allocated). Parameters and buffers
-are model states, not activations, and are left out. Under activation checkpointing the checkpoint saves each
-block's input through the same hook, while the tensors inside a checkpointed block go to the checkpoint's own
-(inner) hooks and are recomputed in backward, so they are, rightly, not counted.
+:func:`saved_tensor_bytes` is the check of :func:`videomae.planning.memory.activation_bytes`: every tensor the
+forward saves for backward passes through a ``saved_tensors_hooks`` pack hook, where its storage is counted once
+(views such as q/k/v slices of one ``qkv`` output share a storage, and a storage is what stays allocated).
+Parameters and buffers are model states, not activations, and are left out. Under activation checkpointing the
+checkpoint saves each block's input through the same hook, while the tensors inside a checkpointed block go to the
+checkpoint's own (inner) hooks and are recomputed in backward, so they are, rightly, not counted.
 
 On CPU, ``scaled_dot_product_attention`` runs its flash kernel, which saves the same tensors as the CUDA fused
 kernels (q, k, v, output, log-sum-exp), so the CPU count measures what the model describes for GPUs; the one
 difference is LayerNorm's mean/rstd, kept in the input dtype on CPU and in fp32 on CUDA (4 bytes per token per
 norm in bf16, well under 0.1 % of the total).
+
+:func:`peak_step_bytes` follows every storage created in forward and backward (a dispatch mode with weak
+references) and reports the peak of those alive at once, the check of saved + transient bytes. It counts tensor
+bytes, not an allocator's rounded blocks or fragmentation.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ class _LiveBytes(TorchDispatchMode):
         self.current = 0
         self.peak = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         out = func(*args, **(kwargs or {}))
         for key in [key for key, (ref, _) in self.live.items() if ref.expired()]:
             self.current -= self.live.pop(key)[1]
