@@ -21,6 +21,7 @@ from videomae.data import VideoClipDataset
 from videomae.data.decoding import DecodeError
 from videomae.data.demo import DemoConfig, write_demo_dataset
 from videomae.engine import dist
+from videomae.engine.collectives_check import check_collectives
 from videomae.engine.dist import DistEnv
 from videomae.engine.doctor import STEPS, doctor_config, load_run_config
 from videomae.engine.doctor_checks import (
@@ -29,8 +30,8 @@ from videomae.engine.doctor_checks import (
     WARN,
     CheckResult,
     ManifestSample,
-    check_collectives,
     check_shared_folder,
+    collective_rows,
     data_rows,
     decode_sample,
     format_table,
@@ -45,7 +46,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PRETRAIN_DEMO = ROOT / "launch/configs/pretrain/demo.yaml"
 FINETUNE_DEMO = ROOT / "launch/configs/finetune/demo.yaml"
-COLLECTIVES = ["barrier", "any_rank", "all_finite", "mean_across_ranks", "broadcast_object", "all_gather_objects"]
 TINY = [
     "data.input_size=32", "data.num_frames=4", "train.batch_size=2", "data.num_workers=0",
     "model.overrides={img_size: 32, patch_size: 8, all_frames: 4, encoder_embed_dim: 32, encoder_depth: 1, "
@@ -137,9 +137,9 @@ def test_deepspeed_module_launch_arguments_parse():
 
 
 def test_collectives_pass_alone_and_a_wrong_or_raising_helper_is_a_named_fail(monkeypatch):
-    rows = check_collectives(DistEnv(), torch.device("cpu"), torch.bfloat16, 4096)  # one process: no group needed
-    assert [r.check for r in rows] == [f"collective {name}" for name in COLLECTIVES] + ["collective all_reduce "
-                                                                                        "bfloat16 on cpu"]  # fmt: skip
+    rows = collective_rows(DistEnv(), torch.device("cpu"), torch.bfloat16, 4096)  # one process: no group needed
+    names = [c.name for c in check_collectives(torch.device("cpu"))]
+    assert [r.check for r in rows] == [f"collective {n}" for n in names] + ["collective all_reduce bfloat16 on cpu"]
     assert all(r.status == PASS for r in rows), rows
     assert rows[-1].figures["bytes"] == 4096 * 2
 
@@ -147,13 +147,14 @@ def test_collectives_pass_alone_and_a_wrong_or_raising_helper_is_a_named_fail(mo
         raise RuntimeError("No backend type associated with device type cpu")
 
     monkeypatch.setattr(dist, "any_rank", refuse)
-    monkeypatch.setattr(dist, "mean_across_ranks", lambda values: values * 2)
-    rows = {r.check: r for r in check_collectives(DistEnv(), torch.device("cpu"), torch.float32, 16)}
-    assert rows["collective any_rank"].status == FAIL
-    assert rows["collective any_rank"].detail == "RuntimeError: No backend type associated with device type cpu"
-    assert rows["collective mean_across_ranks"].status == FAIL
-    assert rows["collective mean_across_ranks"].detail == "got [0.0, 2.0], expected [0.0, 1.0]"
-    assert rows["collective all_finite"].status == PASS and rows["collective barrier"].status == PASS
+    monkeypatch.setattr(dist, "sum_across_ranks", lambda values: values * 2)
+    rows = {r.check: r for r in collective_rows(DistEnv(), torch.device("cpu"), torch.float32, 16)}
+    refused = [r for name, r in rows.items() if name.startswith("collective any_rank")]
+    assert len(refused) == 2 and all(r.status == FAIL for r in refused)
+    assert refused[0].detail == "RuntimeError: No backend type associated with device type cpu"
+    bucket = rows["collective all_reduce float32 on cpu"]
+    assert bucket.status == FAIL and bucket.detail == "a sum of ones gave values in [2.0, 2.0], expected 1.0"
+    assert all(r.status == PASS for name, r in rows.items() if "any_rank" not in name and "all_reduce" not in name)
 
 
 def test_shared_folder_check_reads_rank_0s_file_back_and_names_a_folder_it_cannot_write(tmp_path):
@@ -246,8 +247,9 @@ def test_doctor_passes_on_the_demo_with_two_processes(demo, tmp_path):
     proc = _doctor([f"data.manifests=[{demo}/train_unlabeled.csv]", f"data.data_root={demo}", f"output_dir={out}"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = _table(proc.stdout)
-    for check in ("collective any_rank", "collective all_reduce float32 on cpu", "shared output_dir", "build",
-                  "data train_unlabeled.csv", "train steps", "checkpoint"):  # fmt: skip
+    collectives = [check for check in table if check.startswith("collective ")]
+    assert len(collectives) == len(check_collectives(torch.device("cpu"))) + 1  # + the float32 bucket all_reduce
+    for check in [*collectives, "shared output_dir", "build", "data train_unlabeled.csv", "train steps", "checkpoint"]:
         assert table[check][0] == PASS, (check, table[check])
     assert "2 ranks on 1 node(s) read rank 0's file" in table["shared output_dir"][1]
     assert table["throughput"][0] in (PASS, WARN) and "bound" in table["throughput"][1]

@@ -1,5 +1,4 @@
-"""``python -m videomae``: the ``videomae`` command (also what ``deepspeed --module videomae`` and
-``torchrun -m videomae`` run)."""
+"""``python -m videomae``: the ``videomae`` command."""
 
 import sys
 

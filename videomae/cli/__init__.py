@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from videomae.cli import checkpoints, data, doctor, inference
+from videomae.cli import checkpoints, data, doctor, inference, plan
 
 __all__ = ["build_parser", "main"]
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         inference.add_visualize,
         checkpoints.add_export,
         checkpoints.add_info,
+        plan.add_plan,
         doctor.add_doctor,
     ):
         add(subparsers)

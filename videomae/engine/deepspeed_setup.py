@@ -148,9 +148,18 @@ def consolidated_fp32_state_dict(engine: Any, checkpoint_dir: str, tag: str) -> 
                 for param, master in zip(params, masters):
                     state[names[id(param)]] = master.detach().float().cpu().clone()
         return state
+    return _merged_zero_fp32(checkpoint_dir, tag)
+
+
+def _merged_zero_fp32(checkpoint_dir: str | Path, tag: str) -> dict[str, torch.Tensor]:
+    """DeepSpeed's ``zero_to_fp32`` merge of a ZeRO checkpoint; its prints and progress bar go to the debug log."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    state = get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir, tag=tag)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)
+    for line in printed.getvalue().splitlines():
+        log.debug("zero_to_fp32: %s", line)
     return {k: v.float().contiguous() for k, v in state.items()}
 
 
@@ -169,14 +178,7 @@ def checkpoint_fp32_state_dict(checkpoint_dir: str | Path, tag: str) -> tuple[di
     """
     folder = Path(checkpoint_dir) / tag
     if any(folder.glob("*zero_pp_rank_*_optim_states.pt")):
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):  # its prints and progress bar
-            state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)
-        for line in printed.getvalue().splitlines():
-            log.debug("zero_to_fp32: %s", line)
-        return {k: v.float().contiguous() for k, v in state.items()}, []
+        return _merged_zero_fp32(checkpoint_dir, tag), []
     file = folder / "mp_rank_00_model_states.pt"
     if not file.is_file():
         raise FileNotFoundError(f"{folder}: no DeepSpeed checkpoint (neither ZeRO optimizer files nor {file.name})")

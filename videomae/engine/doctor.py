@@ -34,13 +34,14 @@ import torch
 from videomae.config import ConfigError, load_config, load_finetune_config
 from videomae.engine import checkpointing as ckpt
 from videomae.engine import dist
+from videomae.engine.dist import all_gather_objects
 from videomae.engine.doctor_checks import (
     FAIL,
     PASS,
     WARN,
     CheckResult,
-    check_collectives,
     check_shared_folder,
+    collective_rows,
     data_rows,
     decode_sample,
     format_table,
@@ -50,7 +51,6 @@ from videomae.engine.doctor_checks import (
     throughput_verdict,
     worker_rate,
 )
-from videomae.engine.evaluation import all_gather_objects
 
 __all__ = ["STEPS", "doctor_config", "load_run_config", "run_doctor", "static_findings"]
 
@@ -202,7 +202,7 @@ class Doctor:
                 self.rows += static_findings(cfg)
             elements = cfg.deepspeed.reduce_bucket_size if device.type == "cuda" else _CPU_BUCKET
             with self.deadline("collectives"):
-                self.rows += check_collectives(env, device, _DTYPES[cfg.precision], elements)
+                self.rows += collective_rows(env, device, _DTYPES[cfg.precision], elements)
             with self.deadline("shared output_dir"):
                 shared = check_shared_folder(self.folder, env)  # the same row on every rank
             self.rows += [shared] if main else []

@@ -17,7 +17,8 @@ import torch
 
 from videomae.data.sampler import source_quotas
 from videomae.engine import dist
-from videomae.engine.evaluation import all_gather_objects
+from videomae.engine.collectives_check import check_collectives
+from videomae.engine.dist import all_gather_objects
 
 __all__ = [
     "FAIL",
@@ -25,8 +26,8 @@ __all__ = [
     "WARN",
     "CheckResult",
     "ManifestSample",
-    "check_collectives",
     "check_shared_folder",
+    "collective_rows",
     "data_rows",
     "decode_sample",
     "format_table",
@@ -61,42 +62,20 @@ def hostname() -> str:
 # ---------------------------------------------------------------------------------------------------- collectives
 
 
-def check_collectives(env: dist.DistEnv, device: torch.device, dtype: torch.dtype, elements: int) -> list[CheckResult]:
-    """Every collective helper the run uses, each with an answer known in advance, and a gradient-bucket-sized sum
-    on ``device`` in ``dtype`` (what DeepSpeed's gradient reduction does), with its bus bandwidth. A collective that
-    raises (e.g. a backend refusing a device's tensors) is a FAIL naming the error; the others still run."""
-    world, last, rows = env.world_size, env.world_size - 1, []
-    token = secrets.token_hex(8) if env.rank == 0 else None
-
-    def broadcast() -> list[Any]:
-        return all_gather_objects(dist.broadcast_object(token))  # what each rank received
-
-    nan_on_last = torch.tensor([math.nan if env.rank == last else 1.0], device=device)
-    cases = [
-        ("barrier", lambda: dist.barrier() or True, True),
-        ("any_rank", lambda: (dist.any_rank(env.rank == last), dist.any_rank(False)), (True, False)),
-        ("all_finite", lambda: (dist.all_finite(nan_on_last), dist.all_finite(torch.ones(1, device=device))),
-         (False, True)),
-        ("mean_across_ranks", lambda: dist.mean_across_ranks(torch.tensor([float(env.rank), 1.0])).tolist(),
-         [(world - 1) / 2, 1.0]),
-        ("broadcast_object", broadcast, [token] * world if env.rank == 0 else None),  # rank 0 knows what it sent
-        ("all_gather_objects", lambda: all_gather_objects(env.rank), list(range(world))),
-    ]  # fmt: skip
-    for name, run, want in cases:
-        start = time.perf_counter()
-        try:
-            got = run()
-        except Exception as err:
-            rows.append(CheckResult(f"collective {name}", FAIL, f"{type(err).__name__}: {err}"))
-            continue
-        seconds = time.perf_counter() - start
-        ok = want is None or got == want
-        detail = f"{seconds * 1e3:.1f} ms" if ok else f"got {got!r}, expected {want!r}"
-        rows.append(CheckResult(f"collective {name}", PASS if ok else FAIL, detail, {"seconds": seconds}))
+def collective_rows(env: dist.DistEnv, device: torch.device, dtype: torch.dtype, elements: int) -> list[CheckResult]:
+    """Every collective helper the run calls, with known answers (:mod:`videomae.engine.collectives_check`), and
+    the accelerator's data plane: a gradient-bucket-sized sum on ``device`` in ``dtype`` (what DeepSpeed's gradient
+    reduction does), with its bus bandwidth. A collective that raises is a FAIL naming the error."""
+    rows = [CheckResult(f"collective {c.name}", PASS if c.ok else FAIL, c.detail) for c in check_collectives(device)]
+    name = f"collective all_reduce {_dtype_name(dtype)} on {device.type}"
+    if device.type == "cuda" and torch.cuda.device_count() < env.local_world_size:
+        rows.append(CheckResult(name, WARN, f"skipped: {env.local_world_size} ranks share "
+                                f"{torch.cuda.device_count()} GPU(s), NCCL needs one each"))  # fmt: skip
+        return rows
     try:
-        rows.append(_bucket_sum(world, device, dtype, elements))
-    except Exception as err:
-        rows.append(CheckResult(f"collective all_reduce {_dtype_name(dtype)}", FAIL, f"{type(err).__name__}: {err}"))
+        rows.append(_bucket_sum(name, env.world_size, device, dtype, elements))
+    except RuntimeError as err:
+        rows.append(CheckResult(name, FAIL, f"{type(err).__name__}: {err}"))
     return rows
 
 
@@ -104,8 +83,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _bucket_sum(world: int, device: torch.device, dtype: torch.dtype, elements: int) -> CheckResult:
-    name = f"collective all_reduce {_dtype_name(dtype)} on {device.type}"
+def _bucket_sum(name: str, world: int, device: torch.device, dtype: torch.dtype, elements: int) -> CheckResult:
     ones = torch.ones(elements, dtype=dtype, device=device)
     dist.sum_across_ranks(ones[:1024]).sum().item()  # creates communicators, waits for the device: not timed
     start = time.perf_counter()
