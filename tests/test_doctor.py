@@ -273,6 +273,10 @@ def test_doctor_fails_naming_the_manifest_whose_files_are_missing(demo, tmp_path
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     status, detail = _table(proc.stdout)["data gone.csv"]
     assert status == FAIL and detail.startswith("16/16 sampled rows unreadable")
+    assert _table(proc.stdout)["train steps"] == (
+        WARN,
+        "skipped: no sampled row of gone.csv was readable (the run would stop)",
+    )
     first = lines[1].split(",")[0].replace("videos/", "moved/", 1)
     assert f"{gone}:2 {demo / first}: file not found" in detail
     assert not json.loads((out / "doctor.json").read_text())["ok"]

@@ -238,10 +238,11 @@ class Doctor:
         return run
 
     def _check_run(self, run: Any, env: dist.DistEnv) -> None:
-        rate = self._check_data(run, env)
-        if rate is None:
+        rate, unreadable = self._check_data(run, env)
+        if unreadable:
             if env.rank == 0:
-                self.rows.append(CheckResult("train steps", WARN, "skipped: a training manifest had no readable row"))
+                detail = f"skipped: no sampled row of {', '.join(unreadable)} was readable (the run would stop)"
+                self.rows.append(CheckResult("train steps", WARN, detail))
             return
         steps = self._train(run)
         if steps is None:
@@ -253,13 +254,13 @@ class Doctor:
             cores = _cores_per_rank(env.local_world_size)
             self.rows.append(throughput_verdict(rate, step_s, clips, self.cfg.data.num_workers, cores))
 
-    def _check_data(self, run: Any, env: dist.DistEnv) -> float | None:
-        """Decode sample rows of every manifest on every rank; returns a worker's clips/s for the training mix,
-        None when some training manifest had no readable sampled row (the same answer on every rank)."""
+    def _check_data(self, run: Any, env: dist.DistEnv) -> tuple[float | None, list[str]]:
+        """Decode sample rows of every manifest on every rank; returns a worker's clips/s for the training mix and
+        the training manifests without a readable sampled row (the same answer on every rank)."""
         sets = [("data", run.dataset)]
         if self.stage == "finetune":  # the test set falls back to the validation manifests: decode those once
             sets += [("val data", run.val_set), ("test data", run.test_set if self.cfg.data.test_manifests else None)]
-        rate = None
+        rate, unreadable = None, []
         for label, dataset in sets:
             if dataset is None:
                 continue
@@ -270,8 +271,8 @@ class Doctor:
             if env.rank == 0:
                 self.rows += data_rows(label, samples, env.world_size)
             if label == "data":
-                rate = worker_rate(samples) if all(s.clips > 0 for s in samples) else None
-        return rate
+                rate, unreadable = worker_rate(samples), [Path(s.manifest).name for s in samples if s.clips == 0]
+        return rate, unreadable
 
     def _train(self, run: Any) -> list[tuple[float, int]] | None:
         """Two optimizer steps through the run's own loop; this rank's ``(seconds, clips)`` per step."""
