@@ -40,7 +40,10 @@ part() {
     local start=$SECONDS
     timeout "$limit" "$@" >"$OUTDIR/$name.out" 2>"$OUTDIR/$name.log"
     local code=$?
-    { echo; echo "### $name ($((SECONDS - start)) s)"; echo; cat "$OUTDIR/$name.out"; } >>"$REPORT"
+    {
+        echo; echo "### $name ($((SECONDS - start)) s)"; echo
+        if [[ $name == doctor ]]; then echo '```'; cat "$OUTDIR/$name.out"; echo '```'; else cat "$OUTDIR/$name.out"; fi
+    } >>"$REPORT"
     if ((code != 0)); then
         failed+=("$name")
         { echo; echo "**FAILED** (exit $code$( ((code == 124)) && echo ", time limit ${limit} s")); last lines:"
