@@ -25,7 +25,14 @@ from videomae.config import ConfigError, config_to_dict, save_config
 from videomae.engine import checkpointing as ckpt
 from videomae.engine import dist
 from videomae.engine.data_setup import build_loader, build_sampler
-from videomae.engine.deepspeed_setup import build_ds_config, consolidated_fp32_state_dict, initialize
+from videomae.engine.deepspeed_setup import (
+    build_ds_config,
+    consolidated_fp32_state_dict,
+    initialize,
+    parameter_counts,
+    partitioned_construction,
+    whole_parameters,
+)
 from videomae.engine.logging_utils import MetricsWriter, Progress, setup_logging
 from videomae.engine.loop import MicroStep, NonFiniteError
 from videomae.engine.optim import build_schedule, set_step_values
@@ -128,9 +135,19 @@ class TrainingRun(StageHooks):
 
         self.resume_from = dist.broadcast_object(find_resume_checkpoint(cfg, self.root) if dist.is_main() else None)
         self.dataset = self.build_train_dataset()
-        model = self.build_model()
+        # A ZeRO checkpoint from another process count loads through a universal checkpoint, which DeepSpeed
+        # must know about when the engine is created (a changed ZeRO stage is refused here, before anything heavy).
+        universal = self.resume_from is not None and ckpt.resume_needs_universal(
+            self.resume_from, self.env.world_size, cfg.deepspeed.zero_stage
+        )
+        ds_config = build_ds_config(t, cfg.deepspeed, cfg.precision, self.env.world_size, d.num_sample, universal)
+        with partitioned_construction(ds_config):  # ZeRO-3: each rank only ever holds its share of the weights
+            model = self.build_model()
+        total, local = parameter_counts(model)
+        log.info("model: %.1fM parameters, %.1fM held by this process", total / 1e6, local / 1e6)
         if self.resume_from is None:
-            self.load_init(model)
+            with whole_parameters(model):
+                self.load_init(model)
         self.before_engine(model)
         self.sampler, self.steps_per_epoch, self.total_steps = None, 0, 0
         if self.dataset is not None:
@@ -144,12 +161,6 @@ class TrainingRun(StageHooks):
             self.total_steps = t.max_steps if t.max_steps is not None else t.epochs * self.steps_per_epoch
         self.peak_lr = t.absolute_lr(self.env.world_size, d.num_sample)
         self.schedule = build_schedule(t, max(self.total_steps, 1), max(self.steps_per_epoch, 1), self.peak_lr)
-        # A ZeRO checkpoint from another process count loads through a universal checkpoint, which DeepSpeed
-        # must know about when the engine is created (a changed ZeRO stage is refused here, before anything heavy).
-        universal = self.resume_from is not None and ckpt.resume_needs_universal(
-            self.resume_from, self.env.world_size, cfg.deepspeed.zero_stage
-        )
-        ds_config = build_ds_config(t, cfg.deepspeed, cfg.precision, self.env.world_size, d.num_sample, universal)
         self.engine = initialize(model, self.param_groups(model), ds_config, t, cfg.deepspeed.offload_optimizer)
         if t.compile:
             self.engine.compile()
