@@ -153,6 +153,13 @@ class DeepSpeedConfig:
     """ZeRO-Offload of optimizer states to CPU memory (stages 1-3)."""
     offload_param: bool = False
     """Offload parameters to CPU memory (stage 3 only)."""
+    offload_device: Literal["cpu", "nvme"] = "cpu"
+    """Where ``offload_optimizer`` / ``offload_param`` put their tensors: ``cpu`` memory, or ``nvme``: files under
+    ``nvme_path`` (ZeRO-Infinity; stage 3; needs DeepSpeed's ``async_io`` op, i.e. libaio). With ``nvme`` set a
+    ``zero_optimization.sub_group_size`` (``deepspeed.extra``) well below the per-rank parameter count, since one
+    sub-group's optimizer states are held in memory at a time."""
+    nvme_path: str | None = None
+    """Folder on a fast local disk for ``offload_device: nvme``; DeepSpeed writes per-rank swap files there."""
     overlap_comm: bool = True
     """Overlap gradient reduction with the backward pass."""
     reduce_bucket_size: int = 50_000_000
@@ -264,3 +271,9 @@ def validate_deepspeed(ds: DeepSpeedConfig) -> None:
         require(ds.zero_stage == 3, "deepspeed.offload_param", "true only with deepspeed.zero_stage=3", True)
     if ds.offload_optimizer:
         require(ds.zero_stage >= 1, "deepspeed.offload_optimizer", "true only with deepspeed.zero_stage>=1", True)
+    if ds.offload_device == "nvme":
+        on = "nvme only with deepspeed.zero_stage=3 (ZeRO-Infinity)"
+        require(ds.zero_stage == 3, "deepspeed.offload_device", on, ds.offload_device)
+        some = "nvme only with deepspeed.offload_optimizer or deepspeed.offload_param true"
+        require(ds.offload_optimizer or ds.offload_param, "deepspeed.offload_device", some, ds.offload_device)
+        require(bool(ds.nvme_path), "deepspeed.nvme_path", "a folder when deepspeed.offload_device=nvme", ds.nvme_path)

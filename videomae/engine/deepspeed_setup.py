@@ -72,10 +72,13 @@ def build_ds_config(
     if ds.zero_stage == 3:
         # Gather full fp16/bf16 weights on save so a stage-3 checkpoint can be exported without conversion.
         zero["stage3_gather_16bit_weights_on_model_save"] = True
+    offload: dict[str, Any] = {"device": ds.offload_device, "pin_memory": torch.cuda.is_available()}
+    if ds.offload_device == "nvme":
+        offload["nvme_path"] = ds.nvme_path
     if ds.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+        zero["offload_optimizer"] = dict(offload)
     if ds.offload_param:
-        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+        zero["offload_param"] = dict(offload)
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": train.grad_accum,
@@ -119,6 +122,8 @@ def partitioned_construction(ds_config: dict[str, Any]) -> contextlib.AbstractCo
     """
     if ds_config["zero_optimization"]["stage"] != 3:
         return contextlib.nullcontext()
+    # zero.Init reads the process count from DeepSpeed's own process-group wrapper, which must exist first.
+    deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
     return deepspeed.zero.Init(config_dict_or_path=ds_config, mem_efficient_linear=False)
 
 
