@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from helpers import free_port
 from test_engine_train import DEMO_YAML, overrides
 
-from videomae.config import load_config
+from videomae.config import ConfigError, FinetuneConfig, PretrainConfig, load_config
 from videomae.data.demo import DemoConfig, write_demo_dataset
 
 STEPS = 3
@@ -50,3 +50,12 @@ def test_compile_runs_compiled_graphs_and_matches_eager(tmp_path):
         assert compiled["losses"][step] == pytest.approx(eager["losses"][step], rel=1e-5)
     assert compiled["losses"][STEPS] != compiled["losses"][1]
 
+
+@pytest.mark.parametrize(("kind", "steps"), [(PretrainConfig, "train.max_steps=1"), (FinetuneConfig, "train.epochs=1")])
+def test_compile_with_zero3_is_refused_naming_the_key_and_stage(kind, steps):
+    with pytest.raises(ConfigError, match=r"^train.compile: .*allowed: false with deepspeed.zero_stage=3"):
+        load_config(None, [steps, "train.compile=true", "deepspeed.zero_stage=3"], kind=kind)
+    for stage in (0, 1, 2):  # compiled and trained on CPU (bench/RESULTS.md)
+        assert load_config(
+            None, [steps, "train.compile=true", f"deepspeed.zero_stage={stage}"], kind=kind
+        ).train.compile

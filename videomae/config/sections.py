@@ -261,8 +261,9 @@ def validate_train(t: TrainConfig) -> None:
         require(t.warmup_steps >= 0, "train.warmup_steps", "an integer >= 0 or null", t.warmup_steps)
 
 
-def validate_deepspeed(ds: DeepSpeedConfig) -> None:
-    """Option combinations of the ``deepspeed`` section that DeepSpeed refuses or ignores.
+def validate_deepspeed(ds: DeepSpeedConfig, compile_model: bool = False) -> None:
+    """Option combinations of the ``deepspeed`` section that DeepSpeed refuses or ignores; ``compile_model`` is
+    ``train.compile``, which ZeRO-3 cannot hold.
 
     Raises:
         ConfigError: naming the dotted key and the allowed values.
@@ -271,6 +272,11 @@ def validate_deepspeed(ds: DeepSpeedConfig) -> None:
         require(ds.zero_stage == 3, "deepspeed.offload_param", "true only with deepspeed.zero_stage=3", True)
     if ds.offload_optimizer:
         require(ds.zero_stage >= 1, "deepspeed.offload_optimizer", "true only with deepspeed.zero_stage>=1", True)
+    if compile_model:
+        # ZeRO-3 gathers each module's parameters in forward hooks that Dynamo's traced graph does not run, so the
+        # compiled model meets its empty shards (DeepSpeed 0.19: "Dimension out of range" in the first forward).
+        zero3 = "false with deepspeed.zero_stage=3 (DeepSpeed's ZeRO-3 partitioning and torch.compile; use stage 0-2)"
+        require(ds.zero_stage != 3, "train.compile", zero3, True)
     if ds.offload_device == "nvme":
         on = "nvme only with deepspeed.zero_stage=3 (ZeRO-Infinity)"
         require(ds.zero_stage == 3, "deepspeed.offload_device", on, ds.offload_device)
