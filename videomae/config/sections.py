@@ -150,9 +150,9 @@ class DeepSpeedConfig:
     zero_stage: Literal[0, 1, 2, 3] = 0
     """ZeRO stage: 0 data parallel, 1 optimizer states, 2 + gradients, 3 + parameters partitioned."""
     offload_optimizer: bool = False
-    """ZeRO-Offload of optimizer states to CPU memory (stages 1-3)."""
+    """ZeRO-Offload of optimizer states (fp32 masters, Adam moments) to ``offload_device`` (stages 1-3)."""
     offload_param: bool = False
-    """Offload parameters to CPU memory (stage 3 only)."""
+    """Offload parameters to ``offload_device`` (stage 3 only)."""
     offload_device: Literal["cpu", "nvme"] = "cpu"
     """Where ``offload_optimizer`` / ``offload_param`` put their tensors: ``cpu`` memory, or ``nvme``: files under
     ``nvme_path`` (ZeRO-Infinity; stage 3; needs DeepSpeed's ``async_io`` op, i.e. libaio). With ``nvme`` set a
