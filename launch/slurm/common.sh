@@ -16,7 +16,14 @@ run_stage() {
     shift 2
     PYTHON=${PYTHON:-python}
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
-    export NCCL_ASYNC_ERROR_HANDLING=1
+    export TORCH_NCCL_ASYNC_ERROR_HANDLING=1
+    # The process group is cpu:gloo,cuda:nccl (videomae/engine/dist.py): gloo carries the run's small CPU
+    # collectives between nodes. Where the hostname resolves to an interface the nodes cannot reach each other on,
+    # name the interface for both (videomae doctor's collective rows fail otherwise), e.g. GLOO_SOCKET_IFNAME=ib0.
+    # NCCL's exclusion syntax (^lo, =eth0) means nothing to gloo: copy plain names only.
+    if [[ -n "${NCCL_SOCKET_IFNAME:-}" && -z "${GLOO_SOCKET_IFNAME:-}" && ${NCCL_SOCKET_IFNAME} != [\^=]* ]]; then
+        export GLOO_SOCKET_IFNAME=$NCCL_SOCKET_IFNAME
+    fi
 
     local srun_line=(srun --kill-on-bad-exit=1 --cpu-bind=none)
     local doctor=("$PYTHON" -m videomae doctor --stage "$(basename "$entry" .py)" --config "$config")
