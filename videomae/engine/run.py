@@ -32,7 +32,6 @@ from videomae.engine.deepspeed_setup import (
     initialize,
     parameter_counts,
     partitioned_construction,
-    whole_parameters,
 )
 from videomae.engine.logging_utils import MetricsWriter, Progress, setup_logging
 from videomae.engine.loop import MicroStep, NonFiniteError
@@ -147,8 +146,7 @@ class TrainingRun(StageHooks):
         total, local = parameter_counts(model)
         log.info("model: %.1fM parameters, %.1fM held by this process", total / 1e6, local / 1e6)
         if self.resume_from is None:
-            with whole_parameters(model):
-                self.load_init(model)
+            self.load_init(model)
         self.before_engine(model)
         self.sampler, self.steps_per_epoch, self.total_steps = None, 0, 0
         if self.dataset is not None:

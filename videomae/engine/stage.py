@@ -37,7 +37,8 @@ class StageHooks:
         raise NotImplementedError
 
     def load_init(self, model: nn.Module) -> None:
-        """Load ``cfg.init`` into ``model`` (fresh runs only); under ZeRO-3 its parameters are gathered whole."""
+        """Load ``cfg.init`` into ``model`` (fresh runs only); under ZeRO-3 gather the parameters whole around the
+        load (``deepspeed_setup.whole_parameters``), and only when there is something to load."""
         raise NotImplementedError
 
     def build_train_dataset(self) -> Any:
