@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from transformers import VideoMAEConfig, VideoMAEForPreTraining
 
+from videomae.engine.throughput import peak_flops
 from videomae.masking import running_cell_mask, tube_mask
 from videomae.models import create_model
 from videomae.models.flops import pretrain_flops
@@ -111,7 +112,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--with-cp", action="store_true", help="activation checkpointing in our model")
     parser.add_argument("--no-baseline", action="store_true", help="skip transformers (e.g. ViT-g memory)")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU, e.g. 989 (H100 bf16)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None,
+        help="device peak for MFU, e.g. 989 (H100 bf16); default: the data-sheet peak of a known GPU in bf16/fp16",
+    )  # fmt: skip
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table (for bench/RESULTS.md)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -128,9 +133,7 @@ def main() -> None:
     decode_mask = running_cell_mask(args.batch, grid, args.decoder_ratio, generator=generator, device=device)
     num_visible = num_tokens - int(mask[0].sum())
     loss_fn = MaskedPixelLoss(ours.patch_size, ours.tubelet_size)
-    autocast = (
-        torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
-    )
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
 
     def our_step(dual: bool) -> Callable[[], torch.Tensor]:
         def step() -> torch.Tensor:
@@ -165,6 +168,9 @@ def main() -> None:
         flops[name] = pretrain_flops(config, num_visible, decoded).train_step * args.batch
     results = time_interleaved(steps, device, args.warmup, args.steps)
     timings = [Timing(name, *results[name], flops[name]) for name in steps]
+    if args.peak_tflops is None:
+        peak = peak_flops(device, args.precision)
+        args.peak_tflops = None if peak is None else peak / 1e12
 
     cpu_name = f"cpu ({torch.get_num_threads()} threads)"
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name
@@ -174,16 +180,29 @@ def main() -> None:
         f"torch={torch.__version__}"
     )
     base = timings[0].seconds_per_step
-    header = f"{'model':<13} {'s/step':>8} {'clips/s':>8} {'TFLOP/s':>8} {'MFU':>6} {'peak GiB':>9} {'speed-up':>9}"
-    print(header)
+    columns = ["model", "s/step", "clips/s", "TFLOP/s", "MFU", "peak GiB", "speed-up"]
+    rows = []
     for timing in timings:
         tflops = timing.flops_per_step / timing.seconds_per_step / 1e12
-        mfu = f"{tflops / args.peak_tflops:.1%}" if args.peak_tflops else "-"
-        memory = f"{timing.peak_memory_gib:.2f}" if timing.peak_memory_gib is not None else "-"
-        print(
-            f"{timing.name:<13} {timing.seconds_per_step:8.3f} {args.batch / timing.seconds_per_step:8.2f} "
-            f"{tflops:8.3f} {mfu:>6} {memory:>9} {base / timing.seconds_per_step:8.2f}x"
-        )
+        rows.append([
+            timing.name,
+            f"{timing.seconds_per_step:.3f}",
+            f"{args.batch / timing.seconds_per_step:.2f}",
+            f"{tflops:.3f}",
+            f"{tflops / args.peak_tflops:.1%}" if args.peak_tflops else "-",
+            f"{timing.peak_memory_gib:.2f}" if timing.peak_memory_gib is not None else "-",
+            f"{base / timing.seconds_per_step:.2f}x",
+        ])  # fmt: skip
+    if args.markdown:
+        print("| " + " | ".join(columns) + " |")
+        print("|" + " --- |" * len(columns))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        return
+    widths = [13, 8, 8, 8, 6, 9, 9]
+    print(" ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(columns, widths))))
+    for row in rows:
+        print(" ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(row, widths))))
 
 
 if __name__ == "__main__":

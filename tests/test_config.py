@@ -118,6 +118,8 @@ def test_parse_override_reads_exponents_as_floats():
         ("train.betas=[0.9]", "train.betas", "two numbers"),
         ("train.epochs=3", "train.max_steps", "exactly one of"),
         ("deepspeed.offload_param=true", "deepspeed.offload_param", "zero_stage=3"),
+        ("deepspeed.offload_device=nvme", "deepspeed.offload_device", "zero_stage=3 (ZeRO-Infinity)"),
+        ("deepspeed.offload_device=disk", "deepspeed.offload_device", "'cpu', 'nvme'"),
         ("train.lr_scale_by=gpus", "train.lr_scale_by", "'clips', 'videos'"),
         ("mask.decoder_ratio=0.6", "mask.decoder_ratio", "0.25, 0.5 or 0.75"),
         ("data.hflip_prob=1.5", "data.hflip_prob", "[0, 1]"),
@@ -130,6 +132,15 @@ def test_bad_keys_and_values_are_refused_naming_the_key(override, named, allowed
     message = str(err.value)
     assert message.startswith(named + ":") or message.startswith(named + " "), message
     assert allowed in message
+
+
+def test_nvme_offload_needs_something_to_offload_and_a_folder():
+    nvme = [*STEPS, "deepspeed.zero_stage=3", "deepspeed.offload_device=nvme"]
+    with pytest.raises(ConfigError, match=r"^deepspeed.offload_device: .*offload_optimizer or"):
+        load_config(None, [*nvme, "deepspeed.nvme_path=/scratch"])
+    with pytest.raises(ConfigError, match=r"^deepspeed.nvme_path: .*a folder"):
+        load_config(None, [*nvme, "deepspeed.offload_param=true"])
+    assert load_config(None, [*nvme, "deepspeed.offload_param=true", "deepspeed.nvme_path=/s"]).deepspeed.nvme_path
 
 
 def test_bad_override_syntax_and_files(tmp_path):

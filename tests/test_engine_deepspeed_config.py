@@ -46,3 +46,7 @@ def test_offload_and_extra_are_merged():
     assert zero["offload_optimizer"]["device"] == "cpu" and zero["offload_param"]["device"] == "cpu"
     assert zero["stage3_max_live_parameters"] == 1000 and zero["stage"] == 3  # merged, not replaced
     assert ds["steps_per_print"] == 7
+    nvme = _ds("deepspeed.zero_stage=3", "deepspeed.offload_optimizer=true", "deepspeed.offload_device=nvme",
+               "deepspeed.nvme_path=/scratch/swap")["zero_optimization"]  # fmt: skip
+    assert nvme["offload_optimizer"] == {"device": "nvme", "nvme_path": "/scratch/swap", "pin_memory": False}
+    assert "offload_param" not in nvme

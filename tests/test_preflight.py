@@ -238,6 +238,20 @@ def test_port_taken_free_or_not_ours_to_check():
     assert not unknown.ok and unknown.check == "MASTER_ADDR"
 
 
+def test_doctor_table_rows_are_the_findings(demo):
+    from videomae.engine.doctor import static_findings
+
+    cfg = load_config(PRETRAIN, ["output_dir=runs/x", "data.manifests=[missing.csv]"])
+    rows = {row.check: row for row in static_findings(cfg)}
+    assert "MASTER_PORT" not in rows, "doctor's process group holds the port already"
+    assert rows["data.data_root"].status == "PASS" and rows["model.name"].status == "PASS"
+    bad = rows["data.manifests[0]"]
+    assert bad.status == "FAIL" and bad.detail.startswith("missing.csv: file not found (relative to")
+    assert bad.detail.endswith(
+        "; fix: give the path of an existing manifest (CSV with a header, see data_lists/SCHEMA.md)"
+    )
+
+
 def test_launcher_speaks_once_per_job_and_every_rank_exits_2(demo, monkeypatch, capsys):
     spec = importlib.util.spec_from_file_location("launch_pretrain", ROOT / "launch/pretrain.py")
     pretrain = importlib.util.module_from_spec(spec)

@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from videomae.cli import checkpoints, data, inference
+from videomae.cli import checkpoints, data, doctor, inference, plan
 
 __all__ = ["build_parser", "main"]
 
@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="videomae", description="VideoMAE V2 toolkit: data, checkpoints and trained models."
     )
     parser.add_argument("--version", action="version", version=_version())
+    # `deepspeed --module videomae ...` puts --local_rank=N before the sub-command; LOCAL_RANK says the same.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
         data.add_demo_data,
@@ -32,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         inference.add_visualize,
         checkpoints.add_export,
         checkpoints.add_info,
+        plan.add_plan,
+        doctor.add_doctor,
     ):
         add(subparsers)
     return parser

@@ -195,7 +195,7 @@ def validate_finetune(cfg: FinetuneConfig) -> None:
     d, t, m = cfg.data, cfg.train, cfg.model
     validate_data(d)
     validate_train(t)
-    validate_deepspeed(cfg.deepspeed)
+    validate_deepspeed(cfg.deepspeed, cfg.train.compile)
     validate_manifests("data.val_manifests", d.val_manifests)
     validate_manifests("data.test_manifests", d.test_manifests)
     for key, value in [("data.test_num_segment", d.test_num_segment), ("data.test_num_crop", d.test_num_crop)]:

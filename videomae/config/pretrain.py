@@ -116,7 +116,7 @@ def validate(cfg: PretrainConfig) -> None:
     """
     validate_data(cfg.data)
     validate_train(cfg.train)
-    validate_deepspeed(cfg.deepspeed)
+    validate_deepspeed(cfg.deepspeed, cfg.train.compile)
     require(cfg.train.picture_clips >= 1, "train.picture_clips", "an integer >= 1", cfg.train.picture_clips)
     m = cfg.mask
     require(0.0 < m.ratio < 1.0, "mask.ratio", "a number in (0, 1)", m.ratio)

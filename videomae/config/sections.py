@@ -150,9 +150,16 @@ class DeepSpeedConfig:
     zero_stage: Literal[0, 1, 2, 3] = 0
     """ZeRO stage: 0 data parallel, 1 optimizer states, 2 + gradients, 3 + parameters partitioned."""
     offload_optimizer: bool = False
-    """ZeRO-Offload of optimizer states to CPU memory (stages 1-3)."""
+    """ZeRO-Offload of optimizer states (fp32 masters, Adam moments) to ``offload_device`` (stages 1-3)."""
     offload_param: bool = False
-    """Offload parameters to CPU memory (stage 3 only)."""
+    """Offload parameters to ``offload_device`` (stage 3 only)."""
+    offload_device: Literal["cpu", "nvme"] = "cpu"
+    """Where ``offload_optimizer`` / ``offload_param`` put their tensors: ``cpu`` memory, or ``nvme``: files under
+    ``nvme_path`` (ZeRO-Infinity; stage 3; needs DeepSpeed's ``async_io`` op, i.e. libaio). With ``nvme`` set a
+    ``zero_optimization.sub_group_size`` (``deepspeed.extra``) well below the per-rank parameter count, since one
+    sub-group's optimizer states are held in memory at a time."""
+    nvme_path: str | None = None
+    """Folder on a fast local disk for ``offload_device: nvme``; DeepSpeed writes per-rank swap files there."""
     overlap_comm: bool = True
     """Overlap gradient reduction with the backward pass."""
     reduce_bucket_size: int = 50_000_000
@@ -254,8 +261,9 @@ def validate_train(t: TrainConfig) -> None:
         require(t.warmup_steps >= 0, "train.warmup_steps", "an integer >= 0 or null", t.warmup_steps)
 
 
-def validate_deepspeed(ds: DeepSpeedConfig) -> None:
-    """Option combinations of the ``deepspeed`` section that DeepSpeed refuses or ignores.
+def validate_deepspeed(ds: DeepSpeedConfig, compile_model: bool = False) -> None:
+    """Option combinations of the ``deepspeed`` section that DeepSpeed refuses or ignores; ``compile_model`` is
+    ``train.compile``, which ZeRO-3 cannot hold.
 
     Raises:
         ConfigError: naming the dotted key and the allowed values.
@@ -264,3 +272,14 @@ def validate_deepspeed(ds: DeepSpeedConfig) -> None:
         require(ds.zero_stage == 3, "deepspeed.offload_param", "true only with deepspeed.zero_stage=3", True)
     if ds.offload_optimizer:
         require(ds.zero_stage >= 1, "deepspeed.offload_optimizer", "true only with deepspeed.zero_stage>=1", True)
+    if compile_model:
+        # ZeRO-3 gathers each module's parameters in forward hooks that Dynamo's traced graph does not run, so the
+        # compiled model meets its empty shards (DeepSpeed 0.19: "Dimension out of range" in the first forward).
+        zero3 = "false with deepspeed.zero_stage=3 (DeepSpeed's ZeRO-3 partitioning and torch.compile; use stage 0-2)"
+        require(ds.zero_stage != 3, "train.compile", zero3, True)
+    if ds.offload_device == "nvme":
+        on = "nvme only with deepspeed.zero_stage=3 (ZeRO-Infinity)"
+        require(ds.zero_stage == 3, "deepspeed.offload_device", on, ds.offload_device)
+        some = "nvme only with deepspeed.offload_optimizer or deepspeed.offload_param true"
+        require(ds.offload_optimizer or ds.offload_param, "deepspeed.offload_device", some, ds.offload_device)
+        require(bool(ds.nvme_path), "deepspeed.nvme_path", "a folder when deepspeed.offload_device=nvme", ds.nvme_path)

@@ -205,6 +205,15 @@ class HybridVideoDataset(Dataset):
             self.bad.success()
             return self._sample(i, self._transform(frames), valid=True)
 
+    def load_clip(self, index: int) -> torch.Tensor:
+        """Row ``index``'s video exactly as ``__getitem__`` makes it, but a bad clip raises instead of being
+        replaced or recorded (for checks that must see every failure, e.g. ``videomae doctor``).
+
+        Raises:
+            DecodeError: the row's file is missing, corrupt, too short or too slow to decode.
+        """
+        return self._transform(self._load(index))
+
     def _sample(self, i: int, video: torch.Tensor, valid: bool) -> dict:
         sample = {"video": video, "label": self.labels[i], "index": i}
         if not self.train:

@@ -37,6 +37,9 @@ __all__ = [
     "full_fp32_params",
     "full_optimizer_state",
     "initialize",
+    "parameter_counts",
+    "partitioned_construction",
+    "whole_parameters",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,10 +72,13 @@ def build_ds_config(
     if ds.zero_stage == 3:
         # Gather full fp16/bf16 weights on save so a stage-3 checkpoint can be exported without conversion.
         zero["stage3_gather_16bit_weights_on_model_save"] = True
+    offload: dict[str, Any] = {"device": ds.offload_device, "pin_memory": torch.cuda.is_available()}
+    if ds.offload_device == "nvme":
+        offload["nvme_path"] = ds.nvme_path
     if ds.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+        zero["offload_optimizer"] = dict(offload)
     if ds.offload_param:
-        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+        zero["offload_param"] = dict(offload)
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": train.grad_accum,
@@ -102,6 +108,46 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     for key, value in extra.items():
         out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
+
+
+def partitioned_construction(ds_config: dict[str, Any]) -> contextlib.AbstractContextManager:
+    """The context to build the model in: under ZeRO-3, DeepSpeed's ``zero.Init``, else nothing.
+
+    ``zero.Init`` partitions each module's parameters across the ranks (in the training precision, and to the
+    ``offload_param`` device if set) as soon as the module's ``__init__`` returns, so the whole model never sits in
+    one process; rank 0's values are broadcast first, as the engine does for a model built whole. Weight init that
+    a parent runs on its children must go through ``nn.Module.apply``, which ``zero.Init`` wraps to gather one module
+    at a time (our models do). DeepSpeed's memory-efficient ``F.linear`` patch is left off: it would replace
+    ``torch.nn.functional.linear`` for the whole process, beyond this model.
+    """
+    if ds_config["zero_optimization"]["stage"] != 3:
+        return contextlib.nullcontext()
+    # zero.Init reads the process count from DeepSpeed's own process-group wrapper, which must exist first.
+    deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
+    return deepspeed.zero.Init(config_dict_or_path=ds_config, mem_efficient_linear=False)
+
+
+def _partitioned(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if hasattr(p, "ds_id")]
+
+
+def whole_parameters(model: nn.Module) -> contextlib.AbstractContextManager:
+    """Make every parameter of a ZeRO-3 partitioned ``model`` whole inside the context (collective); rank 0's
+    values are kept and re-partitioned on exit (e.g. to load ``init`` weights). Nothing for a model built whole.
+
+    The whole model is materialised in each process meanwhile, as the checkpoint being loaded already is.
+    """
+    params = _partitioned(model)
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=0) if params else contextlib.nullcontext()
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """``(parameters of the model, elements this process holds)``; they differ under ZeRO-3 partitioning."""
+    total = local = 0
+    for p in model.parameters():
+        total += getattr(p, "ds_numel", p.numel())
+        local += p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()
+    return total, local
 
 
 def initialize(
@@ -148,9 +194,18 @@ def consolidated_fp32_state_dict(engine: Any, checkpoint_dir: str, tag: str) -> 
                 for param, master in zip(params, masters):
                     state[names[id(param)]] = master.detach().float().cpu().clone()
         return state
+    return _merged_zero_fp32(checkpoint_dir, tag)
+
+
+def _merged_zero_fp32(checkpoint_dir: str | Path, tag: str) -> dict[str, torch.Tensor]:
+    """DeepSpeed's ``zero_to_fp32`` merge of a ZeRO checkpoint; its prints and progress bar go to the debug log."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    state = get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir, tag=tag)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)
+    for line in printed.getvalue().splitlines():
+        log.debug("zero_to_fp32: %s", line)
     return {k: v.float().contiguous() for k, v in state.items()}
 
 
@@ -169,14 +224,7 @@ def checkpoint_fp32_state_dict(checkpoint_dir: str | Path, tag: str) -> tuple[di
     """
     folder = Path(checkpoint_dir) / tag
     if any(folder.glob("*zero_pp_rank_*_optim_states.pt")):
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):  # its prints and progress bar
-            state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)
-        for line in printed.getvalue().splitlines():
-            log.debug("zero_to_fp32: %s", line)
-        return {k: v.float().contiguous() for k, v in state.items()}, []
+        return _merged_zero_fp32(checkpoint_dir, tag), []
     file = folder / "mp_rank_00_model_states.pt"
     if not file.is_file():
         raise FileNotFoundError(f"{folder}: no DeepSpeed checkpoint (neither ZeRO optimizer files nor {file.name})")

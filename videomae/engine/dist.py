@@ -1,5 +1,14 @@
 """Process-group setup and collectives: the only module that touches ``torch.distributed``.
 
+The rule every collective follows, on every backend: **the process group serves the CPU in every run** (gloo),
+and on an accelerator also that device with its own backend (``cpu:gloo,cuda:nccl`` on CUDA, see
+:func:`backend_for`). Our collectives are control traffic (flags, loss means, Python objects, barriers): they run
+on CPU tensors, which gloo serves wherever the run is; the bulk traffic (gradients, ZeRO partitions) is DeepSpeed's
+and runs on the accelerator's tensors through NCCL. NCCL serves CUDA tensors only, so a group created with plain
+``nccl`` would refuse a CPU tensor (``No backend type associated with device type cpu``) at the first step;
+with the CPU entry, also DeepSpeed's and PyTorch's own CPU-side collectives (object collectives, barriers) are
+served. Only this module calls ``torch.distributed``.
+
 Ranks come from the launcher's environment: ``torchrun`` and ``deepspeed`` set ``RANK``/``WORLD_SIZE``/
 ``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT``; under ``srun`` they are derived from SLURM's variables
 (:func:`env_from_slurm`); with neither, the run is a single process.
@@ -20,6 +29,8 @@ __all__ = [
     "DistEnv",
     "all_finite",
     "any_rank",
+    "all_gather_objects",
+    "backend_for",
     "barrier",
     "broadcast_object",
     "destroy",
@@ -28,7 +39,10 @@ __all__ = [
     "init_distributed",
     "is_main",
     "mean_across_ranks",
+    "rank",
     "resolve_env",
+    "sum_across_ranks",
+    "world_size",
 ]
 
 
@@ -157,12 +171,33 @@ def resolve_env(environ: Mapping[str, str] | None = None) -> DistEnv:
     return DistEnv(master_port=int(environ.get("MASTER_PORT", 0)) or _free_port())
 
 
+ACCELERATOR_BACKENDS = {"cuda": "nccl"}
+"""The collective backend of each accelerator device type (the CPU is always served by gloo)."""
+
+
+def backend_for(device_type: str, accelerator_backend: str | None = None) -> str:
+    """The process-group backend string for a run on ``device_type``.
+
+    ``"gloo"`` on CPU; ``"cpu:gloo,cuda:nccl"`` on CUDA, so the group serves our CPU control tensors through gloo
+    and the accelerator's tensors through its own backend (``accelerator_backend`` replaces it, e.g. in tests).
+
+    Raises:
+        ValueError: a device type without a known collective backend.
+    """
+    if device_type == "cpu":
+        return "gloo"
+    backend = accelerator_backend or ACCELERATOR_BACKENDS.get(device_type)
+    if backend is None:
+        raise ValueError(f"no collective backend known for device type {device_type!r}")
+    return f"cpu:gloo,{device_type}:{backend}"
+
+
 def init_distributed(env: DistEnv | None = None, backend: str | None = None) -> tuple[DistEnv, torch.device]:
     """Create the default process group (also for a single process, as DeepSpeed expects one).
 
     Args:
         env: where this process sits; default :func:`resolve_env`.
-        backend: ``nccl`` on CUDA, ``gloo`` on CPU when None.
+        backend: default :func:`backend_for` this process's device (the module docstring gives the rule).
 
     Returns:
         The environment and this process's device (``cuda:LOCAL_RANK`` or ``cpu``).
@@ -175,7 +210,7 @@ def init_distributed(env: DistEnv | None = None, backend: str | None = None) -> 
     else:
         device = torch.device("cpu")
     if not torch_dist.is_initialized():
-        backend = backend or ("nccl" if device.type == "cuda" else "gloo")
+        backend = backend or backend_for(device.type)
         torch_dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size)
     return env, device
 
@@ -192,15 +227,25 @@ def is_main() -> bool:
 
 
 def barrier() -> None:
-    """Wait for every rank."""
-    if torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
+    """Wait for every rank (through the group's CPU backend)."""
+    if world_size() > 1:
         torch_dist.barrier()
 
 
+def world_size() -> int:
+    """Ranks taking part in collectives (1 without a process group)."""
+    return torch_dist.get_world_size() if torch_dist.is_initialized() else 1
+
+
+def rank() -> int:
+    """This process's global rank (0 without a process group)."""
+    return torch_dist.get_rank() if torch_dist.is_initialized() else 0
+
+
 def all_finite(value: torch.Tensor) -> bool:
-    """True when ``value`` is finite on every rank (one tiny all-reduce)."""
-    bad = (~torch.isfinite(value.detach())).any().to(torch.float32).reshape(1)
-    if torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
+    """True when ``value`` is finite on every rank (one tiny all-reduce on the CPU)."""
+    bad = (~torch.isfinite(value.detach())).any().to("cpu", torch.float32).reshape(1)
+    if world_size() > 1:
         torch_dist.all_reduce(bad, op=torch_dist.ReduceOp.MAX)
     return bool(bad.item() == 0)
 
@@ -208,24 +253,43 @@ def all_finite(value: torch.Tensor) -> bool:
 def any_rank(flag: bool) -> bool:
     """True when ``flag`` is True on at least one rank."""
     value = torch.tensor([float(flag)])
-    if torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
+    if world_size() > 1:
         torch_dist.all_reduce(value, op=torch_dist.ReduceOp.MAX)
     return bool(value.item() > 0)
 
 
 def mean_across_ranks(values: torch.Tensor) -> torch.Tensor:
-    """Element-wise mean of a float tensor over ranks."""
-    values = values.detach().to(torch.float64).clone()
-    if torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
+    """Element-wise mean of a float tensor over ranks (computed on the CPU in float64)."""
+    values = values.detach().to("cpu", torch.float64).clone()
+    if world_size() > 1:
         torch_dist.all_reduce(values)
-        values /= torch_dist.get_world_size()
+        values /= world_size()
     return values
 
 
 def broadcast_object(obj: object, src: int = 0) -> object:
     """Send a picklable object from ``src`` to every rank."""
-    if not (torch_dist.is_initialized() and torch_dist.get_world_size() > 1):
+    if world_size() == 1:
         return obj
     box = [obj]
-    torch_dist.broadcast_object_list(box, src=src)
+    torch_dist.broadcast_object_list(box, src=src, device=torch.device("cpu"))
     return box[0]
+
+
+def all_gather_objects(obj: object) -> list[object]:
+    """``obj`` from every rank, in rank order (``[obj]`` without a process group)."""
+    if world_size() == 1:
+        return [obj]
+    out: list[object] = [None] * world_size()
+    torch_dist.all_gather_object(out, obj)
+    return out
+
+
+def sum_across_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Element-wise sum over ranks on the tensor's own device and in its own dtype: the accelerator's data plane
+    (NCCL on CUDA), as DeepSpeed reduces gradient buckets. Only ``videomae doctor``'s check of that plane calls it;
+    a run's own collectives are control traffic on the CPU (module docstring)."""
+    values = values.detach().clone()
+    if world_size() > 1:
+        torch_dist.all_reduce(values)
+    return values

@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as torch_dist
 from PIL import Image, ImageDraw, ImageFont
+
+from videomae.engine.dist import all_gather_objects
 
 __all__ = [
     "ClassificationMetrics",
     "MultiViewAccumulator",
     "VideoPredictions",
-    "all_gather_objects",
     "classification_metrics",
     "confusion_matrix",
     "save_confusion_png",
@@ -36,15 +36,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 GatherFn = Callable[[Any], list[Any]]
-
-
-def all_gather_objects(obj: Any) -> list[Any]:
-    """``obj`` from every rank, in rank order (``[obj]`` without a process group)."""
-    if not (torch_dist.is_available() and torch_dist.is_initialized()) or torch_dist.get_world_size() == 1:
-        return [obj]
-    out: list[Any] = [None] * torch_dist.get_world_size()
-    torch_dist.all_gather_object(out, obj)
-    return out
 
 
 def views_from_repeats(indices: torch.Tensor, num_views: int) -> torch.Tensor:
@@ -94,7 +85,7 @@ class MultiViewAccumulator:
 
     Args:
         num_views: views per video (``test_num_segment * test_num_crop``); needed when ``update`` gets no view ids.
-        gather: ``obj -> [obj of every rank]``; default :func:`all_gather_objects`.
+        gather: ``obj -> [obj of every rank]``; default :func:`videomae.engine.dist.all_gather_objects`.
     """
 
     def __init__(self, num_views: int | None = None, gather: GatherFn | None = None) -> None:

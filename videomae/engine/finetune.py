@@ -24,6 +24,7 @@ from videomae.checkpoint import export_weights
 from videomae.config import ConfigError, FinetuneConfig, classifier_kwargs, config_to_dict
 from videomae.engine import checkpointing as ckpt
 from videomae.engine import dist
+from videomae.engine.deepspeed_setup import whole_parameters
 from videomae.engine.distill import (
     TERM_METRICS,
     DistillStudent,
@@ -131,7 +132,8 @@ class FinetuneRun(TrainingRun):
         if source is None:
             return
         self.weights = str(source)
-        self.init_report = init_classifier(student_of(model), source, self.cfg.init_label_map, self.class_names)
+        with whole_parameters(model):  # ZeRO-3: gathered only when there is something to load
+            self.init_report = init_classifier(student_of(model), source, self.cfg.init_label_map, self.class_names)
         log.info("initialising from %s: %s", source, self.init_report)
 
     def before_engine(self, model: nn.Module) -> None:

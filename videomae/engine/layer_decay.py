@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 from torch import nn
 
+from videomae.engine.optim import param_ndim
+
 __all__ = ["layer_id_of", "layer_scales", "no_weight_decay", "param_groups_layer_decay"]
 
 # Names containing one of these never get weight decay: position tables and learned tokens.
@@ -87,7 +89,7 @@ def param_groups_layer_decay(
         layer = layer_id_of(model, name)
         if not 0 <= layer <= num_layers + 1:
             raise ValueError(f"parameter {name}: layer id {layer} is outside 0..{num_layers + 1}")
-        decay = not no_weight_decay(name, param.ndim, skip)
+        decay = not no_weight_decay(name, param_ndim(param), skip)
         key = (layer, decay)
         if key not in groups:
             groups[key] = {

@@ -11,7 +11,7 @@ from torch import nn
 
 from videomae.config import TrainConfig
 
-__all__ = ["Schedule", "build_schedule", "cosine_value", "param_groups", "set_step_values"]
+__all__ = ["Schedule", "build_schedule", "cosine_value", "param_groups", "param_ndim", "set_step_values"]
 
 # Parameters whose names contain one of these never get weight decay (position tables, learned tokens).
 _NO_DECAY_NAME_PARTS = ("pos_embed", "mask_token", "cls_token", "rel_pos", "position")
@@ -31,7 +31,12 @@ def param_groups(model: nn.Module, weight_decay: float, skip: Iterable[str] = ()
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if param.ndim <= 1 or name.endswith(".bias") or name in skip or any(p in name for p in _NO_DECAY_NAME_PARTS):
+        if (
+            param_ndim(param) <= 1
+            or name.endswith(".bias")
+            or name in skip
+            or any(p in name for p in _NO_DECAY_NAME_PARTS)
+        ):
             no_decay.append(param)
         else:
             decay.append(param)
@@ -39,6 +44,11 @@ def param_groups(model: nn.Module, weight_decay: float, skip: Iterable[str] = ()
         {"params": decay, "weight_decay": weight_decay, "name": "decay", "apply_wd": True},
         {"params": no_decay, "weight_decay": 0.0, "name": "no_decay", "apply_wd": False},
     ]
+
+
+def param_ndim(param: torch.Tensor) -> int:
+    """Dimensions of ``param``'s full shape, also for a ZeRO-3 partitioned parameter (whose data is a flat shard)."""
+    return len(getattr(param, "ds_shape", param.shape))
 
 
 def cosine_value(step: int, total_steps: int, peak: float, end: float, warmup_steps: int = 0) -> float:

@@ -25,8 +25,15 @@ from videomae.config import ConfigError, config_to_dict, save_config
 from videomae.engine import checkpointing as ckpt
 from videomae.engine import dist
 from videomae.engine.checkpointing import find_resume_checkpoint
+from videomae.engine.compiling import CompileCounts, check_compiled, compile_counts
 from videomae.engine.data_setup import build_loader, build_sampler
-from videomae.engine.deepspeed_setup import build_ds_config, consolidated_fp32_state_dict, initialize
+from videomae.engine.deepspeed_setup import (
+    build_ds_config,
+    consolidated_fp32_state_dict,
+    initialize,
+    parameter_counts,
+    partitioned_construction,
+)
 from videomae.engine.logging_utils import MetricsWriter, Progress, setup_logging
 from videomae.engine.loop import MicroStep, NonFiniteError
 from videomae.engine.optim import build_schedule, set_step_values
@@ -108,7 +115,16 @@ class TrainingRun(StageHooks):
 
         self.resume_from = dist.broadcast_object(find_resume_checkpoint(cfg, self.root) if dist.is_main() else None)
         self.dataset = self.build_train_dataset()
-        model = self.build_model()
+        # A ZeRO checkpoint from another process count loads through a universal checkpoint, which DeepSpeed
+        # must know about when the engine is created (a changed ZeRO stage is refused here, before anything heavy).
+        universal = self.resume_from is not None and ckpt.resume_needs_universal(
+            self.resume_from, self.env.world_size, cfg.deepspeed.zero_stage
+        )
+        ds_config = build_ds_config(t, cfg.deepspeed, cfg.precision, self.env.world_size, d.num_sample, universal)
+        with partitioned_construction(ds_config):  # ZeRO-3: each rank only ever holds its share of the weights
+            model = self.build_model()
+        total, local = parameter_counts(model)
+        log.info("model: %.1fM parameters, %.1fM held by this process", total / 1e6, local / 1e6)
         if self.resume_from is None:
             self.load_init(model)
         self.before_engine(model)
@@ -124,14 +140,10 @@ class TrainingRun(StageHooks):
             self.total_steps = t.max_steps if t.max_steps is not None else t.epochs * self.steps_per_epoch
         self.peak_lr = t.absolute_lr(self.env.world_size, d.num_sample)
         self.schedule = build_schedule(t, max(self.total_steps, 1), max(self.steps_per_epoch, 1), self.peak_lr)
-        # A ZeRO checkpoint from another process count loads through a universal checkpoint, which DeepSpeed
-        # must know about when the engine is created (a changed ZeRO stage is refused here, before anything heavy).
-        universal = self.resume_from is not None and ckpt.resume_needs_universal(
-            self.resume_from, self.env.world_size, cfg.deepspeed.zero_stage
-        )
-        ds_config = build_ds_config(t, cfg.deepspeed, cfg.precision, self.env.world_size, d.num_sample, universal)
         self.engine = initialize(model, self.param_groups(model), ds_config, t, cfg.deepspeed.offload_optimizer)
+        self.compile_counts: CompileCounts | None = None  # what the first compiled step captured
         if t.compile:
+            self._compile_before = compile_counts()
             self.engine.compile()
         self.flops_per_clip: int | None = None
         self.peak_flops = peak_flops(self.device, cfg.precision)
@@ -219,6 +231,7 @@ class TrainingRun(StageHooks):
         self.progress = Progress(self.total_steps, self.state["step"], enabled=dist.is_main(), desc=self.stage)
         try:
             self.on_start()
+            self._first_step_start = time.perf_counter()
             while self.state["step"] < self.total_steps and not summary.stopped_early:
                 summary.stopped_early = self.train_one_epoch(summary)
             summary.step, summary.nonfinite_skipped = self.state["step"], self.state["nonfinite_total"]
@@ -307,6 +320,9 @@ class TrainingRun(StageHooks):
         tflops = None if self.flops_per_clip is None else clips_per_s * self.flops_per_clip / self.env.world_size
         # clips_per_s counts every rank's clips; MFU is per accelerator.
         mfu = None if self.peak_flops is None or tflops is None else tflops / self.peak_flops
+        if t.compile and self.compile_counts is None:
+            seconds = time.perf_counter() - self._first_step_start
+            self.compile_counts = check_compiled(self.engine, self._compile_before, seconds)
         extra = self.on_step_end(step)
         self.progress.update(step, window.losses[-1], lr, clips_per_s, data_wait, mfu)
         if step % t.log_every == 0 or step == 1 or step == self.total_steps or extra:

@@ -31,11 +31,14 @@ class StageHooks:
 
     def build_model(self) -> nn.Module:
         """The stage's model with fresh weights (also used to rebuild it for the export); built after the
-        training set, so it may depend on it (e.g. the number of classes)."""
+        training set, so it may depend on it (e.g. the number of classes). Under ZeRO-3 the run calls it inside
+        DeepSpeed's ``zero.Init``, which partitions each module's parameters as soon as it is built: initialisation
+        that touches a child's weights must go through ``nn.Module.apply``."""
         raise NotImplementedError
 
     def load_init(self, model: nn.Module) -> None:
-        """Load ``cfg.init`` into ``model`` (a fresh run only)."""
+        """Load ``cfg.init`` into ``model`` (fresh runs only); under ZeRO-3 gather the parameters whole around the
+        load (``deepspeed_setup.whole_parameters``), and only when there is something to load."""
         raise NotImplementedError
 
     def build_train_dataset(self) -> Any:

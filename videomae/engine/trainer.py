@@ -10,6 +10,7 @@ from torch import nn
 from videomae.checkpoint import load_pretrained
 from videomae.config import ConfigError, PretrainConfig, config_to_dict
 from videomae.engine.data_setup import build_dataset
+from videomae.engine.deepspeed_setup import whole_parameters
 from videomae.engine.loop import MaskGenerator, MicroStep, train_step
 from videomae.engine.optim import param_groups
 from videomae.engine.pictures import ReconstructionPictures
@@ -38,7 +39,8 @@ class PretrainRun(TrainingRun):
 
     def load_init(self, model: nn.Module) -> None:
         if self.cfg.init is not None:
-            log.info("initialising from %s: %s", self.cfg.init, load_pretrained(model, self.cfg.init))
+            with whole_parameters(model):  # ZeRO-3: gathered only when there is something to load
+                log.info("initialising from %s: %s", self.cfg.init, load_pretrained(model, self.cfg.init))
 
     def build_train_dataset(self) -> Any:
         return build_dataset(self.cfg.data, self.out, self.cfg.seed)

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 
 from videomae.data import collate_clips
+from videomae.engine.dist import all_gather_objects
 from videomae.engine.evaluation import (
     ClassificationMetrics,
     MultiViewAccumulator,
     VideoPredictions,
-    all_gather_objects,
     classification_metrics,
     save_confusion_png,
     save_predictions_csv,

@@ -7,6 +7,7 @@ buffer, as in the release, so it is not in the state dict).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -14,7 +15,7 @@ import torch.utils.checkpoint as cp
 from timm.layers import trunc_normal_
 from torch import nn
 
-from videomae.models.layers import PatchEmbed3D, gather_tokens, init_vit_weights, make_blocks
+from videomae.models.layers import PatchEmbed3D, gather_tokens, init_vit_module, make_blocks
 from videomae.models.pos_embed import interpolate_pos_table, sinusoid_table
 
 __all__ = ["VideoViT", "gather_tokens", "run_blocks"]
@@ -113,10 +114,15 @@ class VideoViT(nn.Module):
 
     def init_weights(self, linear_init: str = "xavier") -> None:
         """Initialise as the release: ``xavier`` (pretraining) or ``trunc_normal`` std 0.02 (fine-tuning) Linears."""
-        init_vit_weights(self, linear_init)
-        if isinstance(self.pos_embed, nn.Parameter):
-            trunc_normal_(self.pos_embed, std=0.02)
+        self.apply(functools.partial(self.init_module, linear_init=linear_init))
         self.reset_pos_table()
+
+    def init_module(self, m: nn.Module, linear_init: str = "xavier") -> None:
+        """Initialise the own parameters of ``m``, this model or one of its modules (``init_weights`` passes each
+        to it through ``self.apply``, children first, so ZeRO-3's ``zero.Init`` can gather one module at a time)."""
+        init_vit_module(m, linear_init)
+        if m is self and isinstance(self.pos_embed, nn.Parameter):
+            trunc_normal_(self.pos_embed, std=0.02)
 
     def forward(self, videos: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Same as :meth:`forward_tokens`."""

@@ -92,10 +92,14 @@ class VisionTransformer(VideoViT):
     def init_weights(self, linear_init: str = "trunc_normal") -> None:
         """Initialise as the release's fine-tuning model (trunc-normal Linears, head scaled by ``init_scale``)."""
         super().init_weights(linear_init)
-        if isinstance(self.head, nn.Linear):
+
+    def init_module(self, m: nn.Module, linear_init: str = "trunc_normal") -> None:
+        """One module's own parameters (see :meth:`VideoViT.init_module`); the head is scaled by ``init_scale``."""
+        super().init_module(m, linear_init)
+        if m is self.head and isinstance(m, nn.Linear):
             with torch.no_grad():
-                self.head.weight.mul_(self.init_scale)
-                self.head.bias.mul_(self.init_scale)
+                m.weight.mul_(self.init_scale)
+                m.bias.mul_(self.init_scale)
 
     def no_weight_decay(self) -> set[str]:
         """Full names of parameters excluded from weight decay (besides biases and norms)."""

@@ -7,6 +7,7 @@ without renaming.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -21,6 +22,7 @@ __all__ = [
     "Mlp",
     "PatchEmbed3D",
     "gather_tokens",
+    "init_vit_module",
     "init_vit_weights",
     "make_blocks",
     "set_fused_attention",
@@ -287,22 +289,31 @@ def make_blocks(
 def init_vit_weights(module: nn.Module, linear_init: str = "xavier") -> None:
     """Initialise every sub-module as the release: Linears ``xavier`` (pretraining) or ``trunc_normal`` std 0.02
     (fine-tuning) with zero bias, unit LayerNorms, PyTorch's default for the patch Conv3d, zero q/v biases and
-    layer scale at ``init_values``. Also fills memory left uninitialised by ``to_empty()``."""
+    layer scale at ``init_values``. Also fills memory left uninitialised by ``to_empty()``.
+
+    Goes through ``module.apply`` (children before parents; the leaves, which draw the random numbers, in the same
+    order as ``module.modules()``), so a wrapper of ``nn.Module.apply`` sees each module's own parameters: DeepSpeed's
+    ``zero.Init`` gathers a partitioned module there while it is initialised.
+    """
+    module.apply(functools.partial(init_vit_module, linear_init=linear_init))
+
+
+def init_vit_module(m: nn.Module, linear_init: str = "xavier") -> None:
+    """Initialise ``m``'s own parameters (not its children's) as :func:`init_vit_weights` does."""
     if linear_init not in ("xavier", "trunc_normal"):
         raise ValueError(f"linear_init must be 'xavier' or 'trunc_normal', got {linear_init!r}")
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            if linear_init == "xavier":
-                nn.init.xavier_uniform_(m.weight)
-            else:
-                trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
+    if isinstance(m, nn.Linear):
+        if linear_init == "xavier":
+            nn.init.xavier_uniform_(m.weight)
+        else:
+            trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
             nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.Conv3d, Attention, Block)):
-            m.reset_parameters()
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, (nn.Conv3d, Attention, Block)):
+        m.reset_parameters()
 
 
 def set_fused_attention(model: nn.Module, enabled: bool = True) -> None:

@@ -23,7 +23,7 @@ from timm.layers import trunc_normal_
 from torch import nn
 
 from videomae.models.backbone import VideoViT, gather_tokens, run_blocks
-from videomae.models.layers import init_vit_weights, make_blocks
+from videomae.models.layers import init_vit_module, make_blocks
 from videomae.models.pos_embed import sinusoid_table
 
 __all__ = ["PretrainDecoder", "PretrainVisionTransformer"]
@@ -153,12 +153,20 @@ class PretrainVisionTransformer(nn.Module):
 
         Call after ``to_empty()`` when the model was built on the ``meta`` device.
         """
-        self.encoder.init_weights("xavier")
-        init_vit_weights(self.decoder, "xavier")
-        init_vit_weights(self.encoder_to_decoder, "xavier")
-        trunc_normal_(self.mask_token, std=0.02)
+        self.apply(self.init_module)
+        self.encoder.reset_pos_table()
         table = sinusoid_table(self.pos_embed.shape[1], self.pos_embed.shape[2], device=self.pos_embed.device)
         self.pos_embed = table
+
+    def init_module(self, m: nn.Module) -> None:
+        """Initialise the own parameters of ``m``, this model or one of its modules (``init_weights`` passes each
+        to it through ``self.apply``, children first, so ZeRO-3's ``zero.Init`` can gather one module at a time)."""
+        if m is self.encoder:
+            self.encoder.init_module(m, "xavier")  # its learnable position table
+        else:
+            init_vit_module(m, "xavier")
+        if m is self:
+            trunc_normal_(self.mask_token, std=0.02)
 
     def no_weight_decay(self) -> set[str]:
         """Full names of parameters excluded from weight decay (besides biases and norms)."""
