@@ -122,8 +122,9 @@ def partitioned_construction(ds_config: dict[str, Any]) -> contextlib.AbstractCo
     """
     if ds_config["zero_optimization"]["stage"] != 3:
         return contextlib.nullcontext()
-    # zero.Init reads the process count from DeepSpeed's own process-group wrapper, which must exist first.
-    deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
+    # zero.Init reads the process count from DeepSpeed's own process-group wrapper, which must exist first; it wraps
+    # our process group (dist.init_distributed made it), as deepspeed.initialize would.
+    deepspeed.init_distributed()
     return deepspeed.zero.Init(config_dict_or_path=ds_config, mem_efficient_linear=False)
 
 
