@@ -27,3 +27,13 @@ def write_fake_demo_data(folder: Path, rows: int = 100) -> Path:
     (data / "val.csv").write_text(labelled)
     (data / "labels.txt").write_text("a\nb\n")
     return data
+
+
+def load_deepspeed_file(path) -> object:
+    """A DeepSpeed checkpoint file read as the engine reads it: weights-only, with DeepSpeed's allow-list."""
+    import torch
+
+    from videomae.engine.deepspeed_setup import weights_only_loads
+
+    with weights_only_loads():
+        return torch.load(path, map_location="cpu")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_deepspeed_file
 from safetensors.torch import load_file
 from test_finetune_engine import DEMO_YAML, ROOT, overrides, records, run
 
@@ -241,11 +242,11 @@ def test_teacher_frozen_and_outside_checkpoints_and_resume_restores_the_projecto
     states = {}
     for step in (3, 6):
         folder = ref / "checkpoints" / ckpt.tag_for(step)
-        module = torch.load(folder / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+        module = load_deepspeed_file(folder / "mp_rank_00_model_states.pt")["module"]
         assert set(module) == {f"student.{k}" for k in student.state_dict()} | set(projector)
         assert {k: tuple(module[k].shape) for k in projector} == projector
         states[step] = module
-        optim = torch.load(folder / "zero_pp_rank_0_mp_rank_00_optim_states.pt", weights_only=False)
+        optim = load_deepspeed_file(folder / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
         flat = optim["optimizer_state_dict"]["single_partition_of_fp32_groups"]
         assert trainable <= sum(t.numel() for t in flat) < trainable + 64  # (alignment padding at most)
     assert not torch.equal(states[3]["loss.projector.weight"], states[6]["loss.projector.weight"])  # it trains
@@ -262,5 +263,5 @@ def test_teacher_frozen_and_outside_checkpoints_and_resume_restores_the_projecto
     for step in resumed:
         for key in ("loss", "loss_kd", "loss_label", "loss_feature"):
             assert resumed[step][key] == seq[step][key], (step, key)
-    final = torch.load(out / "checkpoints" / ckpt.tag_for(6) / "mp_rank_00_model_states.pt", weights_only=False)
+    final = load_deepspeed_file(out / "checkpoints" / ckpt.tag_for(6) / "mp_rank_00_model_states.pt")
     assert all(torch.equal(final["module"][k], states[6][k]) for k in projector)

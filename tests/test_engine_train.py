@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import free_port
+from helpers import free_port, load_deepspeed_file
 from safetensors.torch import load_file
 
 from videomae.config import load_config
@@ -79,7 +79,6 @@ def run(launcher: str, args: list[str], nproc: int = 1, timeout: int = 600) -> s
     output, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, output[-4000:]
     return output
-
 
 
 def losses(out: Path) -> dict[int, float]:
@@ -238,3 +237,25 @@ def test_usr1_checkpoints_and_stops_then_the_rerun_finishes(demo, tmp_path):
     log = run("python", [*args, "train.max_steps=" + str(stopped.step + 2)])
     assert f"resumed from {stopped.path}" in log
     assert max(losses(out)) == stopped.step + 2
+
+
+class _Payload:
+    marker: Path
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_tampered_deepspeed_file(zero2_run, tmp_path):
+    # DeepSpeed's own loader unpickles with weights_only=False; ours wraps it, so the payload never runs.
+    out = tmp_path / "run"
+    shutil.copytree(zero2_run, out)
+    _Payload.marker = tmp_path / "pwned"
+    states = out / "checkpoints/step_00000006/mp_rank_00_model_states.pt"
+    torch.save({**load_deepspeed_file(states), "payload": _Payload()}, states)
+    proc = launch("torchrun", [*yaml_overrides_from(out), "train.max_steps=8"], nproc=2)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0
+    assert f"{states}: refused to unpickle" in output, output[-3000:]
+    assert not _Payload.marker.exists()

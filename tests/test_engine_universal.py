@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_deepspeed_file
 from test_engine_train import DEMO_YAML, ROOT, demo, losses, overrides, run  # noqa: F401  (demo is a fixture)
 
 from videomae.engine import checkpointing as ckpt
@@ -191,7 +192,7 @@ def inspect_resume(args: list[str], out: Path) -> dict:
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return torch.load(dump, weights_only=False)
+    return torch.load(dump, weights_only=True)
 
 
 def consolidated(checkpoint: Path, stage: int) -> dict[str, torch.Tensor]:
@@ -205,7 +206,7 @@ def consolidated(checkpoint: Path, stage: int) -> dict[str, torch.Tensor]:
 def sampler_state(run_dir: Path, step: int) -> dict:
     """The sampler position stored in a checkpoint's client state."""
     path = run_dir / "checkpoints" / ckpt.tag_for(step) / "mp_rank_00_model_states.pt"
-    return torch.load(path, weights_only=False)["sampler"]
+    return load_deepspeed_file(path)["sampler"]
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,7 @@ __all__ = [
     "read_checkpoint",
     "read_state_dict",
     "remap_head",
+    "weights_only_globals",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -121,7 +122,7 @@ def _compress(keys: list[str]) -> list[str]:
 # --------------------------------------------------------------------------------------------- reading
 
 
-def _safe_globals() -> list[Any]:
+def weights_only_globals() -> list[Any]:
     """Harmless types the release pickles hold, with the module paths NumPy 1.x wrote."""
     scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
     allowed: list[Any] = [argparse.Namespace, np.dtype, (scalar, "numpy.core.multiarray.scalar"), scalar]
@@ -131,7 +132,7 @@ def _safe_globals() -> list[Any]:
 
 def _torch_load(path: Path) -> Any:
     try:
-        with torch.serialization.safe_globals(_safe_globals()):
+        with torch.serialization.safe_globals(weights_only_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(

@@ -154,10 +154,19 @@ def find_resume_checkpoint(cfg: Any, root: str | Path) -> CheckpointInfo | None:
 
 
 def get_rng_state(mask_generator: torch.Generator) -> dict[str, Any]:
-    """Every random stream this process uses: python, numpy, torch (CPU, CUDA) and the mask generator."""
+    """Every random stream this process uses: python, numpy, torch (CPU, CUDA) and the mask generator, as tensors
+    and plain numbers only, so the per-rank file loads weights-only."""
+    version, words, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": version, "state": torch.tensor(words, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(cached),
+        },
         "torch": torch.get_rng_state(),
         "mask_generator": mask_generator.get_state(),
     }
@@ -168,8 +177,10 @@ def get_rng_state(mask_generator: torch.Generator) -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any], mask_generator: torch.Generator) -> None:
     """Restore what :func:`get_rng_state` captured."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    python, numpy_state = state["python"], state["numpy"]
+    random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss"]))
+    keys = numpy_state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((numpy_state["kind"], keys, numpy_state["pos"], numpy_state["has_gauss"], numpy_state["gauss"]))
     torch.set_rng_state(state["torch"])
     mask_generator.set_state(state["mask_generator"])
     if "cuda" in state and torch.cuda.is_available():
@@ -383,13 +394,17 @@ def load_checkpoint(
     # group 0's onto all, which would give norms and biases weight decay); this run's groups come from its config.
     current = engine.optimizer.param_groups if use_universal else []
     groups = [{k: v for k, v in g.items() if k != "params"} for g in current]
-    _, client_state = engine.load_checkpoint(
-        str(source.root), tag=source.tag, load_optimizer_states=True, load_lr_scheduler_states=False
-    )
+    from videomae.engine.deepspeed_setup import weights_only_loads  # deepspeed is imported by the engine only
+
+    rank_file = info.path / f"rank_state_{engine.global_rank:05d}.pt"
+    with weights_only_loads():  # DeepSpeed unpickles its files with weights_only=False otherwise; ours too: tensors
+        _, client_state = engine.load_checkpoint(
+            str(source.root), tag=source.tag, load_optimizer_states=True, load_lr_scheduler_states=False
+        )
+        rank_state = torch.load(rank_file, map_location="cpu") if rank_file.is_file() else None
     for group, saved in zip(engine.optimizer.param_groups if use_universal else [], groups):
         group.update(saved)
     if client_state is None:
         raise RuntimeError(f"DeepSpeed could not load checkpoint {source.path}")
-    rank_file = info.path / f"rank_state_{engine.global_rank:05d}.pt"
-    rank_state = torch.load(rank_file, weights_only=False) if rank_file.is_file() else None
+
     return client_state, rank_state

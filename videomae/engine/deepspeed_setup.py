@@ -1,4 +1,5 @@
-"""DeepSpeed: the config dict generated from our dataclasses, ``deepspeed.initialize``, fp32 consolidation.
+"""DeepSpeed: the config dict generated from our dataclasses, ``deepspeed.initialize``, fp32 consolidation, and
+weights-only loading of everything DeepSpeed reads for us (:func:`weights_only_loads`).
 
 This is the only module that imports ``deepspeed``. On a machine without GPUs DeepSpeed picks its CPU
 accelerator (``DS_ACCELERATOR=cpu`` forces it) and the process group uses ``gloo``.
@@ -11,12 +12,15 @@ import contextlib
 import io
 import logging
 import os
+import pickle
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from videomae.checkpoint import CheckpointError, weights_only_globals
 from videomae.config import DeepSpeedConfig, TrainConfig
 
 if not torch.cuda.is_available():
@@ -38,6 +42,7 @@ __all__ = [
     "full_optimizer_state",
     "initialize",
     "parameter_counts",
+    "weights_only_loads",
     "partitioned_construction",
     "whole_parameters",
 ]
@@ -203,7 +208,7 @@ def _merged_zero_fp32(checkpoint_dir: str | Path, tag: str) -> dict[str, torch.T
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed), weights_only_loads():
         state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)
     for line in printed.getvalue().splitlines():
         log.debug("zero_to_fp32: %s", line)
@@ -229,7 +234,8 @@ def checkpoint_fp32_state_dict(checkpoint_dir: str | Path, tag: str) -> tuple[di
     file = folder / "mp_rank_00_model_states.pt"
     if not file.is_file():
         raise FileNotFoundError(f"{folder}: no DeepSpeed checkpoint (neither ZeRO optimizer files nor {file.name})")
-    module = torch.load(file, map_location="cpu", weights_only=True, mmap=True)["module"]
+    with weights_only_loads():
+        module = torch.load(file, map_location="cpu", mmap=True)["module"]
     notes = []
     half = sorted({str(v.dtype) for v in module.values() if v.is_floating_point() and v.dtype != torch.float32})
     if half:
@@ -265,7 +271,7 @@ def convert_to_universal(checkpoint_dir: str | Path, output_dir: str | Path) -> 
     )
     printed = io.StringIO()
     try:
-        with contextlib.redirect_stdout(printed):
+        with contextlib.redirect_stdout(printed), weights_only_loads():
             ds_to_universal.main(args)
     except Exception as error:  # DeepSpeed raises assertions, KeyErrors, ...: name the folder whatever it was
         message = f"ds_to_universal could not convert {checkpoint_dir}: {type(error).__name__}: {error}"
@@ -305,3 +311,45 @@ def full_optimizer_state(engine: Any, key: str) -> dict[str, torch.Tensor]:
         if param.requires_grad:
             out[name] = safe_get_full_optimizer_state(param, key).detach().float().cpu().clone()
     return out
+
+
+def _deepspeed_checkpoint_globals() -> list[Any]:
+    """The classes DeepSpeed pickles into its checkpoint files besides tensors and containers: the loss scaler, the
+    ZeRO stage enum and the optimizer-fragment addresses of universal checkpoints (found by loading every kind of
+    checkpoint our runs write, ZeRO 0-3 in fp32/bf16 and universal, with nothing allowed)."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [*weights_only_globals(), LossScaler, ZeroStageEnum, fragment_address]
+
+
+@contextlib.contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """Inside, every ``torch.load`` of this process (ours and DeepSpeed's: engine resume, universal conversion and
+    loading, ``zero_to_fp32``) unpickles weights-only with an explicit allow-list, whatever the caller asked for.
+
+    DeepSpeed calls ``torch.load(..., weights_only=False)`` on its own files, so a crafted pickle in a run folder
+    would run code on resume or export; wrapping the loader is the one place that covers every such call.
+
+    Raises:
+        CheckpointError: (inside) a file holds objects outside the allow-list; it names the file.
+    """
+    original = torch.load
+    allowed = _deepspeed_checkpoint_globals()
+
+    def load(f: Any, map_location: Any = None, *args: Any, weights_only: bool | None = None, **kwargs: Any) -> Any:
+        try:
+            with torch.serialization.safe_globals(allowed):
+                return original(f, map_location, *args, weights_only=True, **kwargs)
+        except pickle.UnpicklingError as error:
+            raise CheckpointError(
+                f"{f}: refused to unpickle: it holds objects outside the weights-only allow-list, which could run "
+                f"code (a checkpoint written by another program, or tampered with): {str(error).splitlines()[0]}"
+            ) from None
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = original
