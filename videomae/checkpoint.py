@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from videomae.data.labels import normalize_class_name
+from videomae.export_guard import check_export_config
 from videomae.models.convert_hf import convert_hf_state_dict, is_hf_state_dict
 from videomae.models.pos_embed import guess_grid, interpolate_pos_table, sinusoid_table
 from videomae.models.registry import create_model
@@ -168,9 +169,13 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
                 return state, config
         raise CheckpointError(f"{path}: folder has no model.safetensors, pytorch_model.bin or sharded index")
     if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-        return load_file(str(path)), metadata
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = dict(handle.metadata() or {})
+            return load_file(str(path)), metadata
+        except SafetensorError as err:
+            message = f"{path}: not a readable safetensors file ({err}); re-export or re-download it"
+            raise CheckpointError(message) from None
     if path.suffix in PICKLE_SUFFIXES:
         return _torch_load(path), {}
     raise CheckpointError(f"{path}: unknown checkpoint type {path.suffix!r}; use .pth/.pt/.bin/.ckpt/.safetensors")
@@ -491,8 +496,11 @@ def load_exported(path: str | Path, device: torch.device | str = "cpu") -> tuple
     state, metadata = read_checkpoint(path)
     if _METADATA_KEY not in metadata:
         raise CheckpointError(f"{path}: not a videomae export (no '{_METADATA_KEY}' metadata entry)")
-    info = json.loads(metadata[_METADATA_KEY])
-    config = dict(info["model_config"])
-    model = create_model(config.pop("name"), **config)
+    try:
+        info = json.loads(metadata[_METADATA_KEY])
+        name, config = check_export_config(path, info["model_config"], state)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: unusable videomae metadata: {err}") from None
+    model = create_model(name, **config)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), info

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from videomae.checkpoint import CheckpointError, load_exported, load_pretrained
@@ -118,8 +118,11 @@ def _export_metadata(source: str | Path) -> dict[str, Any]:
     """The ``videomae`` metadata of a safetensors export (``{}`` for any other source)."""
     if not str(source).endswith(".safetensors") or not Path(source).is_file():
         return {}
-    with safe_open(str(source), framework="pt") as handle:
-        return json.loads((handle.metadata() or {}).get("videomae", "{}"))
+    try:
+        with safe_open(str(source), framework="pt") as handle:
+            return json.loads((handle.metadata() or {}).get("videomae", "{}"))
+    except (SafetensorError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{source}: unreadable safetensors metadata ({err})") from None
 
 
 def load_inference_model(
