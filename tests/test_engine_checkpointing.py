@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from videomae.engine import checkpointing as ckpt
+from videomae.engine.rng_state import get_rng_state, set_rng_state
 
 
 class FakeEngine:
@@ -99,12 +100,12 @@ def test_resume_on_a_different_world_size_is_refused_for_partitioned_states(tmp_
 
 def test_rng_state_round_trip():
     gen = torch.Generator().manual_seed(3)
-    state = ckpt.get_rng_state(gen)
+    state = get_rng_state(gen)
 
     def draw():
         return (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=gen).item())
 
     first = draw()
     draw()
-    ckpt.set_rng_state(state, gen)
+    set_rng_state(state, gen)
     assert draw() == first

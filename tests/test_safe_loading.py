@@ -15,6 +15,7 @@ from videomae.cli import main as cli_main
 from videomae.engine import checkpointing as ckpt
 from videomae.engine.checkpointing import COMMIT_FILE
 from videomae.engine.deepspeed_setup import convert_to_universal, weights_only_loads
+from videomae.engine.rng_state import get_rng_state, set_rng_state
 
 
 class _Evil:
@@ -97,9 +98,9 @@ def test_rank_state_is_tensors_and_numbers_and_restores_every_stream(tmp_path):
 
     generator = torch.Generator().manual_seed(3)
     random.seed(1), np.random.seed(2), torch.manual_seed(4)
-    torch.save(ckpt.get_rng_state(generator), tmp_path / "rng.pt")
+    torch.save(get_rng_state(generator), tmp_path / "rng.pt")
     expected = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=generator).item())
     random.seed(9), np.random.seed(9), torch.manual_seed(9), generator.manual_seed(9)
-    ckpt.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True), generator)  # no allow-list needed
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True), generator)  # no allow-list needed
     got = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=generator).item())
     assert got == expected

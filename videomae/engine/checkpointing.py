@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import re
 import shutil
 import time
@@ -32,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from videomae.engine import dist
@@ -45,13 +43,11 @@ __all__ = [
     "checkpoint_at",
     "find_latest",
     "find_resume_checkpoint",
-    "get_rng_state",
     "list_complete",
     "load_checkpoint",
     "prepare_universal",
     "resume_needs_universal",
     "save_checkpoint",
-    "set_rng_state",
     "universal_path",
 ]
 
@@ -151,40 +147,6 @@ def find_resume_checkpoint(cfg: Any, root: str | Path) -> CheckpointInfo | None:
             "or resume=never"
         )
     return info
-
-
-def get_rng_state(mask_generator: torch.Generator) -> dict[str, Any]:
-    """Every random stream this process uses: python, numpy, torch (CPU, CUDA) and the mask generator, as tensors
-    and plain numbers only, so the per-rank file loads weights-only."""
-    version, words, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": {"version": version, "state": torch.tensor(words, dtype=torch.int64), "gauss": gauss},
-        "numpy": {
-            "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "gauss": float(cached),
-        },
-        "torch": torch.get_rng_state(),
-        "mask_generator": mask_generator.get_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any], mask_generator: torch.Generator) -> None:
-    """Restore what :func:`get_rng_state` captured."""
-    python, numpy_state = state["python"], state["numpy"]
-    random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss"]))
-    keys = numpy_state["keys"].numpy().astype(np.uint32)
-    np.random.set_state((numpy_state["kind"], keys, numpy_state["pos"], numpy_state["has_gauss"], numpy_state["gauss"]))
-    torch.set_rng_state(state["torch"])
-    mask_generator.set_state(state["mask_generator"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -37,6 +37,7 @@ from videomae.engine.deepspeed_setup import (
 from videomae.engine.logging_utils import MetricsWriter, Progress, setup_logging
 from videomae.engine.loop import MicroStep, NonFiniteError
 from videomae.engine.optim import build_schedule, set_step_values
+from videomae.engine.rng_state import get_rng_state, set_rng_state
 from videomae.engine.stage import StageHooks
 from videomae.engine.throughput import peak_flops
 
@@ -168,7 +169,7 @@ class TrainingRun(StageHooks):
         if saved_world != self.env.world_size and self.sampler is not None:
             self._reshard(client, saved_world)
         if rank_state is not None:
-            ckpt.set_rng_state(rank_state["rng"], self.generator)
+            set_rng_state(rank_state["rng"], self.generator)
         elif saved_world != self.env.world_size:
             # A rank the checkpoint did not have: a fresh stream, distinct from the one it starts a run with.
             self.generator.manual_seed(self.cfg.seed * 1009 + self.env.rank + 7919 * self.state["step"])
@@ -204,7 +205,7 @@ class TrainingRun(StageHooks):
         if self.sampler is not None:
             consumed = (self.state["batches_in_epoch"] - self._loader_start) * self.cfg.train.batch_size
             client["sampler"] = self.sampler.state_dict(consumed=consumed)
-        rank_state = {"rng": ckpt.get_rng_state(self.generator)}
+        rank_state = {"rng": get_rng_state(self.generator)}
         meta = {"init": self.cfg.init}
         ckpt.save_checkpoint(
             self.engine, self.root, self.state["step"], client, rank_state, self.cfg.train.keep_last, meta
