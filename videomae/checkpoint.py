@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ __all__ = [
     "match_class_names",
     "normalize_class_name",
     "read_checkpoint",
+    "refuse_unsafe_pickle",
     "read_state_dict",
     "remap_head",
     "weights_only_globals",
@@ -132,15 +134,27 @@ def weights_only_globals() -> list[Any]:
 
 
 def _torch_load(path: Path) -> Any:
+    # torch.save's zip archives are memory-mapped: the pickle is parsed, tensor bytes are read when used.
+    mmap = zipfile.is_zipfile(path)
     try:
         with torch.serialization.safe_globals(weights_only_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path}: refused to unpickle (it holds objects outside the weights-only allow-list, which could run "
             f"code; for a DeepSpeed model_states file, whose pickle holds its config object, load exported or "
             f"zero_to_fp32 weights instead): {str(err).splitlines()[0]}"
         ) from None
+
+
+def refuse_unsafe_pickle(path: str | Path) -> None:
+    """Unpickle ``path`` weights-only without reading its tensors (memory-mapped), to refuse a crafted file before
+    a job starts; a cheap pickle parse for ``torch.save``'s zip archives, a full load for legacy pickles.
+
+    Raises:
+        CheckpointError: the pickle holds objects outside the allow-list, naming the file.
+    """
+    _torch_load(Path(path))
 
 
 def read_checkpoint(source: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:

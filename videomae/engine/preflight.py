@@ -297,7 +297,8 @@ def _weights_problem(path: Path) -> str | None:
     if path.is_dir():
         for name in HF_WEIGHT_FILES + HF_INDEX_FILES:
             if (path / name).is_file():
-                return _json_problem(path / name) if name.endswith(".json") else _weights_problem(path / name)
+                problem = _json_problem(path / name) if name.endswith(".json") else _weights_problem(path / name)
+                return problem and f"{name}: {problem}"
         return f"folder without {', '.join(HF_WEIGHT_FILES + HF_INDEX_FILES)}"
     try:
         if path.suffix == ".safetensors":
@@ -305,11 +306,25 @@ def _weights_problem(path: Path) -> str | None:
         if path.suffix in PICKLE_SUFFIXES:
             with open(path, "rb") as f:
                 head = f.read(4)
-            ok = head.startswith(_PICKLE_MAGIC)
-            return None if ok else "not a PyTorch checkpoint (neither torch.save's zip archive nor a pickle)"
+            if not head.startswith(_PICKLE_MAGIC):
+                return "not a PyTorch checkpoint (neither torch.save's zip archive nor a pickle)"
+            return _unsafe_pickle_problem(path)
     except OSError as err:
         return f"unreadable: {err.strerror}"
     return f"unknown weights type {path.suffix!r} (use {', '.join(PICKLE_SUFFIXES)}, .safetensors or a folder)"
+
+
+def _unsafe_pickle_problem(path: Path) -> str | None:
+    """Why the weights-only unpickling the run will do refuses ``path`` (None: it accepts it)."""
+    from videomae.checkpoint import CheckpointError, refuse_unsafe_pickle
+
+    try:
+        refuse_unsafe_pickle(path)
+    except CheckpointError as err:
+        return str(err).removeprefix(f"{path}: ")
+    except Exception as err:  # noqa: BLE001 - a damaged archive: the run would fail on it too
+        return f"not readable by torch.load: {str(err).splitlines()[0]}"
+    return None
 
 
 def _safetensors_problem(path: Path) -> str | None:
