@@ -5,17 +5,13 @@ Hugging Face ``transformers`` VideoMAE weights into a pretraining or classificat
 happened. ``export_weights`` / ``load_exported`` write and rebuild a model from a safetensors file that carries
 its own metadata.
 
-Loading never executes code: pickles go through ``torch.load(weights_only=True)`` with an allow-list of the
-harmless extra types the release files hold (``argparse.Namespace`` training arguments, NumPy scalars and
-dtypes), and our exports are safetensors.
+Loading never executes code (:mod:`videomae.checkpoint_reading`), and our exports are safetensors. Reading files
+and remapping heads live in their own modules; their public names are importable from here too.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import pickle
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +19,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
+from videomae.checkpoint_reading import (
+    HF_INDEX_FILES,
+    HF_WEIGHT_FILES,
+    PICKLE_SUFFIXES,
+    CheckpointError,
+    read_checkpoint,
+    read_state_dict,
+    refuse_unsafe_pickle,
+    unwrap_state_dict,
+    weights_only_globals,
+)
 from videomae.data.labels import normalize_class_name
 from videomae.export_guard import check_export_config
+from videomae.head_remap import match_class_names, remap_head
 from videomae.models.convert_hf import convert_hf_state_dict, is_hf_state_dict
 from videomae.models.pos_embed import guess_grid, interpolate_pos_table, sinusoid_table
 from videomae.models.registry import create_model
@@ -45,27 +52,15 @@ __all__ = [
     "match_class_names",
     "normalize_class_name",
     "read_checkpoint",
-    "refuse_unsafe_pickle",
     "read_state_dict",
+    "refuse_unsafe_pickle",
     "remap_head",
     "weights_only_globals",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_WRAPPER_KEYS = ("model", "module", "state_dict", "model_state")
-_PREFIXES = ("_orig_mod.", "module.")
 _METADATA_KEY = "videomae"
-PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
-"""Checkpoint files read with ``torch.load(weights_only=True)``."""
-HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-"""Weights of a Hugging Face ``save_pretrained`` folder, in order of preference."""
-HF_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-"""Indexes of sharded weights in a Hugging Face folder."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model (the message names file and key)."""
 
 
 @dataclass
@@ -120,113 +115,6 @@ def _compress(keys: list[str]) -> list[str]:
             label = ",".join(map(str, numbers))
         out.append(pattern.replace("{}", "{" + label + "}") if "{}" in pattern else pattern)
     return out
-
-
-# --------------------------------------------------------------------------------------------- reading
-
-
-def weights_only_globals() -> list[Any]:
-    """Harmless types the release pickles hold, with the module paths NumPy 1.x wrote."""
-    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
-    allowed: list[Any] = [argparse.Namespace, np.dtype, (scalar, "numpy.core.multiarray.scalar"), scalar]
-    allowed += [type(np.dtype(t)) for t in ("f8", "f4", "i8", "i4", "b1")]
-    return allowed
-
-
-def _torch_load(path: Path) -> Any:
-    # torch.save's zip archives are memory-mapped: the pickle is parsed, tensor bytes are read when used.
-    mmap = zipfile.is_zipfile(path)
-    try:
-        with torch.serialization.safe_globals(weights_only_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path}: refused to unpickle (it holds objects outside the weights-only allow-list, which could run "
-            f"code; for a DeepSpeed model_states file, whose pickle holds its config object, load exported or "
-            f"zero_to_fp32 weights instead): {str(err).splitlines()[0]}"
-        ) from None
-
-
-def refuse_unsafe_pickle(path: str | Path) -> None:
-    """Unpickle ``path`` weights-only without reading its tensors (memory-mapped), to refuse a crafted file before
-    a job starts; a cheap pickle parse for ``torch.save``'s zip archives, a full load for legacy pickles.
-
-    Raises:
-        CheckpointError: the pickle holds objects outside the allow-list, naming the file.
-    """
-    _torch_load(Path(path))
-
-
-def read_checkpoint(source: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read a checkpoint file or Hugging Face folder -> (raw object, safetensors metadata or HF config).
-
-    Accepts ``.pth``/``.pt``/``.bin``/``.ckpt`` pickles, ``.safetensors`` and a folder with ``config.json`` and
-    ``model.safetensors`` / ``pytorch_model.bin`` (sharded weights with their ``*.index.json`` too).
-    """
-    path = Path(source)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if path.is_dir():
-        config_file = path / "config.json"
-        config = json.loads(config_file.read_text()) if config_file.exists() else {}
-        if config.get("model_type", "videomae") != "videomae":
-            raise CheckpointError(f"{config_file}: model_type {config['model_type']!r} is not 'videomae'")
-        for name in HF_WEIGHT_FILES:
-            if (path / name).exists():
-                return read_checkpoint(path / name)[0], config
-        for index_name in HF_INDEX_FILES:
-            if (path / index_name).exists():
-                shards = sorted(set(json.loads((path / index_name).read_text())["weight_map"].values()))
-                state: dict[str, Any] = {}
-                for shard in shards:
-                    state.update(read_checkpoint(path / shard)[0])
-                return state, config
-        raise CheckpointError(f"{path}: folder has no model.safetensors, pytorch_model.bin or sharded index")
-    if path.suffix == ".safetensors":
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = dict(handle.metadata() or {})
-            return load_file(str(path)), metadata
-        except SafetensorError as err:
-            message = f"{path}: not a readable safetensors file ({err}); re-export or re-download it"
-            raise CheckpointError(message) from None
-    if path.suffix in PICKLE_SUFFIXES:
-        return _torch_load(path), {}
-    raise CheckpointError(f"{path}: unknown checkpoint type {path.suffix!r}; use .pth/.pt/.bin/.ckpt/.safetensors")
-
-
-def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:
-    """The state dict inside a training checkpoint (``model`` / ``module`` / ``state_dict``), prefixes stripped."""
-    while isinstance(obj, dict) and not _is_state_dict(obj):
-        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
-        if inner is None:
-            raise CheckpointError(f"{source}: no state dict found; top-level keys {sorted(map(str, obj))[:20]}")
-        obj = inner
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{source}: expected a dict of tensors, got {type(obj).__name__}")
-    state = {}
-    for key, value in obj.items():
-        while key.startswith(_PREFIXES):
-            key = key.removeprefix("_orig_mod.").removeprefix("module.")
-        state[key] = value
-    return state
-
-
-def read_state_dict(source: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
-    """A checkpoint's weights in the release's key layout -> ``(state dict, metadata, format)``.
-
-    Wrappers and prefixes are removed and ``transformers`` keys converted, as :func:`load_pretrained` does;
-    ``format`` is ``"transformers"`` or ``"videomae"`` (ours and the original releases).
-    """
-    raw, metadata = read_checkpoint(source)
-    state = _unwrap(raw, str(source))
-    if is_hf_state_dict(state):
-        return convert_hf_state_dict(state), metadata, "transformers"
-    return state, metadata, "videomae"
-
-
-def _is_state_dict(obj: dict) -> bool:
-    return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
 # --------------------------------------------------------------------------------------------- matching
@@ -293,79 +181,6 @@ def _fit_pos_table(
 
 
 # --------------------------------------------------------------------------------------------- label maps
-
-
-def _normalized_index(names: Sequence[str], what: str) -> dict[str, int]:
-    index: dict[str, int] = {}
-    for i, name in enumerate(names):
-        key = normalize_class_name(name)
-        if key in index:
-            raise CheckpointError(
-                f"{what} class names {names[index[key]]!r} (id {index[key]}) and {name!r} (id {i}) are the same "
-                "after normalisation (case, underscores, spaces); class names must be unique"
-            )
-        index[key] = i
-    return index
-
-
-def match_class_names(source_names: Sequence[str], target_names: Sequence[str]) -> list[int | None]:
-    """For each target class, the index of the source class with the same normalised name (``None``: no match)."""
-    source = _normalized_index(source_names, "checkpoint")
-    _normalized_index(target_names, "model")  # refuse duplicates on this side too
-    return [source.get(normalize_class_name(name)) for name in target_names]
-
-
-def remap_head(
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    source_names: Sequence[str],
-    target_names: Sequence[str],
-    fresh_weight: torch.Tensor,
-    fresh_bias: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
-    """Reorder / slice a classifier head's rows from the source class list to the target class list.
-
-    Args:
-        weight: checkpoint head weight ``[K, D]``, row k for ``source_names[k]``.
-        bias: checkpoint head bias ``[K]`` (or None).
-        source_names: the checkpoint's K class names.
-        target_names: the model's M class names.
-        fresh_weight: the model's freshly initialised head weight ``[M, D]``, kept for unmatched classes.
-        fresh_bias: the model's head bias ``[M]`` (or None).
-
-    Returns:
-        ``(weight [M, D], bias [M] | None, unmatched target names)``.
-
-    Raises:
-        CheckpointError: name counts that do not fit the tensors, duplicate names, widths that differ, or no
-            class in common (a label map that matches nothing is a mistake, not a fresh head).
-    """
-    if len(source_names) != weight.shape[0]:
-        raise CheckpointError(
-            f"label map: the checkpoint head has {weight.shape[0]} classes but {len(source_names)} source names"
-        )
-    if len(target_names) != fresh_weight.shape[0]:
-        raise CheckpointError(
-            f"label map: the model head has {fresh_weight.shape[0]} classes but {len(target_names)} target names"
-        )
-    if weight.shape[1:] != fresh_weight.shape[1:]:
-        raise CheckpointError(f"label map: head width {tuple(weight.shape)} does not fit {tuple(fresh_weight.shape)}")
-    rows = match_class_names(source_names, target_names)
-    if all(r is None for r in rows):
-        raise CheckpointError(
-            f"label map: none of the model's {len(target_names)} classes (e.g. {list(target_names[:3])}) is among "
-            f"the checkpoint's {len(source_names)} (e.g. {list(source_names[:3])}); drop label_map for a fresh head"
-        )
-    new_weight = fresh_weight.detach().clone().to(weight.dtype)
-    new_bias = None if fresh_bias is None else fresh_bias.detach().clone().to(weight.dtype)
-    for target, source in enumerate(rows):
-        if source is None:
-            continue
-        new_weight[target] = weight[source]
-        if new_bias is not None and bias is not None:
-            new_bias[target] = bias[source]
-    unmatched = [name for name, source in zip(target_names, rows) if source is None]
-    return new_weight, new_bias, unmatched
 
 
 def _apply_label_map(
@@ -441,7 +256,7 @@ def load_pretrained(
     """
     name = "<state dict>" if isinstance(source, dict) else str(source)
     raw, metadata = (source, {}) if isinstance(source, dict) else read_checkpoint(source)
-    state = _unwrap(raw, name)
+    state = unwrap_state_dict(raw, name)
     fmt = "transformers" if is_hf_state_dict(state) else "videomae"
     if fmt == "transformers":
         state = convert_hf_state_dict(state)
