@@ -61,16 +61,24 @@ def record(work: Path, demo: Path) -> dict[str, Any]:
              f"train.save_every={STEPS}"])  # fmt: skip
     labelled = [*data, f"data.manifests=[{demo}/train.csv]", f"data.val_manifests=[{demo}/val.csv]",
                 f"data.labels={demo}/labels.txt", f"train.eval_every={STEPS}", f"train.save_every={STEPS}"]  # fmt: skip
-    _launch("launch/finetune.py", "launch/configs/finetune/demo.yaml",
-            [*COMMON, *labelled, f"output_dir={finetune}", f"init={pretrain}/export/model.safetensors"])
-    _launch("launch/finetune.py", "launch/configs/finetune/distill_demo.yaml",
-            [*COMMON, *labelled, f"output_dir={distill}", f"distill.teacher={finetune}/export/model.safetensors"])
+    _launch(
+        "launch/finetune.py",
+        "launch/configs/finetune/demo.yaml",
+        [*COMMON, *labelled, f"output_dir={finetune}", f"init={pretrain}/export/model.safetensors"],
+    )
+    _launch(
+        "launch/finetune.py",
+        "launch/configs/finetune/distill_demo.yaml",
+        [*COMMON, *labelled, f"output_dir={distill}", f"distill.teacher={finetune}/export/model.safetensors"],
+    )
     import torch
 
     return {
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}",
-        "runs": {name: _metrics(folder) for name, folder in (("pretrain", pretrain), ("finetune", finetune),
-                                                              ("distill", distill))},  # fmt: skip
+        "runs": {
+            name: _metrics(folder)
+            for name, folder in (("pretrain", pretrain), ("finetune", finetune), ("distill", distill))
+        },  # fmt: skip
     }
 
 
