@@ -33,18 +33,18 @@ def _hand_ce() -> float:
     return sum(-math.log(_softmax(s, 1.0)[y]) for s, y in zip(STUDENT, LABELS)) / len(STUDENT)
 
 
-@pytest.mark.parametrize(("temperature", "alpha"), [(1.0, 0.0), (4.0, 0.0), (2.0, 0.3)])
+@pytest.mark.parametrize(("temperature", "alpha"), [(1.0, 1.0), (4.0, 1.0), (2.0, 0.7)])
 def test_value_against_hand_computation(temperature: float, alpha: float) -> None:
     loss_fn = DistillationLoss(temperature=temperature, alpha=alpha)
     loss = loss_fn(torch.tensor(STUDENT), torch.tensor(TEACHER), torch.tensor(LABELS))
-    expected = (1 - alpha) * _hand_kd(temperature) + alpha * _hand_ce()
+    expected = alpha * _hand_kd(temperature) + (1 - alpha) * _hand_ce()  # alpha: the distillation term's weight
     assert loss.item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_soft_targets_and_feature_terms_by_hand() -> None:
     # soft (Mixup) targets: CE = -sum(y * log p)
     soft = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.2, 0.8]])
-    loss_fn = DistillationLoss(alpha=1.0)
+    loss_fn = DistillationLoss(alpha=0.0)  # the label term alone
     expected = -sum(
         w * math.log(_softmax(s, 1.0)[c]) for s, row in zip(STUDENT, soft.tolist()) for c, w in enumerate(row) if w
     ) / 2  # fmt: skip

@@ -34,6 +34,7 @@ from videomae.checkpoint_reading import (
     weights_only_globals,
 )
 from videomae.data.labels import normalize_class_name
+from videomae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from videomae.export_guard import check_export_config
 from videomae.head_remap import match_class_names, remap_head
 from videomae.models.convert_hf import convert_hf_state_dict, is_hf_state_dict
@@ -58,8 +59,6 @@ __all__ = [
     "weights_only_globals",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _METADATA_KEY = "videomae"
 
 

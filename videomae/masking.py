@@ -20,7 +20,7 @@ from einops import repeat
 
 Grid = tuple[int, int, int]
 
-__all__ = ["Grid", "num_hidden", "random_mask", "running_cell_mask", "tube_mask"]
+__all__ = ["Grid", "decoded_positions", "num_hidden", "random_mask", "running_cell_mask", "tube_mask"]
 
 
 def _check_grid(grid: Grid) -> None:
@@ -146,3 +146,12 @@ def running_cell_mask(
     cells = cells.view(batch_size, steps, _CELL, _CELL)  # (B, T', 2, 2): cell rows, cell cols
     tiled = repeat(cells, "b t i j -> b t (gh i) (gw j)", gh=height // _CELL, gw=width // _CELL)  # (B, T', H', W')
     return tiled.flatten(1)
+
+
+def decoded_positions(mask: torch.Tensor, decode_mask: torch.Tensor | None) -> torch.Tensor:
+    """Bool ``[B, N]``: the tokens the decoder predicts, in the order of its output (token order).
+
+    Without a decoder mask the decoder predicts exactly the tokens hidden from the encoder; with one (dual
+    masking) it predicts every token the running-cell mask keeps.
+    """
+    return mask if decode_mask is None else ~decode_mask

@@ -165,14 +165,11 @@ def load_teacher(cfg: DistillConfig, data: DataConfig, class_names: Sequence[str
 def build_distill_loss(
     cfg: DistillConfig, train: FinetuneTrainConfig, student_dim: int, teacher_dim: int | None
 ) -> DistillationLoss:
-    """The distillation loss as configured, its label term the run's (soft targets with mixup, else smoothing).
-
-    ``distill.alpha`` weighs the distillation term, so it is ``DistillationLoss``'s ``1 - alpha``.
-    """
+    """The distillation loss as configured, its label term the run's (soft targets with mixup, else smoothing)."""
     features = cfg.feature_weight > 0
     return DistillationLoss(
         temperature=cfg.temperature,
-        alpha=1.0 - cfg.alpha,
+        alpha=cfg.alpha,
         feature_loss=cfg.feature_loss if features else "none",
         feature_weight=cfg.feature_weight,
         student_dim=student_dim if features else None,

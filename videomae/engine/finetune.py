@@ -45,6 +45,7 @@ from videomae.engine.finetune_recipe import (
 )
 from videomae.engine.layer_decay import param_groups_layer_decay
 from videomae.engine.loop import MicroStep, backward_step, compute_dtype
+from videomae.engine.rng_state import generator_seed
 from videomae.engine.run import RunSummary, TrainingRun
 from videomae.engine.validation import EvalResult, score_dataset, write_eval_outputs
 from videomae.models import create_model
@@ -150,7 +151,7 @@ class FinetuneRun(TrainingRun):
     def setup(self, model: nn.Module) -> None:
         t = self.cfg.train
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(self.cfg.seed * 1009 + self.env.rank)
+        self.generator.manual_seed(generator_seed(self.cfg.seed, self.env.rank))
         self.mixup = build_mixup(t, self.num_classes)
         self.criterion = build_criterion(t)
         self.flops_per_clip = classifier_train_flops(student_of(model).model_config)

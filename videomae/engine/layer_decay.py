@@ -12,12 +12,9 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from videomae.engine.optim import param_ndim
+from videomae.engine.optim import no_weight_decay, param_ndim
 
-__all__ = ["layer_id_of", "layer_scales", "no_weight_decay", "param_groups_layer_decay"]
-
-# Names containing one of these never get weight decay: position tables and learned tokens.
-_NO_DECAY_PARTS = ("pos_embed", "cls_token", "mask_token", "rel_pos")
+__all__ = ["layer_id_of", "layer_scales", "param_groups_layer_decay"]
 
 
 def layer_id_of(model: nn.Module, name: str) -> int:
@@ -40,15 +37,6 @@ def layer_id_of(model: nn.Module, name: str) -> int:
 def layer_scales(num_layers: int, layer_decay: float) -> list[float]:
     """``lr_scale`` per layer id ``0 .. num_layers + 1``: ``layer_decay ** (num_layers + 1 - id)``."""
     return [layer_decay ** (num_layers + 1 - layer) for layer in range(num_layers + 2)]
-
-
-def no_weight_decay(name: str, ndim: int, skip: set[str]) -> bool:
-    """True for parameters trained without weight decay.
-
-    1-D tensors (norm weights, biases, layer-scale ``gamma_*``, ``q_bias``/``v_bias``), any ``*.bias``, position
-    tables and learned tokens, and the names in ``skip`` (e.g. ``model.no_weight_decay()``).
-    """
-    return ndim <= 1 or name.endswith(".bias") or name in skip or any(part in name for part in _NO_DECAY_PARTS)
 
 
 def param_groups_layer_decay(

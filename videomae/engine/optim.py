@@ -11,17 +11,33 @@ from torch import nn
 
 from videomae.config import TrainConfig
 
-__all__ = ["Schedule", "build_schedule", "cosine_value", "param_groups", "param_ndim", "set_step_values"]
+__all__ = [
+    "Schedule",
+    "build_schedule",
+    "cosine_value",
+    "no_weight_decay",
+    "param_groups",
+    "param_ndim",
+    "set_step_values",
+]
 
 # Parameters whose names contain one of these never get weight decay (position tables, learned tokens).
 _NO_DECAY_NAME_PARTS = ("pos_embed", "mask_token", "cls_token", "rel_pos", "position")
 
 
+def no_weight_decay(name: str, ndim: int, skip: set[str]) -> bool:
+    """True for parameters trained without weight decay (the one rule of every optimizer we build).
+
+    1-D tensors (norm weights, biases, layer-scale ``gamma_*``, ``q_bias``/``v_bias``), any ``*.bias``, position
+    tables and learned tokens, and the names in ``skip`` (e.g. ``model.no_weight_decay()``).
+    """
+    return ndim <= 1 or name.endswith(".bias") or name in skip or any(part in name for part in _NO_DECAY_NAME_PARTS)
+
+
 def param_groups(model: nn.Module, weight_decay: float, skip: Iterable[str] = ()) -> list[dict]:
     """Split trainable parameters into a decayed and a non-decayed AdamW group.
 
-    No weight decay for 1-d tensors (norm weights, biases, per-channel scales such as ``gamma_1``, ``q_bias``),
-    position tables and learned tokens, and for every name in ``skip`` (e.g. ``model.no_weight_decay()``).
+    No weight decay where :func:`no_weight_decay` says so (``skip``: e.g. ``model.no_weight_decay()``).
 
     Returns:
         Two groups; each has ``name`` ("decay" or "no_decay") and ``apply_wd`` so schedules know which to change.
@@ -29,17 +45,8 @@ def param_groups(model: nn.Module, weight_decay: float, skip: Iterable[str] = ()
     skip = set(skip)
     decay, no_decay = [], []
     for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if (
-            param_ndim(param) <= 1
-            or name.endswith(".bias")
-            or name in skip
-            or any(p in name for p in _NO_DECAY_NAME_PARTS)
-        ):
-            no_decay.append(param)
-        else:
-            decay.append(param)
+        if param.requires_grad:
+            (no_decay if no_weight_decay(name, param_ndim(param), skip) else decay).append(param)
     return [
         {"params": decay, "weight_decay": weight_decay, "name": "decay", "apply_wd": True},
         {"params": no_decay, "weight_decay": 0.0, "name": "no_decay", "apply_wd": False},

@@ -12,7 +12,18 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["get_rng_state", "set_rng_state"]
+__all__ = ["generator_seed", "get_rng_state", "process_seed", "set_rng_state"]
+
+
+def process_seed(seed: int, rank: int) -> int:
+    """Seed of this rank's global generators (python, numpy, torch): distinct per rank."""
+    return seed + rank
+
+
+def generator_seed(seed: int, rank: int, step: int = 0) -> int:
+    """Seed of this rank's own generator (masks, mixup draws), distinct from :func:`process_seed`'s streams;
+    ``step`` > 0 starts a fresh stream for a rank that joins a resumed run."""
+    return seed * 1009 + rank + 7919 * step
 
 
 def get_rng_state(mask_generator: torch.Generator) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from videomae.engine.deepspeed_setup import (
 from videomae.engine.logging_utils import MetricsWriter, Progress, setup_logging
 from videomae.engine.loop import MicroStep, NonFiniteError
 from videomae.engine.optim import build_schedule, set_step_values
-from videomae.engine.rng_state import get_rng_state, set_rng_state
+from videomae.engine.rng_state import generator_seed, get_rng_state, process_seed, set_rng_state
 from videomae.engine.stage import StageHooks
 from videomae.engine.throughput import peak_flops
 
@@ -109,7 +109,7 @@ class TrainingRun(StageHooks):
         self.out = Path(cfg.output_dir)
         self.root = self.out / "checkpoints"
         setup_logging(self.env.rank, self.out / "train.log")
-        seed = cfg.seed + self.env.rank
+        seed = process_seed(cfg.seed, self.env.rank)
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
@@ -172,7 +172,7 @@ class TrainingRun(StageHooks):
             set_rng_state(rank_state["rng"], self.generator)
         elif saved_world != self.env.world_size:
             # A rank the checkpoint did not have: a fresh stream, distinct from the one it starts a run with.
-            self.generator.manual_seed(self.cfg.seed * 1009 + self.env.rank + 7919 * self.state["step"])
+            self.generator.manual_seed(generator_seed(self.cfg.seed, self.env.rank, self.state["step"]))
         self.load_client_state(client)
         log.info("resumed from %s at step %d", self.resume_from.path, self.state["step"])
 

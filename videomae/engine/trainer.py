@@ -14,6 +14,7 @@ from videomae.engine.deepspeed_setup import whole_parameters
 from videomae.engine.loop import MaskGenerator, MicroStep, train_step
 from videomae.engine.optim import param_groups
 from videomae.engine.pictures import ReconstructionPictures
+from videomae.engine.rng_state import generator_seed
 from videomae.engine.run import STOP_FILE, RunSummary, TrainingRun, find_resume_checkpoint
 from videomae.engine.throughput import train_flops_per_clip
 from videomae.models import create_model
@@ -50,7 +51,7 @@ class PretrainRun(TrainingRun):
 
     def setup(self, model: nn.Module) -> None:
         cfg = self.cfg
-        self.masks = MaskGenerator(cfg.mask, model.grid_size, self.device, seed=cfg.seed * 1009 + self.env.rank)
+        self.masks = MaskGenerator(cfg.mask, model.grid_size, self.device, seed=generator_seed(cfg.seed, self.env.rank))
         self.generator = self.masks.generator
         self.loss_fn = MaskedPixelLoss(model.patch_size, model.tubelet_size, cfg.loss.normalize_target)
         self.flops_per_clip = train_flops_per_clip(model, cfg.mask)

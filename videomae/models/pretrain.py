@@ -22,6 +22,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
+from videomae.masking import decoded_positions
 from videomae.models.backbone import VideoViT, gather_tokens, run_blocks
 from videomae.models.layers import init_vit_module, make_blocks
 from videomae.models.pos_embed import sinusoid_table
@@ -195,7 +196,7 @@ class PretrainVisionTransformer(nn.Module):
         """Predict pixels of the decoder's token set from encoder tokens ``x_vis`` [B, N_vis, D_enc]."""
         x_vis = self.encoder_to_decoder(x_vis)  # (B, N_vis, D_dec)
         pos = self.pos_embed.to(dtype=x_vis.dtype).expand(x_vis.shape[0], -1, -1)  # (B, N, D_dec)
-        predicted = mask if decode_mask is None else ~decode_mask
+        predicted = decoded_positions(mask, decode_mask)
         if predicted.shape != mask.shape:
             raise ValueError(
                 f"decode_mask must have the shape of mask {tuple(mask.shape)}, got {tuple(predicted.shape)}"

@@ -8,11 +8,12 @@ code was never published (OpenGVLab/VideoMAEv2 issues 13 and 61).
 
 What this module does: the classic soft-target loss (Hinton et al. 2015): ``T^2 * KL(p_teacher || p_student)``
 with both distributions softened by temperature ``T`` (the ``T^2`` keeps gradient sizes independent of ``T``),
-optionally mixed with the hard-label cross-entropy (``alpha`` is its weight, 0 = pure distillation as the
-released students), plus an optional feature term: the student's features go through a learnable ``Linear`` to
-the teacher's width and are matched with MSE, smooth-L1 or cosine distance. The projector has parameters: give
-this module's parameters to the optimizer together with the student's. :meth:`DistillationLoss.terms` gives the
-unweighted terms (for logging), :meth:`DistillationLoss.weighted` their weighted values, whose sum is the loss.
+optionally mixed with the hard-label cross-entropy (``alpha`` weighs the distillation term and ``1 - alpha`` the
+label term, as ``distill.alpha`` in the config; 1 = pure distillation as the released students), plus an optional
+feature term: the student's features go through a learnable ``Linear`` to the teacher's width and are matched with
+MSE, smooth-L1 or cosine distance. The projector has parameters: give this module's parameters to the optimizer
+together with the student's. :meth:`DistillationLoss.terms` gives the unweighted terms (for logging),
+:meth:`DistillationLoss.weighted` their weighted values, whose sum is the loss.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ FEATURE_LOSSES = ("none", "mse", "smooth_l1", "cosine")
 class DistillationLoss(nn.Module):
     """Soft-target logit distillation, optional hard-label cross-entropy and optional feature matching.
 
-    ``loss = (1 - alpha) * T^2 * KL(softmax(t / T) || softmax(s / T)) + alpha * CE(s, y) + feature_weight * F``
+    ``loss = alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, y) + feature_weight * F``
 
     Args:
         temperature: softening temperature ``T`` (> 0).
-        alpha: weight of the hard-label cross-entropy in ``[0, 1]``; 0 needs no labels.
+        alpha: weight of the distillation term in ``[0, 1]``; the hard-label cross-entropy gets ``1 - alpha`` (1
+            needs no labels).
         feature_loss: ``"none"``, ``"mse"``, ``"smooth_l1"`` or ``"cosine"`` (1 - cosine similarity per token).
         feature_weight: weight of the feature term.
         student_dim: student feature width (needed with a feature loss).
@@ -45,7 +47,7 @@ class DistillationLoss(nn.Module):
     def __init__(
         self,
         temperature: float = 1.0,
-        alpha: float = 0.0,
+        alpha: float = 1.0,
         feature_loss: str = "none",
         feature_weight: float = 1.0,
         student_dim: int | None = None,
@@ -56,7 +58,7 @@ class DistillationLoss(nn.Module):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha (weight of the hard-label loss) must be in [0, 1], got {alpha}")
+            raise ValueError(f"alpha (weight of the distillation term) must be in [0, 1], got {alpha}")
         if feature_loss not in FEATURE_LOSSES:
             raise ValueError(f"feature_loss {feature_loss!r} is not one of {FEATURE_LOSSES}")
         if feature_loss != "none" and (student_dim is None or teacher_dim is None):
@@ -99,8 +101,8 @@ class DistillationLoss(nn.Module):
 
     @property
     def weights(self) -> dict[str, float]:
-        """Weight of each term in the loss: ``kd`` 1 - alpha, ``hard`` alpha, ``feature`` feature_weight."""
-        return {"kd": 1.0 - self.alpha, "hard": self.alpha, "feature": self.feature_weight}
+        """Weight of each term in the loss: ``kd`` alpha, ``hard`` 1 - alpha, ``feature`` feature_weight."""
+        return {"kd": self.alpha, "hard": 1.0 - self.alpha, "feature": self.feature_weight}
 
     def terms(
         self,
@@ -111,7 +113,7 @@ class DistillationLoss(nn.Module):
         teacher_features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The unweighted terms (for logging): ``kd`` always, ``hard`` whenever ``labels`` are given (also with
-        alpha 0), ``feature`` when built with a feature loss (both feature tensors are then required)."""
+        alpha 1), ``feature`` when built with a feature loss (both feature tensors are then required)."""
         if student_logits.shape != teacher_logits.shape:
             raise ValueError(f"student logits {tuple(student_logits.shape)} != teacher logits "
                              f"{tuple(teacher_logits.shape)}; map the teacher's classes first")  # fmt: skip
@@ -125,10 +127,10 @@ class DistillationLoss(nn.Module):
         return out
 
     def weighted(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """:meth:`terms` times their :attr:`weights`, whose sum is the loss; ``hard`` only when alpha > 0."""
-        if self.alpha > 0 and "hard" not in terms:
-            raise ValueError(f"alpha={self.alpha} needs labels for the hard-label term")
-        return {k: self.weights[k] * v for k, v in terms.items() if k != "hard" or self.alpha > 0}
+        """:meth:`terms` times their :attr:`weights`, whose sum is the loss; ``hard`` only when alpha < 1."""
+        if self.alpha < 1 and "hard" not in terms:
+            raise ValueError(f"alpha={self.alpha} needs labels for the hard-label term (weight 1 - alpha)")
+        return {k: self.weights[k] * v for k, v in terms.items() if k != "hard" or self.alpha < 1}
 
     def components(
         self,
@@ -139,7 +141,7 @@ class DistillationLoss(nn.Module):
         teacher_features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The weighted terms (``kd``, and ``hard`` / ``feature`` when used), whose sum is the loss."""
-        labels = labels if self.alpha > 0 else None  # the hard-label term is not computed at weight 0
+        labels = labels if self.alpha < 1 else None  # the hard-label term is not computed at weight 0
         return self.weighted(self.terms(student_logits, teacher_logits, labels, student_features, teacher_features))
 
     def forward(

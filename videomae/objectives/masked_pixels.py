@@ -6,18 +6,10 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from videomae.masking import decoded_positions
 from videomae.objectives.pixels import denormalize, patch_pixel_targets, patchify, unpatchify
 
 __all__ = ["MaskedPixelLoss", "decoded_positions", "masked_input_pixels", "predictions_to_pixels"]
-
-
-def decoded_positions(mask: torch.Tensor, decode_mask: torch.Tensor | None) -> torch.Tensor:
-    """Bool ``[B, N]``: the tokens the decoder predicts, in the order of its output (token order).
-
-    Without a decoder mask the decoder predicts exactly the tokens hidden from the encoder; with one (dual
-    masking) it predicts every token the running-cell mask keeps.
-    """
-    return mask if decode_mask is None else ~decode_mask
 
 
 def _select(tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
