@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from videomae.checkpoint import load_exported
 from videomae.data import HybridVideoDataset, SourceSpec, collate_clips
 from videomae.data.demo import DATA_VERSION, DemoConfig, write_demo_dataset
-from videomae.engine.probes import extract_features, fit_linear_probe
+from videomae.evaluation.probes import extract_features, fit_linear_probe
 from videomae.models import create_model
 from videomae.stages import load_recipe
 

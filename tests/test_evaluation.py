@@ -14,14 +14,10 @@ import torch.multiprocessing as mp
 from helpers import free_port
 from PIL import Image
 
-from videomae.engine.evaluation import (
-    MultiViewAccumulator,
-    classification_metrics,
-    confusion_matrix,
-    save_confusion_png,
-    save_predictions_csv,
-    views_from_repeats,
-)
+from videomae.engine.dist import all_gather_objects
+from videomae.evaluation.metrics import classification_metrics, confusion_matrix
+from videomae.evaluation.multiview import MultiViewAccumulator, views_from_repeats
+from videomae.evaluation.reports import save_confusion_png, save_predictions_csv
 
 # 5 videos x 2 views x 6 classes. Labels and the hand-derived outcome of the view-averaged scores:
 #   video 0 (label 0): view 0 sure of 0, view 1 mildly 5 -> predicts 0, right
@@ -79,7 +75,7 @@ def _check(predictions, metrics) -> None:
 def _worker(rank: int, port: int, out_dir: str) -> None:
     torch_dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        acc = MultiViewAccumulator(num_views=2)
+        acc = MultiViewAccumulator(num_views=2, gather=all_gather_objects)
         for videos in _rank_batches(rank):
             batch = _batch(videos)
             acc.update(batch["logits"], batch["label"], batch["index"])

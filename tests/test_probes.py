@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from videomae.engine.probes import encode_tokens, extract_features, fit_attentive_probe, fit_linear_probe
+from videomae.evaluation.probes import encode_tokens, extract_features, fit_attentive_probe, fit_linear_probe
 from videomae.models import create_model
 
 TINY = dict(img_size=32, patch_size=8, all_frames=4)

@@ -194,7 +194,7 @@ def add_extract_features(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_visualize(args: argparse.Namespace) -> int:
     from videomae.data.decoding import DecodeError
-    from videomae.engine.pictures import save_reconstruction
+    from videomae.evaluation.pictures import save_reconstruction
     from videomae.inference.reconstruction import reconstruction_picture
 
     model = _load(args)

@@ -8,8 +8,8 @@ micro-step, the shared backward/step), ``checkpointing`` (atomic checkpoints, au
 ``logging_utils`` (rank-0 metric sinks), ``pictures`` (reconstruction PNGs), ``run`` + ``stage`` (the run every
 stage shares and the hooks a stage supplies), ``trainer`` (``run_pretraining``), ``finetune`` (``run_finetuning``,
 ``evaluate_only``) with ``finetune_data`` (labelled and evaluation sets), ``finetune_init`` (init with head remapping),
-``finetune_recipe`` (Mixup/CutMix, losses, FLOPs), ``validation`` (multi-view scoring and eval files) on
-``evaluation`` (accumulator, metrics, pictures), ``probes`` (frozen-encoder probes), ``launcher`` (what the
+``finetune_recipe`` (Mixup/CutMix, losses, FLOPs), ``validation`` (multi-view scoring across ranks and eval
+files, on :mod:`videomae.evaluation`), ``launcher`` (what the
 ``launch/*.py`` entry points share). Import the submodules directly; this package imports nothing, so
 ``videomae.engine.dist`` stays light.
 """

@@ -2,7 +2,7 @@
 
 Evaluation is split across ranks without padding (a distributed sampler would repeat videos to even out the
 ranks): rank ``r`` of ``R`` scores videos ``r, r + R, r + 2R, ...``, so every video is scored exactly once and the
-per-video scores are gathered in memory (:class:`videomae.engine.evaluation.MultiViewAccumulator`).
+per-video scores are gathered in memory (:class:`videomae.evaluation.multiview.MultiViewAccumulator`).
 """
 
 from __future__ import annotations

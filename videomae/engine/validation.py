@@ -18,15 +18,10 @@ import torch
 
 from videomae.data import collate_clips
 from videomae.engine.dist import all_gather_objects
-from videomae.engine.evaluation import (
-    ClassificationMetrics,
-    MultiViewAccumulator,
-    VideoPredictions,
-    classification_metrics,
-    save_confusion_png,
-    save_predictions_csv,
-)
 from videomae.engine.finetune_data import build_eval_loader, eval_batches
+from videomae.evaluation.metrics import ClassificationMetrics, classification_metrics
+from videomae.evaluation.multiview import MultiViewAccumulator, VideoPredictions
+from videomae.evaluation.reports import save_confusion_png, save_predictions_csv
 
 __all__ = ["EvalResult", "score_dataset", "write_eval_outputs"]
 
@@ -83,7 +78,7 @@ def score_dataset(
         ValueError: no video could be scored on any rank.
     """
     num_views = dataset.test_num_segment * dataset.test_num_crop
-    accumulator = MultiViewAccumulator(num_views)
+    accumulator = MultiViewAccumulator(num_views, gather=all_gather_objects)
     done, unreadable, last = 0, 0, None
     for batch in build_eval_loader(dataset, rank, world_size, batch_size, num_workers):
         videos = batch["video"].to(device, non_blocking=True)  # (B*V, C, T, H, W)

@@ -2,7 +2,7 @@
 
 The videos go through the test-mode :class:`~videomae.data.datasets.VideoClipDataset` (one decode per video for all
 its segments, ``num_crops`` crops along the long side) and the evaluation's
-:class:`~videomae.engine.evaluation.MultiViewAccumulator` (softmax per view, mean per video), so a prediction is
+:class:`~videomae.evaluation.multiview.MultiViewAccumulator` (softmax per view, mean per video), so a prediction is
 exactly what evaluation would score. An unreadable video is reported, never replaced by another.
 """
 
@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from videomae.data.datasets import VideoClipDataset, collate_clips
 from videomae.data.manifest import Manifest, ManifestRow
-from videomae.engine.evaluation import MultiViewAccumulator
+from videomae.evaluation.multiview import MultiViewAccumulator
 from videomae.inference.loading import InferenceModel
 
 __all__ = ["VideoPrediction", "predict_videos"]
@@ -87,7 +87,7 @@ def predict_videos(
     )  # fmt: skip
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_clips)
     views = num_segments * num_crops
-    accumulator = MultiViewAccumulator(num_views=views, gather=lambda local: [local])
+    accumulator = MultiViewAccumulator(num_views=views)
     any_valid = False
     for batch in loader:
         keep = batch["valid"]  # (B*V,): unreadable videos are skipped, never substituted

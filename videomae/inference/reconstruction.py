@@ -11,7 +11,7 @@ from videomae.data.datasets import decode_clips
 from videomae.data.manifest import ManifestRow
 from videomae.data.sampling import sample_test_indices
 from videomae.data.transforms import EvalTransform
-from videomae.engine.pictures import reconstruction_grid
+from videomae.evaluation.pictures import reconstruction_grid
 from videomae.inference.loading import InferenceModel
 from videomae.masking import tube_mask
 from videomae.models import PretrainVisionTransformer
