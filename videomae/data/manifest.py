@@ -22,10 +22,16 @@ Two kinds of file are read:
   ``format="auto"`` detects the kind: a first line that parses as a CSV header with a ``path`` column (or with a
   comma) is CSV; otherwise the column count decides (1, 2, 3). Three columns are ambiguous; the rule is: it is
   ``path_start_total`` when the third column is ``-1`` on some row or the second column is ``0`` or ``1`` on every
-  row, else ``folder_total_label``. Pass ``format=`` to override the rule.
+  row, else ``folder_total_label``. Pass ``format=`` to override the rule. A header separated by ``;``, tabs or
+  spaces, or rows that are all ``;``-separated, is refused ("use commas"), never read as a list.
+
+Lines end at ``\n`` or ``\r\n``, or at ``\r`` in a file without any ``\n`` (old Mac OS); a stray ``\r`` inside a line
+or a NUL byte refuses that line (:mod:`videomae.data.manifest_lines`). A quote that never closes is reported at the
+line where it opens. Labels follow :data:`videomae.data.labels.LABEL_RULE`: all integer ids or all class names.
 
 Every row is validated before training starts; all problems are collected and raised together as one
-:class:`ManifestError` naming the file, the line and the reason.
+:class:`ManifestError` naming the file, the line and the reason (:class:`ManifestFormatError` when the file as a
+whole cannot be read).
 """
 
 from __future__ import annotations
@@ -35,18 +41,27 @@ import io
 import os
 from collections.abc import Iterable, Sequence
 
-from videomae.data.labels import resolve_labels
-from videomae.data.manifest_parse import detect_format, parse_csv, parse_list
-from videomae.data.manifest_types import CSV_COLUMNS, LIST_FORMATS, Manifest, ManifestError, ManifestRow
+from videomae.data.manifest_parse import parse_text
+from videomae.data.manifest_types import (
+    CSV_COLUMNS,
+    LIST_FORMATS,
+    Manifest,
+    ManifestError,
+    ManifestFormatError,
+    ManifestRow,
+)
 
 __all__ = [
     "CSV_COLUMNS",
     "LIST_FORMATS",
     "Manifest",
     "ManifestError",
+    "ManifestFormatError",
     "ManifestRow",
+    "manifest_from_text",
     "read_label_map",
     "read_manifest",
+    "read_manifest_text",
     "write_manifest",
 ]
 
@@ -91,28 +106,40 @@ def read_manifest(
     path = os.fspath(path)
     if format != "auto" and format != "csv" and format not in LIST_FORMATS:
         raise ValueError(f"format={format!r}: expected 'auto', 'csv' or one of {LIST_FORMATS}")
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: spreadsheet exports start with a BOM
-            text = f.read()
-    except FileNotFoundError:
-        raise ManifestError(path, [(0, "file not found")]) from None
-    except UnicodeDecodeError as e:
-        raise ManifestError(path, [(0, f"not UTF-8 text ({e.reason} at byte {e.start})")]) from None
-    names = read_label_map(label_map) if isinstance(label_map, (str, os.PathLike)) else label_map
-    names = list(names) if names is not None else None
+    text = read_manifest_text(path)
+    return manifest_from_text(
+        path, text.removeprefix("\ufeff"), data_root, format=format, label_map=label_map, max_errors=max_errors
+    )
 
-    if format == "auto":
-        format = detect_format(path, text)
-    if format == "csv":
-        raw, errors = parse_csv(path, text)
-    else:
-        raw, errors = parse_list(path, text, format)
-    if not raw and not errors:
-        errors.append((0, "no rows"))
-    rows, label_names = resolve_labels(raw, names, errors)
-    if errors:
-        errors.sort(key=lambda e: e[0])
-        raise ManifestError(path, errors, max_report=max_errors)
+
+def read_manifest_text(path: str | os.PathLike) -> str:
+    """A manifest file's text, as stored (line endings and a byte-order mark kept).
+
+    Raises:
+        ManifestFormatError: missing file or not UTF-8.
+    """
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ManifestFormatError(os.fspath(path), [(0, "file not found")]) from None
+    except UnicodeDecodeError as e:
+        raise ManifestFormatError(os.fspath(path), [(0, f"not UTF-8 text ({e.reason} at byte {e.start})")]) from None
+
+
+def manifest_from_text(
+    path: str,
+    text: str,
+    data_root: str | os.PathLike | None = None,
+    *,
+    format: str = "auto",
+    label_map: str | os.PathLike | Sequence[str] | None = None,
+    max_errors: int = 20,
+) -> Manifest:
+    """:func:`read_manifest` on text already read (``path`` names it in messages); a spreadsheet's byte-order mark
+    must already be removed."""
+    names = read_label_map(label_map) if isinstance(label_map, (str, os.PathLike)) else label_map
+    rows, label_names, format = parse_text(path, text, format, names, max_errors)
     root = os.fspath(data_root) if data_root is not None else None
     for row in rows:
         row.manifest = path

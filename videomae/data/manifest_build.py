@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from videomae.data.frame_check import template_regex
 from videomae.data.manifest import ManifestRow, write_manifest
 from videomae.data.manifest_probe import DEFAULT_FRAME_TEMPLATE, ProbeJob, probe_all
 
@@ -60,14 +60,6 @@ class BuildResult:
         return "\n".join(lines)
 
 
-def _template_regex(template: str) -> re.Pattern[str]:
-    """A regex matching the file names a ``str.format`` template with one integer field produces."""
-    match = re.fullmatch(r"(.*?)\{[^{}]*\}(.*)", template)
-    if match is None:
-        raise ValueError(f"frame_template={template!r} must contain exactly one {{}} field, e.g. 'img_{{:05d}}.jpg'")
-    return re.compile(re.escape(match.group(1)) + r"(\d+)" + re.escape(match.group(2)))
-
-
 def scan_folder(
     root: str | os.PathLike, frame_template: str = DEFAULT_FRAME_TEMPLATE, extensions: Iterable[str] = VIDEO_EXTENSIONS
 ) -> tuple[list[ScannedClip], list[tuple[str, str]]]:
@@ -80,7 +72,7 @@ def scan_folder(
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise NotADirectoryError(f"{root} is not a folder")
-    pattern = _template_regex(frame_template)
+    pattern = template_regex(frame_template)
     video_ext = {e.lower().lstrip(".") for e in extensions}
     clips: list[ScannedClip] = []
     skipped: list[tuple[str, str]] = []

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PROBLEM_KINDS", "CheckReport", "Problem"]
+__all__ = ["FIXABLE_KINDS", "PROBLEM_KINDS", "CheckReport", "Problem"]
 
-PROBLEM_KINDS = ("malformed", "unknown_label", "duplicate", "missing", "undecodable", "frame_count", "too_short")
+PROBLEM_KINDS = (
+    "malformed",
+    "unknown_label",
+    "duplicate",
+    "conflicting_labels",
+    "missing",
+    "undecodable",
+    "frame_count",
+    "too_short",
+)
+FIXABLE_KINDS = ("frame_count",)  # --fix corrects these rows (when nothing else is wrong) instead of dropping them
 
 
 @dataclass(frozen=True)
@@ -33,7 +43,8 @@ class CheckReport:
         num_rows: rows read (including the bad ones).
         problems: every problem, by line.
         fatal: the manifest could not be read at all (header or format problem); ``problems`` says why.
-        fixed: the cleaned copy written, if any; ``kept`` rows went into it.
+        fixed: the cleaned copy written, if any; ``kept`` rows went into it, ``corrected`` of them with their
+            ``num_frames`` set to the count that decodes.
     """
 
     manifest: str
@@ -42,6 +53,7 @@ class CheckReport:
     fatal: bool = False
     fixed: str | None = None
     kept: int = 0
+    corrected: int = 0
 
     @property
     def ok(self) -> bool:
@@ -75,5 +87,6 @@ class CheckReport:
             counts = {k: sum(p.kind == k for p in self.problems) for k in PROBLEM_KINDS}
             out.append("  summary: " + ", ".join(f"{k}={n}" for k, n in counts.items() if n))
         if self.fixed is not None:
-            out.append(f"wrote {self.kept} good rows to {self.fixed}")
+            fixed = f" ({self.corrected} with num_frames corrected)" if self.corrected else ""
+            out.append(f"wrote {self.kept} good rows to {self.fixed}{fixed}")
         return "\n".join(out)

@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["CSV_COLUMNS", "LIST_FORMATS", "Manifest", "ManifestError", "ManifestRow"]
+__all__ = ["CSV_COLUMNS", "LIST_FORMATS", "Manifest", "ManifestError", "ManifestFormatError", "ManifestRow"]
 
 CSV_COLUMNS = ("path", "start", "num_frames", "label", "source", "text", "fps", "width", "height", "duration")
 LIST_FORMATS = ("path", "path_label", "path_start_total", "folder_total_label")
-_INT_COLUMNS = {"start": 0, "num_frames": 1, "width": 1, "height": 1}  # column -> smallest allowed value
-_FLOAT_COLUMNS = ("fps", "duration")
 
 
 class ManifestError(ValueError):
@@ -31,6 +29,11 @@ class ManifestError(ValueError):
         if len(self.errors) > max_report:
             shown.append(f"  ... and {len(self.errors) - max_report} more")
         super().__init__(f"{len(self.errors)} problem(s) in manifest {self.file}:\n" + "\n".join(shown))
+
+
+class ManifestFormatError(ManifestError):
+    """The file as a whole cannot be read (encoding, header, separator, format, no rows): no row can be trusted,
+    as opposed to a :class:`ManifestError` about some rows that a cleaned copy could drop."""
 
 
 @dataclass
