@@ -66,6 +66,21 @@ def test_unterminated_quote_names_its_line_and_check_ends(clips, tmp_path):
     assert f'{manifest}:3: malformed: a quote (") opens on this line and is never closed' in out.stdout
     # the rows after the broken one are still checked (a plain duplicate of line 2 on line 4)
     assert f"{manifest}:4: duplicate" in out.stdout and "Traceback" not in out.stderr
+    # --fix leaves out the broken line and the duplicate, and keeps the rest
+    out = _cli(
+        "manifest",
+        "check",
+        str(manifest),
+        "--data-root",
+        str(clips),
+        "--workers",
+        "1",
+        "--quiet",
+        "--fix",
+        str(tmp_path / "fixed.csv"),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 1 and (tmp_path / "fixed.csv").read_text() == "path,label\na.mp4,0\nb.mp4,1\n"
 
 
 def test_quote_closed_lines_later_is_reported_where_it_opens(tmp_path):
@@ -85,6 +100,15 @@ def test_quote_closed_lines_later_is_reported_where_it_opens(tmp_path):
     captions.write_text('path,text\na.mp4,"two\nlines"\nb.mp4,one\n')
     rows = read_manifest(captions).rows
     assert [(r.path, r.text, r.line) for r in rows] == [("a.mp4", "two\nlines", 2), ("b.mp4", "one", 4)]
+
+
+def test_fix_drops_every_line_of_a_multiline_record(clips, tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text('path,text\nmissing.mp4,"a caption\nover two lines"\na.mp4,"kept\nas it is"\n')
+    fixed = tmp_path / "fixed.csv"
+    report = _check(manifest, data_root=clips, fix=fixed)
+    assert [(p.line, p.kind) for p in report.problems] == [(2, "missing")]
+    assert fixed.read_text() == 'path,text\na.mp4,"kept\nas it is"\n'
 
 
 def test_cr_only_line_endings_read_like_unix_ones(clips, tmp_path, capsys):
@@ -158,6 +182,17 @@ def test_other_separators_are_refused_with_use_commas(clips, tmp_path, capsys, t
     assert e.value.line == 1 and f"is separated by {separator}" in e.value.reason and "use commas" in e.value.reason
     code, out = _main("manifest", "check", str(manifest), "--data-root", str(clips), "--quiet", capsys=capsys)
     assert code == 2 and f"{manifest}:1: malformed: the header" in out and "use commas" in out
+    if separator != "spaces":  # read as CSV on request: the header has no 'path' column, and says why
+        with pytest.raises(ManifestFormatError, match=f"no 'path' column .*separated by {separator}: use commas"):
+            read_manifest(manifest, format="csv")
+
+
+def test_unreadable_manifest_files_are_named_not_a_traceback(tmp_path, capsys):
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "latin1.csv").write_bytes("path,label\ncaf\xe9.mp4,0\n".encode("latin-1"))
+    for name, reason in (("folder.csv", "cannot be read (Is a directory)"), ("latin1.csv", "not UTF-8 text")):
+        code, out = _main("manifest", "check", str(tmp_path / name), "--quiet", capsys=capsys)
+        assert code == 2 and f"{tmp_path / name}:0: malformed: {reason}" in out
 
 
 def test_semicolon_rows_without_header_are_refused_but_tab_lists_read(tmp_path):
@@ -350,3 +385,14 @@ def test_fix_corrects_an_off_by_one_count_and_drops_only_unusable_rows(clips, tm
     # the folder from file 14 holds 7 frames, fewer than the 9 a clip spans: that row alone goes
     assert (tmp_path / "fixed.txt").read_text() == (f"{clips}/a.mp4 0 12\n{clips}/b.mp4 0 -1\n{clips}/frames/ok 1 20\n")
     assert (report.kept, report.corrected) == (3, 2)
+
+
+def test_build_refuses_folder_labels_that_break_the_rule_before_probing(clips, tmp_path):
+    from videomae.data.manifest_tools import build_manifest
+
+    for sub in ("3", "dog"):
+        (tmp_path / "root" / sub).mkdir(parents=True)
+        (tmp_path / "root" / sub / "clip.mp4").write_bytes((clips / "a.mp4").read_bytes())
+    with pytest.raises(ValueError, match=r"\['3'\] are class ids and \['dog'\] class names: a manifest's labels"):
+        build_manifest(tmp_path / "root", tmp_path / "m.csv", labels_from_subfolders=True, workers=1, progress=False)
+    assert not (tmp_path / "m.csv").exists()

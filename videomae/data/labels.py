@@ -14,7 +14,7 @@ import re
 
 from videomae.data.manifest_types import ManifestRow
 
-__all__ = ["LABEL_RULE", "label_kind", "normalize_class_name", "resolve_labels"]
+__all__ = ["LABEL_RULE", "label_kind", "label_rule_violation", "normalize_class_name", "resolve_labels"]
 
 LABEL_RULE = "a manifest's labels are all integer class ids (0, 1, ...) or all class names"
 _ID = re.compile(r"-?[0-9]+")
@@ -36,6 +36,22 @@ def label_kind(raw: str) -> str:
     if _ID.fullmatch(raw):
         return "id"
     return "number" if _NUMBER.fullmatch(raw) else "name"
+
+
+def label_rule_violation(labels: list[str]) -> str | None:
+    """Why raw labels (not yet in a manifest, e.g. ``manifest build``'s folder names) break :data:`LABEL_RULE`,
+    naming a few; ``None`` when they follow it."""
+    by_kind: dict[str, list[str]] = {"id": [], "number": [], "name": []}
+    for label in labels:
+        by_kind[label_kind(label)].append(label)
+    if by_kind["number"]:
+        return f"{sorted(set(by_kind['number']))[:3]} are numbers but not integers: {LABEL_RULE}"
+    if by_kind["id"] and by_kind["name"]:
+        return (
+            f"{sorted(set(by_kind['id']))[:3]} are class ids and {sorted(set(by_kind['name']))[:3]} class names: "
+            f"{LABEL_RULE}; rename one kind"
+        )
+    return None
 
 
 def resolve_labels(

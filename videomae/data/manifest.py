@@ -116,7 +116,7 @@ def read_manifest_text(path: str | os.PathLike) -> str:
     """A manifest file's text, as stored (line endings and a byte-order mark kept).
 
     Raises:
-        ManifestFormatError: missing file or not UTF-8.
+        ManifestFormatError: missing, unreadable, or not UTF-8.
     """
     try:
         with open(path, encoding="utf-8", newline="") as f:
@@ -125,6 +125,8 @@ def read_manifest_text(path: str | os.PathLike) -> str:
         raise ManifestFormatError(os.fspath(path), [(0, "file not found")]) from None
     except UnicodeDecodeError as e:
         raise ManifestFormatError(os.fspath(path), [(0, f"not UTF-8 text ({e.reason} at byte {e.start})")]) from None
+    except OSError as e:  # a folder, no permission, an I/O error
+        raise ManifestFormatError(os.fspath(path), [(0, f"cannot be read ({e.strerror or e})")]) from None
 
 
 def manifest_from_text(

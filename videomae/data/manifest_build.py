@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from videomae.data.frame_check import template_regex
+from videomae.data.labels import label_rule_violation
 from videomae.data.manifest import ManifestRow, write_manifest
 from videomae.data.manifest_probe import DEFAULT_FRAME_TEMPLATE, ProbeJob, probe_all
 
@@ -128,6 +129,12 @@ def _read_path_label_map(path: str) -> dict[str, str]:
     return mapping
 
 
+def _clip_label(rel: str, from_subfolders: bool, mapping: dict[str, str] | None) -> str | None:
+    if from_subfolders:
+        return rel.split("/", 1)[0] if "/" in rel else None
+    return _lookup_label(mapping, rel) if mapping is not None else None
+
+
 def _lookup_label(mapping: dict[str, str], rel: str) -> str | None:
     base = rel.rsplit("/", 1)[-1]
     for key in (rel, os.path.splitext(rel)[0], base, os.path.splitext(base)[0]):
@@ -166,7 +173,8 @@ def build_manifest(
         A :class:`BuildResult`. Clips that fail to probe are left out and listed in ``skipped``.
 
     Raises:
-        ValueError: both label options, or no clip found.
+        ValueError: both label options, labels that break :data:`videomae.data.labels.LABEL_RULE`, or no clip
+            found.
     """
     if labels_from_subfolders and label_map is not None:
         raise ValueError("give either labels_from_subfolders or label_map, not both")
@@ -178,19 +186,18 @@ def build_manifest(
             f"no video files ({', '.join(extensions or VIDEO_EXTENSIONS)}) or frame folders "
             f"({frame_template}) under {root}"
         )
+    clip_labels = [_clip_label(c.rel, labels_from_subfolders, mapping) for c in clips]
+    problem = label_rule_violation([lb for lb in clip_labels if lb is not None])
+    if problem is not None:  # before probing: the manifest could not be read back
+        raise ValueError(f"labels of the clips under {root}: {problem}")
     jobs = [ProbeJob(os.path.join(root, c.rel), frame_template, c.start, timeout) for c in clips]
     results = probe_all(jobs, workers, progress, desc="probing")
 
     rows, labels, unlabelled = [], [], []
-    for clip, res in zip(clips, results):
+    for clip, res, label in zip(clips, results, clip_labels):
         if res.error is not None:
             skipped.append((clip.rel, res.error))
             continue
-        label = None
-        if labels_from_subfolders:
-            label = clip.rel.split("/", 1)[0] if "/" in clip.rel else None
-        elif mapping is not None:
-            label = _lookup_label(mapping, clip.rel)
         if (labels_from_subfolders or mapping is not None) and label is None:
             unlabelled.append(clip.rel)
         labels.append(label)

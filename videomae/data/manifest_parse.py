@@ -188,7 +188,9 @@ def parse_csv(path: str, contents: list[str]) -> tuple[list[ManifestRow], list[t
 def _check_header(header: list[str]) -> list[str]:
     problems = []
     if "path" not in header:
-        problems.append(f"the CSV header has no 'path' column (found: {', '.join(header)})")
+        other = next((name for sep, name in _OTHER_SEPARATORS if sep and any(sep in c for c in header)), None)
+        hint = f"; it looks separated by {other}: use commas" if other else ""
+        problems.append(f"the CSV header has no 'path' column (found: {', '.join(header)}){hint}")
     dupes = sorted({c for c in header if header.count(c) > 1})
     if dupes:
         problems.append(f"duplicate columns in the header: {dupes}")

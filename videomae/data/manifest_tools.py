@@ -1,14 +1,21 @@
 """Manifest tools for data engineers: build a manifest from a folder, check one before a run, merge several.
 
-* :func:`build_manifest` scans a folder for video files (by extension) and frame folders (folders of images named
-  by a template), probes each clip in a process pool with :func:`videomae.data.decoding.probe_video` (decoded
-  frame count, fps, size; never the container's header) and writes a CSV with paths relative to the folder.
-* :func:`check_manifest` reports everything that would hurt a run, with the manifest line of each problem:
-  malformed rows, unknown labels, duplicate rows, missing files, undecodable or empty clips, clips shorter than
-  the span of ``num_frames`` frames ``sampling_rate`` apart, and rows that declare more frames than decode. It
-  can write a cleaned copy.
-* :func:`merge_manifests` merges labelled manifests into one label space by normalised class name (as
-  Kinetics-710 is made from Kinetics-400/600/700) and writes the label map and one remap per input.
+This module gathers the public names; each job lives in its own module:
+
+* :func:`build_manifest` (:mod:`~videomae.data.manifest_build`) scans a folder for video files (by extension) and
+  frame folders (folders of images named by a template), probes each clip in a process pool
+  (:mod:`~videomae.data.manifest_probe`: videos with :func:`videomae.data.decoding.probe_video`, never the
+  container's header; frame folders frame by frame, :mod:`~videomae.data.frame_check`) and writes a CSV with paths
+  relative to the folder.
+* :func:`check_manifest` (:mod:`~videomae.data.manifest_check`) reports everything that would hurt a run, with
+  the manifest line of each problem (:mod:`~videomae.data.manifest_report`): malformed rows, unknown or mixed
+  labels, duplicate rows, conflicting labels, missing files, undecodable or empty clips, missing or broken
+  frames, clips shorter than the span of ``num_frames`` frames ``sampling_rate`` apart, and rows that declare
+  more frames than decode. It can write a cleaned copy (:mod:`~videomae.data.manifest_fix`) that corrects
+  counts and drops only unusable rows.
+* :func:`merge_manifests` (:mod:`~videomae.data.manifest_merge`) merges labelled manifests into one label space
+  by normalised class name (as Kinetics-710 is made from Kinetics-400/600/700) and writes the label map and one
+  remap per input.
 
 The formats are described in ``data_lists/SCHEMA.md``.
 """
