@@ -209,8 +209,17 @@ def test_semicolon_rows_without_header_are_refused_but_tab_lists_read(tmp_path):
 # labels
 
 
-@pytest.mark.parametrize("label", ["1.5", "3.0", "1e3", "+2", "-0.5"])
-def test_non_integer_numbers_are_refused_as_labels(tmp_path, label):
+@pytest.mark.parametrize(
+    "label, hint",
+    [
+        ("1.5", ""),
+        ("3.0", " (3 written as a float, as pandas writes an integer column with empty cells)"),
+        ("1e3", ""),
+        ("+2", ""),
+        ("-0.5", ""),
+    ],
+)
+def test_non_integer_numbers_are_refused_as_labels(tmp_path, label, hint):
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"path,label\na.mp4,0\nb.mp4,{label}\nc.mp4,1\n")
     with pytest.raises(ManifestError) as e:
@@ -218,7 +227,7 @@ def test_non_integer_numbers_are_refused_as_labels(tmp_path, label):
     assert e.value.errors == [
         (
             3,
-            f"label {label!r} is a number but not an integer: a manifest's labels are all "
+            f"label {label!r} is a number but not an integer{hint}: a manifest's labels are all "
             "integer class ids (0, 1, ...) or all class names; write the class id or the "
             "class name",
         )

@@ -70,10 +70,17 @@ def resolve_labels(
     for r in labelled:
         by_kind[label_kind(str(r.label))].append(r)
     for r in by_kind["number"]:
+        whole = re.fullmatch(r"(-?[0-9]+)\.0*", str(r.label))
+        hint = (
+            f" ({whole.group(1)} written as a float, as pandas writes an integer column with empty cells)"
+            if whole
+            else ""
+        )
         errors.append(
             (
                 r.line,
-                f"label {r.label!r} is a number but not an integer: {LABEL_RULE}; write the class id or the class name",
+                f"label {r.label!r} is a number but not an integer{hint}: {LABEL_RULE}; write the class id or "
+                "the class name",
             )
         )
         r.label = None
