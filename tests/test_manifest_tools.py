@@ -88,8 +88,13 @@ def test_build_probes_and_labels_from_subfolders(tree, tmp_path):
     out = tmp_path / "m.csv"
     result = build_manifest(tree, out, labels_from_subfolders=True, workers=2, progress=False)
     rows = _read_csv(out)
-    assert [r["path"] for r in rows] == ["shapes/clip.mp4", "shapes/clip_a", "shapes/clip_b", "walk/megamind.avi",
-                                         "walk/short.mp4"]
+    assert [r["path"] for r in rows] == [
+        "shapes/clip.mp4",
+        "shapes/clip_a",
+        "shapes/clip_b",
+        "walk/megamind.avi",
+        "walk/short.mp4",
+    ]
     by_path = {r["path"]: r for r in rows}
     assert int(by_path["walk/megamind.avi"]["num_frames"]) == _decoded_count(REAL) == 270
     assert (by_path["walk/megamind.avi"]["width"], by_path["walk/megamind.avi"]["height"]) == ("720", "528")
@@ -117,8 +122,13 @@ def test_build_labels_from_a_mapping_file(tree, tmp_path, kind):
         mapping.write_text(json.dumps({"walk/megamind.avi": "cartoon", "clip_a": "noise", "shapes/clip": "noise"}))
     result = build_manifest(tree, tmp_path / "m.csv", label_map=mapping, workers=1, progress=False)
     labels = {r["path"]: r["label"] for r in _read_csv(tmp_path / "m.csv")}
-    assert labels == {"shapes/clip.mp4": "noise", "shapes/clip_a": "noise", "shapes/clip_b": "",
-                      "walk/megamind.avi": "cartoon", "walk/short.mp4": ""}
+    assert labels == {
+        "shapes/clip.mp4": "noise",
+        "shapes/clip_a": "noise",
+        "shapes/clip_b": "",
+        "walk/megamind.avi": "cartoon",
+        "walk/short.mp4": "",
+    }
     assert result.unlabelled == ["shapes/clip_b", "walk/short.mp4"]
 
 
@@ -127,8 +137,9 @@ def test_build_then_check_then_fix(tree, tmp_path):
     build_manifest(tree, built, labels_from_subfolders=True, workers=2, progress=False)
     labels = tmp_path / "labels.txt"
     labels.write_text("shapes\nwalk\n")
-    clean = check_manifest(built, data_root=tree, num_frames=4, sampling_rate=2, label_map=labels, workers=2,
-                           progress=False)
+    clean = check_manifest(
+        built, data_root=tree, num_frames=4, sampling_rate=2, label_map=labels, workers=2, progress=False
+    )
     assert clean.ok and clean.exit_code == 0 and clean.num_rows == 5
 
     good = built.read_text().splitlines()
@@ -143,20 +154,28 @@ def test_build_then_check_then_fix(tree, tmp_path):
     manifest = tmp_path / "bad.csv"
     manifest.write_text("\n".join(good + bad_rows) + "\n")
     fixed = tmp_path / "fixed.csv"
-    report = check_manifest(manifest, data_root=tree, num_frames=4, sampling_rate=2, label_map=labels, fix=fixed,
-                            workers=2, progress=False)
+    report = check_manifest(
+        manifest, data_root=tree, num_frames=4, sampling_rate=2, label_map=labels, fix=fixed, workers=2, progress=False
+    )
     assert report.exit_code == 1
     assert [(p.line, p.kind) for p in report.problems] == [
-        (7, "missing"), (8, "undecodable"), (9, "duplicate"), (10, "unknown_label"), (11, "malformed"),
+        (7, "missing"),
+        (8, "undecodable"),
+        (9, "duplicate"),
+        (10, "unknown_label"),
+        (11, "malformed"),
         (12, "frame_count"),
     ]
     assert report.num_rows == 11
     text = report.format()
     assert f"{manifest}:9: duplicate:" in text and "repeats line 6" in text and "'running'" in text
-    assert fixed.read_text() == built.read_text()  # exactly the good rows, byte for byte
-    assert report.kept == 5
-    again = check_manifest(fixed, data_root=tree, num_frames=4, sampling_rate=2, label_map=labels, workers=1,
-                           progress=False)
+    # the good rows byte for byte, and the folder that holds 18 frames from number 3 kept with its count corrected
+    assert fixed.read_text() == built.read_text() + "shapes/clip_a,3,18,shapes,,,,\n"
+    assert (report.kept, report.corrected) == (6, 1)
+    assert "wrote 6 good rows" in report.format() and "1 with num_frames corrected" in report.format()
+    again = check_manifest(
+        fixed, data_root=tree, num_frames=4, sampling_rate=2, label_map=labels, workers=1, progress=False
+    )
     assert again.ok
 
 
@@ -173,7 +192,11 @@ def test_check_too_short_and_truncated_real_video(tree, tmp_path):
     assert f"only {decodable} decode" in report.problems[1].message
     report = check_manifest(manifest, num_frames=8, sampling_rate=16, workers=1, progress=False)
     assert [(p.line, p.kind) for p in report.problems] == [
-        (1, "too_short"), (2, "frame_count"), (2, "too_short"), (3, "too_short")]
+        (1, "too_short"),
+        (2, "frame_count"),
+        (2, "too_short"),
+        (3, "too_short"),
+    ]
 
 
 def test_check_refuses_an_unreadable_manifest(tmp_path):
@@ -196,9 +219,12 @@ def test_merge_label_maps_and_remaps(tmp_path):
     (tmp_path / "b.csv").write_text("path,label,source\nx/1.mp4,0,\ny/4.mp4,1,k600\ny/5.mp4,2,\nx/2.mp4,0,\n")
     (tmp_path / "c.csv").write_text("path,label\nz/9.mp4,Baking_Cookies\nz/8.mp4,juggling\n")
     out = tmp_path / "out" / "k.csv"
-    result = merge_manifests([tmp_path / "a.txt", tmp_path / "b.csv", tmp_path / "c.csv"], out,
-                             label_map_out=tmp_path / "out" / "labels.txt",
-                             label_maps=[tmp_path / "a_labels.txt", tmp_path / "b_labels.txt", "-"])
+    result = merge_manifests(
+        [tmp_path / "a.txt", tmp_path / "b.csv", tmp_path / "c.csv"],
+        out,
+        label_map_out=tmp_path / "out" / "labels.txt",
+        label_maps=[tmp_path / "a_labels.txt", tmp_path / "b_labels.txt", "-"],
+    )
     # union of normalised names, sorted: hand-computed
     merged = ["abseiling", "air drumming", "baking cookies", "juggling", "playing guitar"]
     assert (tmp_path / "out" / "labels.txt").read_text().splitlines() == merged == result.label_names
@@ -210,8 +236,13 @@ def test_merge_label_maps_and_remaps(tmp_path):
     }
     rows = _read_csv(out)
     assert [(r["path"], r["label"], r["source"]) for r in rows] == [
-        ("x/1.mp4", "0", "a"), ("x/2.mp4", "4", "a"), ("x/3.mp4", "1", "a"),
-        ("y/4.mp4", "2", "k600"), ("y/5.mp4", "4", "b"), ("z/9.mp4", "2", "c"), ("z/8.mp4", "3", "c"),
+        ("x/1.mp4", "0", "a"),
+        ("x/2.mp4", "4", "a"),
+        ("x/3.mp4", "1", "a"),
+        ("y/4.mp4", "2", "k600"),
+        ("y/5.mp4", "4", "b"),
+        ("z/9.mp4", "2", "c"),
+        ("z/8.mp4", "3", "c"),
     ]
     assert result.duplicates == 2 and result.rows_per_input == [3, 2, 2]
     assert len(result.conflicts) == 1 and result.conflicts[0][1] == 5 and "x/2.mp4" in result.conflicts[0][2]
@@ -228,15 +259,21 @@ def test_merge_refuses_integer_labels_without_a_label_map(tmp_path):
         merge_manifests([tmp_path / "u.csv"], tmp_path / "o.csv", label_map_out=tmp_path / "l.txt")
     (tmp_path / "l.txt").write_text("a\nb\n")
     with pytest.raises(ManifestError, match="outside the label map"):
-        merge_manifests([tmp_path / "a.csv"], tmp_path / "o.csv", label_map_out=tmp_path / "m.txt",
-                        label_maps=[tmp_path / "l.txt"])
+        merge_manifests(
+            [tmp_path / "a.csv"], tmp_path / "o.csv", label_map_out=tmp_path / "m.txt", label_maps=[tmp_path / "l.txt"]
+        )
 
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "data_lists" / "examples"
 EXAMPLE_FORMATS = {
-    "captions.csv": "csv", "demo_train.csv": "csv", "demo_val_ids.csv": "csv", "hybrid_pretrain.csv": "csv",
-    "original_pretrain_hybrid.txt": "path_start_total", "original_finetune_videos.txt": "path_label",
-    "original_finetune_frames.txt": "folder_total_label", "original_unlabeled.txt": "path",
+    "captions.csv": "csv",
+    "demo_train.csv": "csv",
+    "demo_val_ids.csv": "csv",
+    "hybrid_pretrain.csv": "csv",
+    "original_pretrain_hybrid.txt": "path_start_total",
+    "original_finetune_videos.txt": "path_label",
+    "original_finetune_frames.txt": "folder_total_label",
+    "original_unlabeled.txt": "path",
 }
 
 
@@ -258,6 +295,13 @@ def test_schema_examples_read_check_and_match_the_demo_set(tmp_path):
         for row in manifest.rows:
             if row.label is not None:
                 assert names[row.label] == truth[str(Path(row.path).relative_to(tmp_path))], (file, row.line)
-        report = check_manifest(EXAMPLES / file, data_root=tmp_path, label_map=EXAMPLES / "labels.txt",
-                                num_frames=16, sampling_rate=1, workers=1, progress=False)
+        report = check_manifest(
+            EXAMPLES / file,
+            data_root=tmp_path,
+            label_map=EXAMPLES / "labels.txt",
+            num_frames=16,
+            sampling_rate=1,
+            workers=1,
+            progress=False,
+        )
         assert report.ok, report.format()

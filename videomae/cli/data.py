@@ -140,17 +140,22 @@ def add_manifest(subparsers: argparse._SubParsersAction) -> None:
     c = sub.add_parser(
         "check",
         help="validate a manifest before a run; exit 1 if anything is wrong",
-        description="Report missing files, undecodable or zero-frame videos, clips shorter than "
-        "the sampled span, unknown labels and duplicate rows, with line "
-        "numbers (span = (NUM_FRAMES - 1) x SAMPLING_RATE + 1). Exit status 0 = clean, "
-        "1 = problems found, 2 = unreadable manifest.",
+        description="Report missing files, undecodable or zero-frame videos, missing or broken frames in "
+        "frame folders (every frame is checked), clips shorter than the sampled span, unknown or mixed labels, "
+        "duplicate rows and conflicting labels, with line numbers (span = (NUM_FRAMES - 1) x SAMPLING_RATE + 1). "
+        "Exit status 0 = clean, 1 = problems found, 2 = unreadable manifest.",
     )
     c.add_argument("manifest", help="manifest to check (CSV or an original list format)")
     c.add_argument("--data-root", default=None, help="prefix joined to relative paths")
     c.add_argument("--num-frames", type=int, default=None, help="frames per clip the run samples")
     c.add_argument("--sampling-rate", type=int, default=1, help="frame stride the run samples (default 1)")
     c.add_argument("--label-map", default=None, help="label map (labels.txt) the labels must belong to")
-    c.add_argument("--fix", metavar="OUT", default=None, help="write a copy without the bad and duplicate rows")
+    c.add_argument(
+        "--fix",
+        metavar="OUT",
+        default=None,
+        help="write a copy without the unusable rows, with num_frames corrected where it exceeds what decodes",
+    )
     c.add_argument("--workers", type=int, default=None, help="probe processes (default: all CPU cores)")
     c.add_argument("--frame-template", default="img_{:05d}.jpg", help="frame file names (default img_{:05d}.jpg)")
     c.add_argument("--timeout", type=float, default=120.0, help="seconds per probe before a clip counts as bad")

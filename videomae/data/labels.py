@@ -1,8 +1,24 @@
-"""Class-name matching shared by manifest merging and checkpoint head remapping."""
+"""Labels: the rule that turns a manifest's raw labels into class ids, and class-name matching shared by manifest
+merging and checkpoint head remapping.
+
+The rule (:data:`LABEL_RULE`, also in ``data_lists/SCHEMA.md``): the labels of one manifest are either all integer
+class ids or all class names. A label of digits only (``3``, ``-1``) is an id; any other number (``1.5``, ``3.0``,
+``1e3``, ``+2``) is refused, never taken as a name; a file that mixes ids and names is refused with the lines of
+each kind, since ``3`` next to ``dog`` could be class 3 or a class called "3".
+"""
 
 from __future__ import annotations
 
-__all__ = ["normalize_class_name"]
+import difflib
+import re
+
+from videomae.data.manifest_types import ManifestRow
+
+__all__ = ["LABEL_RULE", "label_kind", "label_rule_violation", "normalize_class_name", "resolve_labels"]
+
+LABEL_RULE = "a manifest's labels are all integer class ids (0, 1, ...) or all class names"
+_ID = re.compile(r"-?[0-9]+")
+_NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
 def normalize_class_name(name: str) -> str:
@@ -13,3 +29,96 @@ def normalize_class_name(name: str) -> str:
     ``"Playing_Guitar "`` -> ``"playing guitar"``.
     """
     return " ".join(name.strip().strip("\"'").replace("_", " ").lower().split())
+
+
+def label_kind(raw: str) -> str:
+    """``"id"`` (digits only, optionally negative), ``"number"`` (any other number: refused) or ``"name"``."""
+    if _ID.fullmatch(raw):
+        return "id"
+    return "number" if _NUMBER.fullmatch(raw) else "name"
+
+
+def label_rule_violation(labels: list[str]) -> str | None:
+    """Why raw labels (not yet in a manifest, e.g. ``manifest build``'s folder names) break :data:`LABEL_RULE`,
+    naming a few; ``None`` when they follow it."""
+    by_kind: dict[str, list[str]] = {"id": [], "number": [], "name": []}
+    for label in labels:
+        by_kind[label_kind(label)].append(label)
+    if by_kind["number"]:
+        return f"{sorted(set(by_kind['number']))[:3]} are numbers but not integers: {LABEL_RULE}"
+    if by_kind["id"] and by_kind["name"]:
+        return (
+            f"{sorted(set(by_kind['id']))[:3]} are class ids and {sorted(set(by_kind['name']))[:3]} class names: "
+            f"{LABEL_RULE}; rename one kind"
+        )
+    return None
+
+
+def resolve_labels(
+    rows: list[ManifestRow], names: list[str] | None, errors: list[tuple[int, str]]
+) -> tuple[list[ManifestRow], list[str] | None]:
+    """Turn raw label strings into ids by :data:`LABEL_RULE`, appending ``(line, reason)`` for every refused label.
+
+    Ids stay ids (checked against ``names`` when given); class names map through ``names``, or through the sorted
+    unique names of the file without a label map. A refused label becomes ``None``.
+
+    Returns:
+        The rows (labels now ids or ``None``) and the class names (``names``, the sorted names, or ``None``).
+    """
+    labelled = [r for r in rows if r.label is not None]
+    by_kind: dict[str, list[ManifestRow]] = {"id": [], "number": [], "name": []}
+    for r in labelled:
+        by_kind[label_kind(str(r.label))].append(r)
+    for r in by_kind["number"]:
+        whole = re.fullmatch(r"(-?[0-9]+)\.0*", str(r.label))
+        hint = (
+            f" ({whole.group(1)} written as a float, as pandas writes an integer column with empty cells)"
+            if whole
+            else ""
+        )
+        errors.append(
+            (
+                r.line,
+                f"label {r.label!r} is a number but not an integer{hint}: {LABEL_RULE}; write the class id or "
+                "the class name",
+            )
+        )
+        r.label = None
+    ids, named = by_kind["id"], by_kind["name"]
+    if ids and named:  # the smaller group is refused, each row naming the first lines of the other kind
+        ids_refused = len(ids) <= len(named)
+        few, many = (ids, named) if ids_refused else (named, ids)
+        kind, other = ("class id", "class name") if ids_refused else ("class name", "class id")
+        where = ("line " if len(many) == 1 else "lines ") + ", ".join(str(r.line) for r in many[:3])
+        where += f", ... ({len(many)} rows)" if len(many) > 3 else ""
+        for r in few:
+            errors.append(
+                (
+                    r.line,
+                    f"label {r.label!r} is a {kind} but other rows use {other}s ({where}): "
+                    f"{LABEL_RULE}; write this one as a {other}",
+                )
+            )
+            r.label = None
+        ids, named = ([], named) if ids_refused else (ids, [])
+    if not named:
+        for r in ids:
+            r.label = int(r.label)
+            if r.label < 0:
+                errors.append((r.line, f"label={r.label} must be >= 0"))
+            elif names is not None and r.label >= len(names):
+                errors.append((r.line, f"label={r.label} is outside the label map ({len(names)} classes)"))
+        return rows, names
+    if names is None:
+        names = sorted({str(r.label) for r in named})
+    index = {n: i for i, n in enumerate(names)}
+    for r in named:
+        if str(r.label) not in index:
+            hint = difflib.get_close_matches(str(r.label), names, n=1)
+            errors.append(
+                (r.line, f"unknown class name {r.label!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+            )
+            r.label = None
+        else:
+            r.label = index[str(r.label)]
+    return rows, names

@@ -1,0 +1,224 @@
+"""``videomae manifest build``: scan a folder for video files and frame folders, probe each, write a CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from videomae.data.frame_check import template_regex
+from videomae.data.labels import label_rule_violation
+from videomae.data.manifest import ManifestRow, write_manifest
+from videomae.data.manifest_probe import DEFAULT_FRAME_TEMPLATE, ProbeJob, probe_all
+
+__all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "BuildResult", "ScannedClip", "build_manifest", "scan_folder"]
+
+VIDEO_EXTENSIONS = ("mp4", "avi", "mkv", "webm", "mov", "m4v", "mpg", "mpeg", "flv", "wmv")
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "webp")
+
+
+@dataclass(frozen=True)
+class ScannedClip:
+    """A clip found by :func:`scan_folder`: ``rel`` is relative to the scanned root (``/`` separators)."""
+
+    rel: str
+    is_folder: bool
+    start: int | None = None
+
+
+@dataclass
+class BuildResult:
+    """What :func:`build_manifest` wrote.
+
+    Attributes:
+        output: the manifest written.
+        rows: the clips written, in file order (paths relative to the root).
+        skipped: ``(relative path, reason)`` of every clip left out.
+        label_names: class names when labels were written.
+        unlabelled: relative paths that got no label although labels were requested.
+    """
+
+    output: str
+    rows: list[ManifestRow]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    label_names: list[str] | None = None
+    unlabelled: list[str] = field(default_factory=list)
+
+    def summary(self, root: str) -> str:
+        """A short human-readable report."""
+        lines = [
+            f"wrote {len(self.rows)} clips to {self.output}"
+            + (f" ({len(self.label_names)} classes)" if self.label_names else "")
+        ]
+        for rel, reason in self.skipped:
+            lines.append(f"  skipped {rel}: {reason}")
+        if self.unlabelled:
+            lines.append(f"  {len(self.unlabelled)} clips have no label, e.g. {self.unlabelled[0]}")
+        lines.append(f"paths are relative to {root}: use it as data_root (--data-root {root})")
+        return "\n".join(lines)
+
+
+def scan_folder(
+    root: str | os.PathLike, frame_template: str = DEFAULT_FRAME_TEMPLATE, extensions: Iterable[str] = VIDEO_EXTENSIONS
+) -> tuple[list[ScannedClip], list[tuple[str, str]]]:
+    """Find video files and frame folders under ``root`` (hidden entries skipped, sorted by path).
+
+    A frame folder is a directory holding image files; its ``start`` is the lowest index among the files named
+    by ``frame_template``. Returns the clips and ``(relative path, reason)`` for image folders whose files do
+    not match the template.
+    """
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise NotADirectoryError(f"{root} is not a folder")
+    pattern = template_regex(frame_template)
+    video_ext = {e.lower().lstrip(".") for e in extensions}
+    clips: list[ScannedClip] = []
+    skipped: list[tuple[str, str]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        prefix = "" if rel_dir == "." else rel_dir + "/"
+        images = []
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+            if ext in video_ext:
+                clips.append(ScannedClip(prefix + name, False))
+            elif ext in IMAGE_EXTENSIONS:
+                images.append(name)
+        if images and rel_dir != ".":
+            indices = [
+                int(m.group(1))
+                for m in map(pattern.fullmatch, images)
+                if m and frame_template.format(int(m.group(1))) == m.group(0)
+            ]
+            if indices:
+                clips.append(ScannedClip(rel_dir, True, min(indices)))
+            else:
+                skipped.append(
+                    (rel_dir, f"{len(images)} images, none named like {frame_template!r} (set --frame-template)")
+                )
+    clips.sort(key=lambda c: c.rel)
+    return clips, skipped
+
+
+def _read_path_label_map(path: str) -> dict[str, str]:
+    """A clip -> label mapping: JSON object, or CSV with a ``label`` column and a ``path`` (or ``name``) column."""
+    text = Path(path).read_text(encoding="utf-8")
+    if path.lower().endswith(".json"):
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object {{clip: label}}, got {type(data).__name__}")
+        return {str(k): str(v) for k, v in data.items()}
+    reader = csv.DictReader(text.splitlines())
+    columns = [c.strip().lower() for c in reader.fieldnames or []]
+    key = "path" if "path" in columns else "name" if "name" in columns else None
+    if key is None or "label" not in columns:
+        raise ValueError(
+            f"{path}: a label mapping CSV needs a 'label' column and a 'path' or 'name' column "
+            f"(found: {', '.join(columns) or 'no header'})"
+        )
+    mapping = {}
+    for row in reader:
+        row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+        mapping[row[key]] = row["label"]
+    return mapping
+
+
+def _clip_label(rel: str, from_subfolders: bool, mapping: dict[str, str] | None) -> str | None:
+    if from_subfolders:
+        return rel.split("/", 1)[0] if "/" in rel else None
+    return _lookup_label(mapping, rel) if mapping is not None else None
+
+
+def _lookup_label(mapping: dict[str, str], rel: str) -> str | None:
+    base = rel.rsplit("/", 1)[-1]
+    for key in (rel, os.path.splitext(rel)[0], base, os.path.splitext(base)[0]):
+        if key in mapping:
+            return mapping[key]
+    return None
+
+
+def build_manifest(
+    root: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    labels_from_subfolders: bool = False,
+    label_map: str | os.PathLike | None = None,
+    workers: int | None = None,
+    frame_template: str = DEFAULT_FRAME_TEMPLATE,
+    extensions: Iterable[str] | None = None,
+    timeout: float | None = 120.0,
+    progress: bool = True,
+) -> BuildResult:
+    """Scan ``root``, probe every clip in parallel and write a CSV manifest with paths relative to ``root``.
+
+    Args:
+        root: folder to scan (recursively).
+        output: CSV file to write.
+        labels_from_subfolders: label = first path component under ``root`` (``root/<class>/clip.mp4``).
+        label_map: a clip -> label mapping (JSON object or CSV ``path,label`` / ``name,label``); a clip matches by
+            relative path, relative path without extension, file name, or file name without extension.
+        workers: probe processes (default: all CPU cores).
+        frame_template: names of the frame files in frame folders.
+        extensions: video file extensions (default :data:`VIDEO_EXTENSIONS`).
+        timeout: seconds per probe before the clip is skipped as hanging.
+        progress: show a progress bar.
+
+    Returns:
+        A :class:`BuildResult`. Clips that fail to probe are left out and listed in ``skipped``.
+
+    Raises:
+        ValueError: both label options, labels that break :data:`videomae.data.labels.LABEL_RULE`, or no clip
+            found.
+    """
+    if labels_from_subfolders and label_map is not None:
+        raise ValueError("give either labels_from_subfolders or label_map, not both")
+    root = os.fspath(root)
+    mapping = _read_path_label_map(os.fspath(label_map)) if label_map is not None else None  # fail before probing
+    clips, skipped = scan_folder(root, frame_template, extensions or VIDEO_EXTENSIONS)
+    if not clips:
+        raise ValueError(
+            f"no video files ({', '.join(extensions or VIDEO_EXTENSIONS)}) or frame folders "
+            f"({frame_template}) under {root}"
+        )
+    clip_labels = [_clip_label(c.rel, labels_from_subfolders, mapping) for c in clips]
+    problem = label_rule_violation([lb for lb in clip_labels if lb is not None])
+    if problem is not None:  # before probing: the manifest could not be read back
+        raise ValueError(f"labels of the clips under {root}: {problem}")
+    jobs = [ProbeJob(os.path.join(root, c.rel), frame_template, c.start, timeout) for c in clips]
+    results = probe_all(jobs, workers, progress, desc="probing")
+
+    rows, labels, unlabelled = [], [], []
+    for clip, res, label in zip(clips, results, clip_labels):
+        if res.error is not None:
+            skipped.append((clip.rel, res.error))
+            continue
+        if (labels_from_subfolders or mapping is not None) and label is None:
+            unlabelled.append(clip.rel)
+        labels.append(label)
+        rows.append(
+            ManifestRow(
+                path=clip.rel,
+                start=clip.start,
+                num_frames=res.num_frames,
+                fps=round(res.fps, 6) or None,
+                width=res.width,
+                height=res.height,
+                duration=round(res.num_frames / res.fps, 6) if res.fps > 0 else None,
+            )
+        )
+    if not rows:
+        raise ValueError(f"none of the {len(clips)} clips under {root} could be probed; first: {skipped[0]}")
+    names = sorted({lb for lb in labels if lb is not None}) or None
+    if names is not None:
+        index = {n: i for i, n in enumerate(names)}
+        for row, label in zip(rows, labels):
+            row.label = index[label] if label is not None else None
+    write_manifest(rows, output, label_names=names)
+    skipped.sort()
+    return BuildResult(os.fspath(output), rows, skipped, names, unlabelled)
