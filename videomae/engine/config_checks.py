@@ -1,0 +1,229 @@
+"""Checks of a run's config against itself and against the model it builds; no data read, nothing started.
+
+* ``model.name`` is registered (else the closest names), and the model builds on the ``meta`` device with
+  ``model.overrides``, every argument in range (sizes and depths >= 1, widths divisible by heads, clip sides by
+  patch and tubelet: :func:`videomae.models.arguments.check_model_arguments`, the models' own check), the key
+  named;
+* the clips the data gives are what the model takes (else its first forward fails): ``data.num_frames`` and any
+  manifest's own ``num_frames`` are its ``all_frames``, ``data.input_size`` its ``img_size``, RGB its ``in_chans``;
+* pretraining masks: ``mask.ratio`` hides at least one token and keeps one, counted as the training counts
+  (:func:`videomae.masking.num_hidden`), with a warning giving the effective ratio when the token grid cannot
+  realise it exactly; the running-cell decoder mask fits the grid (:func:`videomae.masking.running_cell_mask`);
+* a distillation teacher takes the data's clips (from our export's metadata, or ``distill.teacher_model`` built on
+  the meta device);
+* ``output_dir`` (or the nearest folder above it that exists) is a folder that takes a new file.
+
+The launchers run :func:`config_findings` in ``--dry-run``; before a launch
+:func:`videomae.engine.preflight.preflight_findings` runs them with the checks of the data and the machine.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from videomae.config import ConfigError, FinetuneConfig
+from videomae.engine.findings import Finding
+
+# The model code is imported by the checks that need it (with timm, ~3 s per process).
+
+__all__ = ["config_findings", "model_findings", "output_dir_finding"]
+
+_MANIFEST_LISTS = ("manifests", "val_manifests", "test_manifests")
+_RGB = 3  # every decoder and transform of videomae.data gives 3-channel clips
+
+
+def config_findings(cfg: Any) -> list[Finding]:
+    """Every check above on a ``PretrainConfig`` or ``FinetuneConfig``: ``output_dir``, then the model's."""
+    return [output_dir_finding(cfg.output_dir), *model_findings(cfg)]
+
+
+def model_findings(cfg: Any) -> list[Finding]:
+    """The model's name and arguments, then the clips, masks and teacher checked against the model it builds."""
+    from videomae.models import list_models
+    from videomae.stages.compat import meta_model
+
+    name = cfg.model.name
+    registered = list_models()
+    if name not in registered:
+        close = difflib.get_close_matches(name, registered, n=3, cutoff=0.6)
+        also = f" (also close: {', '.join(close[1:])})" if len(close) > 1 else ""
+        hint = f"did you mean {close[0]}?{also}" if close else f"registered models: {', '.join(registered)}"
+        return [Finding("model.name", False, f"{name!r} is not a registered model", hint)]
+    finetune = isinstance(cfg, FinetuneConfig)
+    findings = [Finding("model.name", True, name)]
+    try:
+        model = meta_model("finetune" if finetune else "pretrain", cfg)
+    except ConfigError as err:
+        key, _, text = str(err).partition(": ")
+        fix = "drop or rename it" if key == "model.overrides" else f"set {key} as allowed"
+        if key.startswith("model.overrides."):
+            fix += ", or drop it to keep the registered model's own value"
+        return findings + [Finding(key, False, text, fix)]
+    except (ValueError, RuntimeError, AssertionError) as err:  # sizes a layer refuses
+        return findings + [Finding("model.overrides", False, str(err), "change the sizes")]
+    findings.append(Finding("model.overrides", True, "the model builds"))
+    findings += _clip_findings(cfg, model.model_config)
+    if finetune:
+        findings += _teacher_findings(cfg)
+    else:
+        findings += _mask_findings(cfg.mask, model.grid_size)
+    return findings
+
+
+# ---------------------------------------------------------------------------------------------------- clips
+
+
+def _set_by(model_cfg: Any, argument: str) -> str:
+    """Where the model's ``argument`` comes from, for messages."""
+    if argument in model_cfg.overrides:
+        return f"model.overrides.{argument}"
+    return f"the default of {model_cfg.name}"
+
+
+def _clip_findings(cfg: Any, args: dict[str, Any]) -> list[Finding]:
+    """The data's clips ``[3, T, S, S]`` against the model's input ``(in_chans, all_frames, img_size)``."""
+    m, d = cfg.model, cfg.data
+    frames, size, tubelet, patch = args["all_frames"], args["img_size"], args["tubelet_size"], args["patch_size"]
+    findings = []
+    if d.num_frames == frames:
+        findings.append(Finding("data.num_frames", True, f"{frames}, the model's all_frames"))
+    else:
+        fix = f"set data.num_frames={frames}"
+        if d.num_frames % tubelet == 0:
+            fix += f", or model.overrides.all_frames={d.num_frames} for a model on {d.num_frames}-frame clips"
+        detail = f"{d.num_frames} frames per clip, but the model takes {frames} ({_set_by(m, 'all_frames')})"
+        findings.append(Finding("data.num_frames", False, detail, fix))
+    if d.input_size == size:
+        findings.append(Finding("data.input_size", True, f"{size}, the model's img_size"))
+    else:
+        fix = f"set data.input_size={size}"
+        if d.input_size % patch == 0:
+            fix += f", or model.overrides.img_size={d.input_size} for a model on {d.input_size} px clips"
+        else:
+            fix += f", or another multiple of the patch size {patch} with model.overrides.img_size set to it"
+        detail = f"{d.input_size} px clips, but the model takes {size} px ({_set_by(m, 'img_size')})"
+        findings.append(Finding("data.input_size", False, detail, fix))
+    for attr in _MANIFEST_LISTS:
+        for i, src in enumerate(getattr(d, attr, [])):
+            if src.num_frames is not None and src.num_frames != frames:
+                detail = f"{src.num_frames}-frame clips from {src.path}, but the model takes {frames}"
+                fix = "drop it (data.num_frames applies) or set it to the model's all_frames: one model, one shape"
+                findings.append(Finding(f"data.{attr}[{i}].num_frames", False, detail, fix))
+    if args["in_chans"] != _RGB:
+        detail = f"the model takes {args['in_chans']} channels; the data gives RGB clips ({_RGB})"
+        findings.append(Finding(_set_by(m, "in_chans"), False, detail, "drop model.overrides.in_chans"))
+    return findings
+
+
+# ---------------------------------------------------------------------------------------------------- masks
+
+
+def _mask_findings(mask: Any, grid: tuple[int, int, int]) -> list[Finding]:
+    """The encoder mask's count as the training draws it, and the decoder's running cells on this grid."""
+    from videomae.masking import num_hidden, running_cell_mask
+
+    steps, height, width = grid
+    tokens, where = (height * width, "per frame") if mask.type == "tube" else (steps * height * width, "per clip")
+    shape = f"{mask.type} mask on a {steps}x{height}x{width} token grid"
+    findings = []
+    try:
+        hidden = num_hidden(tokens, mask.ratio)
+    except ValueError as err:
+        fix = f"a mask.ratio of at least {1 / tokens:.4g} (1 token of {tokens}), or a grid with more tokens"
+        findings.append(Finding("mask.ratio", False, f"{shape}: {err}", fix))
+    else:
+        detail = f"{mask.ratio} hides {hidden} of {tokens} tokens {where} ({shape})"
+        if abs(mask.ratio * tokens - hidden) < 1e-6:
+            findings.append(Finding("mask.ratio", True, detail))
+        else:  # ratio * tokens is not a whole number: the count is rounded down, as in the original
+            nearest = f"{hidden}/{tokens}" + (f" or {hidden + 1}/{tokens}" if hidden + 1 < tokens else "")
+            detail += f": an effective ratio of {hidden / tokens:.4g}"
+            findings.append(Finding("mask.ratio", True, detail, f"the ratios this grid realises near it: {nearest}",
+                                    warning=True))  # fmt: skip
+    if mask.decoder_type == "run_cell":
+        try:
+            running_cell_mask(1, grid, mask.decoder_ratio)
+        except ValueError as err:
+            fix = "mask.decoder_type=none, or an even number of patches per side (data.input_size / patch size)"
+            findings.append(Finding("mask.decoder_type", False, str(err), fix))
+        else:
+            findings.append(Finding("mask.decoder_type", True, f"run_cell drops {mask.decoder_ratio} of the tokens"))
+    return findings
+
+
+# ---------------------------------------------------------------------------------------------------- teacher
+
+
+def _teacher_findings(cfg: FinetuneConfig) -> list[Finding]:
+    """A teacher that takes the data's clips: from our export's metadata, else ``teacher_model`` on meta.
+
+    Nothing is reported when the teacher cannot be read here (the ``distill.teacher`` weights check says why).
+    """
+    k, d = cfg.distill, cfg.data
+    if k.teacher is None:
+        return []
+    if k.teacher_model is not None:
+        import torch
+
+        from videomae.models import create_model
+
+        try:
+            with torch.device("meta"):
+                args = create_model(k.teacher_model, **k.teacher_overrides).model_config
+        except (ValueError, TypeError) as err:
+            key = "distill.teacher_model" if k.teacher_model in str(err) else "distill.teacher_overrides"
+            return [Finding(key, False, str(err), "name a registered classifier with arguments it takes")]
+    else:
+        from videomae.checkpoint import CheckpointError
+        from videomae.inference.loading import _export_metadata  # the metadata header only, no tensors
+
+        try:
+            args = _export_metadata(k.teacher).get("model_config") or {}
+        except CheckpointError:
+            return []
+    frames, size = args.get("all_frames"), args.get("img_size")
+    if frames is None or size is None:
+        return []
+    if (frames, size) == (d.num_frames, d.input_size):
+        return [Finding("distill.teacher clips", True, f"the teacher takes {frames}-frame clips of {size} px")]
+    detail = f"the teacher takes {frames}-frame clips of {size} px, the data gives {d.num_frames} x {d.input_size} px"
+    fix = "a teacher trained on the student's clip shape, or data.num_frames / data.input_size (and the student's "
+    fix += "model.overrides all_frames / img_size) set to the teacher's"
+    return [Finding("distill.teacher clips", False, detail, fix)]
+
+
+# ---------------------------------------------------------------------------------------------------- output_dir
+
+
+def output_dir_finding(output_dir: str) -> Finding:
+    """``output_dir`` is a folder that takes a new file, or can be made under the nearest folder that exists.
+
+    Writability is tried (a temporary file made and removed), not read from permission bits: root passes
+    ``os.access`` on a read-only mount, and ACLs or quotas are not in the bits.
+    """
+    target = Path(output_dir).absolute()
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    fix = "choose a folder this user can write, e.g. output_dir=runs/NAME"
+    if not existing.is_dir():
+        where = "is a file" if existing == target else f"cannot be made: {existing} is a file"
+        return Finding("output_dir", False, f"{output_dir} {where}", fix)
+    problem = write_probe(existing)
+    if problem:
+        return Finding("output_dir", False, f"{output_dir}: cannot write in {existing}: {problem}", fix)
+    state = "exists" if existing == target else f"will be made under {existing}"
+    return Finding("output_dir", True, f"{output_dir} {state}, writable")
+
+
+def write_probe(folder: Path) -> str | None:
+    """Why ``folder`` takes no new file (``None``: it does; the probe file is removed again)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".preflight-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
