@@ -198,15 +198,19 @@ def test_clip_shape_must_be_the_models_the_check_matches_the_first_forward():
     assert not _forward_fails(overrides, (3, 8, 64, 64))
     bad = failed(checks("data.num_frames=4"))
     assert list(bad) == ["data.num_frames"]
-    assert bad["data.num_frames"].detail == "4 frames per clip, but the model takes 8 (model.overrides.all_frames)"
+    assert (
+        bad["data.num_frames"].detail == "clips of 4 frames, but the model takes 8 frames (model.overrides.all_frames)"
+    )
     assert bad["data.num_frames"].fix.startswith("set data.num_frames=8, or model.overrides.all_frames=4")
     assert _forward_fails(overrides, (3, 4, 64, 64))
     bad = failed(checks("data.input_size=32"))
     assert list(bad) == ["data.input_size"]
-    assert bad["data.input_size"].detail == "32 px clips, but the model takes 64 px (model.overrides.img_size)"
+    assert bad["data.input_size"].detail == "clips of 32 px, but the model takes 64 px (model.overrides.img_size)"
     assert _forward_fails(overrides, (3, 8, 32, 32))
     # a size the patch does not divide cannot be the model's: the fix says so
-    assert "another multiple of the patch size 8" in failed(checks("data.input_size=36"))["data.input_size"].fix
+    assert (
+        "another multiple of the model's patch_size (8)" in failed(checks("data.input_size=36"))["data.input_size"].fix
+    )
     # both sides changed together: a model on 4-frame, 32 px clips
     assert not failed(checks("data.num_frames=4", "data.input_size=32", "model.overrides.all_frames=4",
                              "model.overrides.img_size=32"))  # fmt: skip
@@ -224,12 +228,14 @@ def test_a_manifests_own_frame_count_and_other_channels_are_checked():
 
 def test_finetune_clip_shape_and_tubelet():
     bad = failed(checks("data.num_frames=16", kind="finetune"))
-    assert bad["data.num_frames"].detail == "16 frames per clip, but the model takes 8 (model.overrides.all_frames)"
+    assert (
+        bad["data.num_frames"].detail == "clips of 16 frames, but the model takes 8 frames (model.overrides.all_frames)"
+    )
     bad = failed(checks("data.num_frames=7", "model.overrides.all_frames=7", kind="finetune"))
     assert list(bad) == ["model.overrides.all_frames"]
     assert bad["model.overrides.all_frames"].detail == "got 7, allowed: a multiple of tubelet_size (2)"
     bad = failed(checks("model.name=vit_tiny_patch16_224", "model.overrides={}", kind="finetune"))
-    assert bad["data.num_frames"].detail == "8 frames per clip, but the model takes 16 (the default of " \
+    assert bad["data.num_frames"].detail == "clips of 8 frames, but the model takes 16 frames (the default of " \
                                             "vit_tiny_patch16_224)"  # fmt: skip
 
 
@@ -365,7 +371,7 @@ def test_launch_refuses_a_clip_shape_before_any_process_group_and_warns_of_a_mas
     out = tmp_path / "run"
     proc = _launch("pretrain.py", "--config", str(PRETRAIN), f"output_dir={out}", "data.num_frames=4", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout == "False False\n", proc.stderr
-    assert proc.stderr.splitlines()[1] == "  data.num_frames: 4 frames per clip, but the model takes 8 " \
+    assert proc.stderr.splitlines()[1] == "  data.num_frames: clips of 4 frames, but the model takes 8 frames " \
                                           "(model.overrides.all_frames)"  # fmt: skip
     assert not out.exists()
     proc = _launch("pretrain.py", "--config", str(PRETRAIN), "--dry-run", f"output_dir={out}", "mask.ratio=0.99",

@@ -89,29 +89,27 @@ def _set_by(model_cfg: Any, argument: str) -> str:
     return f"the default of {model_cfg.name}"
 
 
+# (data key, model argument, the argument that must divide it, unit in messages)
+_CLIP_SIDES = (("num_frames", "all_frames", "tubelet_size", "frames"), ("input_size", "img_size", "patch_size", "px"))
+
+
 def _clip_findings(cfg: Any, args: dict[str, Any]) -> list[Finding]:
     """The data's clips ``[3, T, S, S]`` against the model's input ``(in_chans, all_frames, img_size)``."""
     m, d = cfg.model, cfg.data
-    frames, size, tubelet, patch = args["all_frames"], args["img_size"], args["tubelet_size"], args["patch_size"]
     findings = []
-    if d.num_frames == frames:
-        findings.append(Finding("data.num_frames", True, f"{frames}, the model's all_frames"))
-    else:
-        fix = f"set data.num_frames={frames}"
-        if d.num_frames % tubelet == 0:
-            fix += f", or model.overrides.all_frames={d.num_frames} for a model on {d.num_frames}-frame clips"
-        detail = f"{d.num_frames} frames per clip, but the model takes {frames} ({_set_by(m, 'all_frames')})"
-        findings.append(Finding("data.num_frames", False, detail, fix))
-    if d.input_size == size:
-        findings.append(Finding("data.input_size", True, f"{size}, the model's img_size"))
-    else:
-        fix = f"set data.input_size={size}"
-        if d.input_size % patch == 0:
-            fix += f", or model.overrides.img_size={d.input_size} for a model on {d.input_size} px clips"
+    for key, argument, divisor, unit in _CLIP_SIDES:
+        given, taken, step = getattr(d, key), args[argument], args[divisor]
+        if given == taken:
+            findings.append(Finding(f"data.{key}", True, f"{taken}, the model's {argument}"))
+            continue
+        detail = f"clips of {given} {unit}, but the model takes {taken} {unit} ({_set_by(m, argument)})"
+        fix = f"set data.{key}={taken}, or "
+        if given % step == 0:
+            fix += f"model.overrides.{argument}={given} for a model on clips of {given} {unit}"
         else:
-            fix += f", or another multiple of the patch size {patch} with model.overrides.img_size set to it"
-        detail = f"{d.input_size} px clips, but the model takes {size} px ({_set_by(m, 'img_size')})"
-        findings.append(Finding("data.input_size", False, detail, fix))
+            fix += f"another multiple of the model's {divisor} ({step}) with model.overrides.{argument} set to it"
+        findings.append(Finding(f"data.{key}", False, detail, fix))
+    frames = args["all_frames"]
     for attr in _MANIFEST_LISTS:
         for i, src in enumerate(getattr(d, attr, [])):
             if src.num_frames is not None and src.num_frames != frames:
