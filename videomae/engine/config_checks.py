@@ -68,7 +68,7 @@ def model_findings(cfg: Any) -> list[Finding]:
         if key.startswith("model.overrides."):
             fix += ", or drop it to keep the registered model's own value"
         return findings + [Finding(key, False, text, fix)]
-    except (ValueError, RuntimeError, AssertionError) as err:  # sizes a layer refuses
+    except (RuntimeError, AssertionError) as err:  # sizes a layer refuses beyond the arguments check
         return findings + [Finding("model.overrides", False, str(err), "change the sizes")]
     findings.append(Finding("model.overrides", True, "the model builds"))
     findings += _clip_findings(cfg, model.model_config)
@@ -226,14 +226,14 @@ def output_dir_finding(output_dir: str) -> Finding:
     if not existing.is_dir():
         where = "is a file" if existing == target else f"cannot be made: {existing} is a file"
         return Finding("output_dir", False, f"{output_dir} {where}", fix)
-    problem = write_probe(existing)
+    problem = _write_probe(existing)
     if problem:
         return Finding("output_dir", False, f"{output_dir}: cannot write in {existing}: {problem}", fix)
     state = "exists" if existing == target else f"will be made under {existing}"
     return Finding("output_dir", True, f"{output_dir} {state}, writable")
 
 
-def write_probe(folder: Path) -> str | None:
+def _write_probe(folder: Path) -> str | None:
     """Why ``folder`` takes no new file (``None``: it does; the probe file is removed again)."""
     try:
         fd, probe = tempfile.mkstemp(prefix=".preflight-", dir=folder)

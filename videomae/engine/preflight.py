@@ -15,7 +15,8 @@ PASS/FAIL table. The checks:
 * then the checks of the config against itself and its model (:mod:`videomae.engine.config_checks`, also run by
   ``--dry-run``): ``output_dir`` takes a new file; ``model.name`` is registered and the model builds on the
   ``meta`` device with ``model.overrides`` in range; the data's clips are the model's; the masks fit its token
-  grid (a warning for a ratio it cannot realise exactly); a distillation teacher takes the same clips.
+  grid (the effective ratio reported, a warning when rounding strays far); a distillation teacher takes the same
+  clips.
 
 Manifests are parsed whole, as the dataset will parse them again (about 9 s per million rows on a slow CPU); only
 the path lookups are sampled, since on a network filesystem they are the slow part.
