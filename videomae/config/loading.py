@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -33,8 +34,18 @@ __all__ = [
 T = TypeVar("T")
 
 
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type or out of range; the message names the dotted key."""
+
+
 class _Loader(yaml.SafeLoader):
-    """YAML loader that also reads ``1e-3`` as a float (YAML 1.1, PyYAML's default, wants ``1.0e-3``)."""
+    """YAML loader that also reads ``1e-3`` as a float (YAML 1.1, PyYAML's default, wants ``1.0e-3``) and refuses
+    a key given twice in one mapping (PyYAML keeps the last silently: a second ``train:`` section would drop the
+    first)."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _refuse_duplicate_keys(node, "", set())
+        return super().construct_document(node)
 
 
 _Loader.add_implicit_resolver(
@@ -44,12 +55,33 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _refuse_duplicate_keys(node: yaml.Node, path: str, seen: set[int]) -> None:
+    """Raise a :class:`ConfigError` naming the dotted key and both lines when a mapping under ``node`` repeats a
+    key (scalar keys compared by value; merge keys ``<<`` may be overridden, as YAML intends)."""
+    if id(node) in seen:  # an alias: checked where its anchor is
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, f"{path}[{i}]", seen)
+    elif isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = f"{path}.{key_node.value}" if path else str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise ConfigError(
+                    f"{key}: given twice, at lines {lines[key]} and {line}; YAML would keep only the second and "
+                    "silently drop the first: merge them into one"
+                )
+            lines[key] = line
+            _refuse_duplicate_keys(value_node, key, seen)
+
+
 def _yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type or out of range; the message names the dotted key."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -142,14 +174,29 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         raise ConfigError(f"{prefix or cls.__name__}: {err}; keys: {_field_names(cls)}") from err
 
 
+def _refuse_nonfinite(value: Any, key: str) -> None:
+    """Raise a :class:`ConfigError` naming the dotted key of the first NaN or infinity anywhere in ``value``: every
+    float of every section, typed or not (``model.overrides``, ``deepspeed.extra``), must be finite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: got {value}, allowed: a finite number (NaN and infinities are refused)")
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _refuse_nonfinite(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _refuse_nonfinite(item, f"{key}[{i}]")
+
+
 def build_config(kind: type[T], data: dict[str, Any]) -> T:
     """Build and validate a config of class ``kind`` (e.g. ``PretrainConfig``) from nested mappings.
 
     Raises:
-        ConfigError: unknown key, wrong type or value out of range; the message starts with the dotted key.
+        ConfigError: unknown key, wrong type, a NaN or infinity, or a value out of range; the message starts with
+            the dotted key.
     """
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
+    _refuse_nonfinite(data, "")
     cfg = _build(kind, data, "")
     cfg.validate()
     return cfg
@@ -184,6 +231,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = _yaml_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
         raise ConfigError(f"{key}: value {raw!r} is not valid YAML ({err})") from err
+    except ConfigError as err:
+        raise ConfigError(f"{key}: value {raw!r}: {err}") from None
     return key.split("."), value
 
 
@@ -223,6 +272,8 @@ def load_config_file(kind: type[T], path: str | Path | None, overrides: list[str
             data = _yaml_load(text) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {path}: invalid YAML: {err}") from err
+        except ConfigError as err:
+            raise ConfigError(f"config file {path}: {err}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path}: expected a mapping at the top level")
     try:

@@ -118,6 +118,12 @@ def validate(cfg: PretrainConfig) -> None:
     validate_train(cfg.train)
     validate_deepspeed(cfg.deepspeed, cfg.train.compile)
     require(cfg.train.picture_clips >= 1, "train.picture_clips", "an integer >= 1", cfg.train.picture_clips)
+    require(cfg.train.picture_every >= 0, "train.picture_every", "an integer >= 0 (0: never)", cfg.train.picture_every)
+    if cfg.model.decoder_depth is not None:
+        require(cfg.model.decoder_depth >= 1, "model.decoder_depth", "an integer >= 1 or null", cfg.model.decoder_depth)
+    if cfg.model.drop_path_rate is not None:
+        ok = 0.0 <= cfg.model.drop_path_rate < 1.0
+        require(ok, "model.drop_path_rate", "null or a number in [0, 1)", cfg.model.drop_path_rate)
     m = cfg.mask
     require(0.0 < m.ratio < 1.0, "mask.ratio", "a number in (0, 1)", m.ratio)
     if m.decoder_type == "run_cell":

@@ -13,6 +13,7 @@ exactly with the release's base lr, which is what the shipped recipes do.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -213,17 +214,24 @@ def validate_data(d: DataConfig) -> None:
     ]:
         require(value >= 1, key, "an integer >= 1", value)
     require(d.num_workers >= 0, "data.num_workers", "an integer >= 0", d.num_workers)
-    require(d.decode_timeout_s >= 0, "data.decode_timeout_s", "a number >= 0", d.decode_timeout_s)
+    # threading's waits take no longer timeout (an OverflowError in the loader otherwise)
+    timeout_ok = 0 <= d.decode_timeout_s <= threading.TIMEOUT_MAX
+    allowed = f"a number of seconds in [0, {threading.TIMEOUT_MAX:.3g}] (0: no limit)"
+    require(timeout_ok, "data.decode_timeout_s", allowed, d.decode_timeout_s)
     validate_manifests("data.manifests", d.manifests)
     require(0.0 <= d.hflip_prob <= 1.0, "data.hflip_prob", "a probability in [0, 1]", d.hflip_prob)
 
 
 def validate_manifests(key: str, sources: list[ManifestSource]) -> None:
-    """Weights and repeat counts of a manifest list called ``key``."""
+    """Weights, repeat counts and clip settings of a manifest list called ``key``."""
     for i, src in enumerate(sources):
         require(src.weight > 0, f"{key}[{i}].weight", "a number > 0", src.weight)
         if src.repeat is not None:
             require(src.repeat > 0, f"{key}[{i}].repeat", "a number > 0 or null", src.repeat)
+        for name in ("num_frames", "sampling_rate"):
+            value = getattr(src, name)
+            if value is not None:
+                require(value >= 1, f"{key}[{i}].{name}", "an integer >= 1 or null", value)
 
 
 def validate_train(t: TrainConfig) -> None:
@@ -254,11 +262,18 @@ def validate_train(t: TrainConfig) -> None:
     require(t.lr > 0, "train.lr", "a number > 0", t.lr)
     require(t.min_lr >= 0, "train.min_lr", "a number >= 0", t.min_lr)
     require(t.weight_decay >= 0, "train.weight_decay", "a number >= 0", t.weight_decay)
+    if t.weight_decay_end is not None:
+        require(t.weight_decay_end >= 0, "train.weight_decay_end", "a number >= 0 or null", t.weight_decay_end)
+    require(t.eps > 0, "train.eps", "a number > 0", t.eps)
     require(len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), "train.betas", "two numbers in [0, 1)", t.betas)
     if t.clip_grad is not None:
         require(t.clip_grad > 0, "train.clip_grad", "a number > 0 or null", t.clip_grad)
     if t.warmup_steps is not None:
         require(t.warmup_steps >= 0, "train.warmup_steps", "an integer >= 0 or null", t.warmup_steps)
+    if t.warmup_epochs is not None:
+        require(t.warmup_epochs >= 0, "train.warmup_epochs", "a number >= 0 or null", t.warmup_epochs)
+    for i, step in enumerate(t.inject_nan_at):
+        require(step >= 1, f"train.inject_nan_at[{i}]", "a step number >= 1", step)
 
 
 def validate_deepspeed(ds: DeepSpeedConfig, compile_model: bool = False) -> None:
@@ -268,6 +283,15 @@ def validate_deepspeed(ds: DeepSpeedConfig, compile_model: bool = False) -> None
     Raises:
         ConfigError: naming the dotted key and the allowed values.
     """
+    for key, value in [
+        ("deepspeed.reduce_bucket_size", ds.reduce_bucket_size),
+        ("deepspeed.allgather_bucket_size", ds.allgather_bucket_size),
+        ("deepspeed.loss_scale_window", ds.loss_scale_window),
+    ]:
+        require(value >= 1, key, "an integer >= 1", value)
+    power_ok = 0 <= ds.initial_scale_power <= 63
+    require(power_ok, "deepspeed.initial_scale_power", "an integer in [0, 63]", ds.initial_scale_power)
+    require(ds.min_loss_scale > 0, "deepspeed.min_loss_scale", "a number > 0", ds.min_loss_scale)
     if ds.offload_param:
         require(ds.zero_stage == 3, "deepspeed.offload_param", "true only with deepspeed.zero_stage=3", True)
     if ds.offload_optimizer:

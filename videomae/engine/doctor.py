@@ -108,12 +108,13 @@ def static_findings(cfg: Any) -> list[CheckResult]:
     """Rank 0's checks of the config and the data that need no process group (the launcher's preflight).
 
     The one place where ``videomae.engine.preflight.preflight_findings(cfg, check_port=False)`` joins the table,
-    each ``Finding(check, ok, detail, fix)`` as ``CheckResult(check, PASS if ok else FAIL, detail + fix)``.
+    each ``Finding(check, ok, detail, fix, warning)`` as ``CheckResult(check, PASS, WARN or FAIL, detail + fix)``.
     """
     rows = []
     for f in preflight_findings(cfg, check_port=False):  # the port is bound already: the process group is up
-        detail = "; ".join(f.detail.splitlines()) + (f"; fix: {f.fix}" if f.fix and not f.ok else "")
-        rows.append(CheckResult(f.check, PASS if f.ok else FAIL, detail))
+        shown = f.fix and (f.warning or not f.ok)
+        detail = "; ".join(f.detail.splitlines()) + (f"; fix: {f.fix}" if shown else "")
+        rows.append(CheckResult(f.check, (WARN if f.warning else PASS) if f.ok else FAIL, detail))
     return rows
 
 
@@ -345,9 +346,12 @@ class Doctor:
                 "nodes": hosts, "device": device.type, "checks": [dataclasses.asdict(row) for row in rows],
             }  # fmt: skip
             path = Path(self.cfg.output_dir) / "doctor.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-            print(f"written to {path}", flush=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+                print(f"written to {path}", flush=True)
+            except OSError as err:  # an unusable output_dir is one of the FAIL rows above
+                print(f"{path} not written: {err.strerror or err}", flush=True)
         # Launchers stop every rank once one exits non-zero: none may exit before rank 0 has reported.
         dist.barrier()
         return 1 if failed else 0

@@ -2,10 +2,13 @@
 
 Each entry point is a few lines naming its config loader and its run function; the run is imported only after the
 config and the preflight checks (:mod:`videomae.engine.preflight`) have passed, so ``--dry-run``,
-``--print-output-dir``, config errors and failed checks never load DeepSpeed. Every rank loads and checks the same
-config, and every rank exits with status 2 on a problem, but only global rank 0 says why: one message, not one per
-process. (On a multi-node job, the first process of each other node adds one line when it fails too, since a
-node may not see the files rank 0 sees.)
+``--print-output-dir``, config errors and failed checks never load DeepSpeed. ``--dry-run`` runs the checks of the
+config against itself and its model (:mod:`videomae.engine.config_checks`: clip shape, model sizes, masks,
+``output_dir``), not those of the data and the machine, so it also works where the manifests are not.
+
+Every rank loads and checks the same config, and every rank exits with status 2 on a problem, but only global rank 0
+says why: one message, not one per process. (On a multi-node job, the first process of each other node adds one line
+when it fails too, since a node may not see the files rank 0 sees.)
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ def parse_args(argv: list[str] | None, doc: str, config_help: str, eval_only: bo
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help=config_help)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, YAML values")
-    parser.add_argument("--dry-run", action="store_true", help="print the launch environment and config, then exit")
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="check the config against its model and output_dir, print the launch environment and config, then exit",
+    )  # fmt: skip
     parser.add_argument("--print-output-dir", action="store_true", help="print the resolved output_dir and exit")
     if eval_only:
         parser.add_argument(
@@ -58,15 +64,26 @@ def dry_run(cfg: Any) -> None:
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
 
 
-def _preflight(cfg: Any, script: str, eval_only: bool) -> bool:
-    """Run the preflight checks on this rank; False (after :func:`_report`) when one failed."""
+def _preflight(cfg: Any, script: str, eval_only: bool, dry: bool = False) -> bool:
+    """Run the preflight checks on this rank (``dry``: only the config's, :mod:`videomae.engine.config_checks`);
+    False (after :func:`_report`) when one failed, else True after rank 0 printed any warnings."""
     from videomae.engine.dist import resolve_env
-    from videomae.engine.preflight import format_failures, preflight_findings
+    from videomae.engine.findings import format_failures, format_warnings
 
-    # Only global rank 0 binds the rendezvous port, on the master host, so only it can tell whether it is free.
-    findings = preflight_findings(cfg, check_port=resolve_env().rank == 0, eval_only=eval_only, quick=True)
+    if dry:
+        from videomae.engine.config_checks import config_findings
+
+        findings = config_findings(cfg)
+    else:
+        from videomae.engine.preflight import preflight_findings
+
+        # Only global rank 0 binds the rendezvous port, on the master host, so only it can tell whether it is free.
+        findings = preflight_findings(cfg, check_port=resolve_env().rank == 0, eval_only=eval_only, quick=True)
     failed = [f for f in findings if not f.ok]
     if not failed:
+        warnings = format_warnings(findings, script)
+        if warnings and resolve_env().rank == 0:
+            print(warnings, file=sys.stderr, flush=True)
         return True
     first = failed[0]
     _report(format_failures(findings, script), f"{script}: {first.check}: {first.detail.splitlines()[0]}")
@@ -112,7 +129,8 @@ def main(
         evaluate: ``"module:function"`` for ``--eval-only`` (None: the stage has no such mode).
 
     Returns:
-        The exit status: 0, or 2 for a config error or a failed preflight check (on every rank).
+        The exit status: 0, or 2 for a config error or a failed preflight check (on every rank; in ``--dry-run``
+        the config's own checks).
     """
     args = parse_args(argv, doc, config_help, eval_only=evaluate is not None)
     try:
@@ -123,16 +141,17 @@ def main(
     if args.print_output_dir:
         print(cfg.output_dir)
         return 0
+    eval_only = getattr(args, "eval_only", False)
+    if not _preflight(cfg, script, eval_only, dry=args.dry_run):
+        return 2
     if args.dry_run:
         dry_run(cfg)
         return 0
-    if not _preflight(cfg, script, eval_only=getattr(args, "eval_only", False)):
-        return 2
 
     from videomae.engine import dist
 
     try:
-        if getattr(args, "eval_only", False):
+        if eval_only:
             _function(evaluate)(cfg)
             return 0
         summary = _function(train)(cfg)

@@ -9,12 +9,14 @@ PASS/FAIL table. The checks:
   (:func:`videomae.data.manifest.read_manifest`, with its line numbers); its ``data_root`` is a folder; the paths
   of up to ``sample_rows`` rows, spread evenly over the file, exist;
 * label maps (``data.labels``, ``init_label_map``, ``distill.teacher_labels``) read;
-* ``output_dir`` (or the nearest folder above it that exists) takes a new file;
 * ``resume`` names a complete checkpoint, auto-resume would not continue a run started from other ``init`` weights;
   ``init`` and ``distill.teacher`` are readable weights (file headers only, never the whole tensors);
 * the rendezvous port ``MASTER_PORT`` is free on this host (rank 0 only: it binds the port);
-* ``model.name`` is registered (else the closest names) and the model builds on the ``meta`` device with
-  ``model.overrides``.
+* then the checks of the config against itself and its model (:mod:`videomae.engine.config_checks`, also run by
+  ``--dry-run``): ``output_dir`` takes a new file; ``model.name`` is registered and the model builds on the
+  ``meta`` device with ``model.overrides`` in range; the data's clips are the model's; the masks fit its token
+  grid (the effective ratio reported, a warning when rounding strays far); a distillation teacher takes the same
+  clips.
 
 Manifests are parsed whole, as the dataset will parse them again (about 9 s per million rows on a slow CPU); only
 the path lookups are sampled, since on a network filesystem they are the slow part.
@@ -22,21 +24,20 @@ the path lookups are sampled, since on a network filesystem they are the slow pa
 
 from __future__ import annotations
 
-import difflib
 import errno
 import json
 import os
 import socket
-import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from videomae.config import ConfigError, FinetuneConfig, ManifestSource
+from videomae.config import FinetuneConfig, ManifestSource
 from videomae.data.manifest import ManifestError, read_label_map, read_manifest
 from videomae.engine.checkpointing import find_resume_checkpoint
+from videomae.engine.config_checks import model_findings, output_dir_finding
 from videomae.engine.dist import resolve_env
+from videomae.engine.findings import Finding, format_failures
 
 # The model code (videomae.models, videomae.checkpoint, videomae.stages.compat) is imported only by the checks that
 # need it: with timm it takes ~3 s per process, more than every other check together.
@@ -46,23 +47,6 @@ __all__ = ["Finding", "format_failures", "port_finding", "preflight_findings"]
 _MANIFEST_LISTS = ("manifests", "val_manifests", "test_manifests")
 _SHOWN_LINES = 3  # manifest problems quoted per manifest; `videomae manifest check` lists them all
 _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive; a bare pickle (protocol >= 2)
-
-
-@dataclass(frozen=True)
-class Finding:
-    """The outcome of one check.
-
-    Attributes:
-        check: what was checked: the config key (``data.manifests[0]``, ``model.name``) or variable (``MASTER_PORT``).
-        ok: the check passed (or did not apply; ``detail`` says which).
-        detail: what was found, naming the file and line where there is one.
-        fix: what to change when the check failed.
-    """
-
-    check: str
-    ok: bool
-    detail: str
-    fix: str = ""
 
 
 def preflight_findings(
@@ -84,27 +68,13 @@ def preflight_findings(
     """
     findings = _manifest_findings(cfg, sample_rows, eval_only)
     findings += _label_map_findings(cfg)
-    findings.append(_output_dir_finding(cfg.output_dir))
+    findings.append(output_dir_finding(cfg.output_dir))
     findings += _weights_findings(cfg)
     if check_port:
         findings.append(port_finding(os.environ))
     if quick and not all(f.ok for f in findings):
         return findings + [Finding("model.name", True, "not checked: the problems above come first")]
-    return findings + _model_findings(cfg)
-
-
-def format_failures(findings: list[Finding], script: str) -> str:
-    """The failed findings as a short message: a heading, then per failure the key, what is wrong and the fix."""
-    failed = [f for f in findings if not f.ok]
-    noun = "problem" if len(failed) == 1 else "problems"
-    lines = [f"{script}: {len(failed)} {noun} found before launch; nothing was started:"]
-    for f in failed:
-        detail = f.detail.splitlines() or [""]
-        lines.append(f"  {f.check}: {detail[0]}")
-        lines += [f"    {line.strip()}" for line in detail[1:]]
-        if f.fix:
-            lines.append(f"    fix: {f.fix}")
-    return "\n".join(lines)
+    return findings + model_findings(cfg)
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -213,50 +183,7 @@ def _label_map_findings(cfg: Any) -> list[Finding]:
     return findings
 
 
-# ---------------------------------------------------------------------------------------------------- model
-
-
-def _model_findings(cfg: Any) -> list[Finding]:
-    from videomae.models import list_models
-    from videomae.stages.compat import encoder_shapes
-
-    name = cfg.model.name
-    registered = list_models()
-    if name not in registered:
-        close = difflib.get_close_matches(name, registered, n=3, cutoff=0.6)
-        also = f" (also close: {', '.join(close[1:])})" if len(close) > 1 else ""
-        hint = f"did you mean {close[0]}?{also}" if close else f"registered models: {', '.join(registered)}"
-        return [Finding("model.name", False, f"{name!r} is not a registered model", hint)]
-    kind = "finetune" if isinstance(cfg, FinetuneConfig) else "pretrain"
-    try:
-        encoder_shapes(kind, cfg)  # builds the model on the meta device: no memory, no init
-    except ConfigError as err:
-        text = str(err).removeprefix("model.overrides: ")
-        return [Finding("model.name", True, name), Finding("model.overrides", False, text, "drop or rename it")]
-    except (ValueError, RuntimeError, AssertionError) as err:  # sizes the model's constructor refuses
-        return [Finding("model.name", True, name), Finding("model.overrides", False, str(err), "change the sizes")]
-    return [Finding("model.name", True, name), Finding("model.overrides", True, "the model builds")]
-
-
 # ---------------------------------------------------------------------------------------------------- files
-
-
-def _output_dir_finding(output_dir: str) -> Finding:
-    """``output_dir`` is a folder that takes a new file, or can be made under the nearest folder that exists."""
-    target = Path(output_dir).absolute()
-    existing = next(p for p in (target, *target.parents) if p.exists())
-    fix = "choose a folder this user can write, e.g. output_dir=runs/NAME"
-    if not existing.is_dir():
-        where = "is a file" if existing == target else f"cannot be made: {existing} is a file"
-        return Finding("output_dir", False, f"{output_dir} {where}", fix)
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".preflight-", dir=existing)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        return Finding("output_dir", False, f"{output_dir}: cannot write in {existing}: {err.strerror}", fix)
-    state = "exists" if existing == target else f"will be made under {existing}"
-    return Finding("output_dir", True, f"{output_dir} {state}, writable")
 
 
 def _weights_findings(cfg: Any) -> list[Finding]:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from videomae.models.arguments import check_model_arguments
 from videomae.models.backbone import VideoViT
 
 __all__ = ["VisionTransformer"]
@@ -72,6 +73,7 @@ class VisionTransformer(VideoViT):
         pos_table_grid: tuple[int, int, int] | None = None,
     ) -> None:
         config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        check_model_arguments(config)
         super().__init__(
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, depth=depth,
             num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_rate=drop_rate,

@@ -16,6 +16,8 @@ from einops import rearrange
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
+from videomae.models.arguments import check_model_arguments
+
 __all__ = [
     "Attention",
     "Block",
@@ -70,11 +72,8 @@ class PatchEmbed3D(nn.Module):
         tubelet_size: int = 2,
     ) -> None:
         super().__init__()
-        if img_size % patch_size or num_frames % tubelet_size:
-            raise ValueError(
-                f"img_size {img_size} must be a multiple of patch_size {patch_size} and all_frames {num_frames} "
-                f"a multiple of tubelet_size {tubelet_size}"
-            )
+        sizes = {"img_size": img_size, "patch_size": patch_size, "all_frames": num_frames, "tubelet_size": tubelet_size}
+        check_model_arguments(sizes)  # the model's names: num_frames is its all_frames
         self.img_size = img_size
         self.patch_size = patch_size
         self.tubelet_size = tubelet_size

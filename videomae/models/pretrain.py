@@ -23,6 +23,7 @@ from timm.layers import trunc_normal_
 from torch import nn
 
 from videomae.masking import decoded_positions
+from videomae.models.arguments import check_model_arguments
 from videomae.models.backbone import VideoViT, gather_tokens, run_blocks
 from videomae.models.layers import init_vit_module, make_blocks
 from videomae.models.pos_embed import sinusoid_table
@@ -117,6 +118,7 @@ class PretrainVisionTransformer(nn.Module):
     ) -> None:
         super().__init__()
         config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        check_model_arguments(config)
         pixels = in_chans * tubelet_size * patch_size**2
         if decoder_num_classes is None:
             decoder_num_classes = config["decoder_num_classes"] = pixels

@@ -12,13 +12,44 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 from videomae.config import ConfigError, classifier_kwargs
 from videomae.models import create_model
+from videomae.models.arguments import ModelArgumentError
 
-__all__ = ["encoder_mismatch", "encoder_shapes"]
+__all__ = ["encoder_mismatch", "encoder_shapes", "meta_model"]
 
 _BACKBONE = ("patch_embed.", "blocks.")
+
+
+def meta_model(kind: str, cfg: Any) -> nn.Module:
+    """The stage's model built on the ``meta`` device (no memory, no init), as the run will build it.
+
+    Args:
+        kind: ``pretrain`` or ``finetune``.
+        cfg: the stage's resolved config.
+
+    Raises:
+        ConfigError: ``model.name`` is not registered, ``model.overrides`` has an argument the model does not take,
+            or an argument is out of range (the message starts with its key, e.g. ``model.overrides.depth``).
+    """
+    m = cfg.model
+    try:
+        kwargs = m.create_kwargs() if kind == "pretrain" else classifier_kwargs(m, m.overrides.get("num_classes", 1))
+        with torch.device("meta"):
+            return create_model(m.name, **kwargs)
+    except ModelArgumentError as err:
+        key = "model.name"  # unless the config set it: the registered model's own value
+        if err.argument in m.overrides:
+            key = f"model.overrides.{err.argument}"
+        elif getattr(m, err.argument, None) is not None:
+            key = f"model.{err.argument}"
+        raise ConfigError(f"{key}: {str(err).partition(': ')[2]}") from None
+    except ValueError as err:
+        raise ConfigError(f"model.name: {err}") from None
+    except TypeError as err:
+        raise ConfigError(f"model.overrides: {err}") from None
 
 
 def encoder_shapes(kind: str, cfg: Any) -> dict[str, tuple[int, ...]]:
@@ -29,19 +60,10 @@ def encoder_shapes(kind: str, cfg: Any) -> dict[str, tuple[int, ...]]:
         cfg: the stage's resolved config.
 
     Raises:
-        ConfigError: ``model.name`` is not registered or ``model.overrides`` has an argument the model does not take.
+        ConfigError: as :func:`meta_model`.
     """
-    m = cfg.model
-    try:
-        kwargs = m.create_kwargs() if kind == "pretrain" else classifier_kwargs(m, m.overrides.get("num_classes", 1))
-        with torch.device("meta"):
-            model = create_model(m.name, **kwargs)
-    except ValueError as err:
-        raise ConfigError(f"model.name: {err}") from None
-    except TypeError as err:
-        raise ConfigError(f"model.overrides: {err}") from None
     shapes = {}
-    for key, value in model.state_dict().items():
+    for key, value in meta_model(kind, cfg).state_dict().items():
         key = key.removeprefix("encoder.")  # the pretraining layout; its decoder keys stay out
         if key.startswith(_BACKBONE):
             shapes[key] = tuple(value.shape)
