@@ -149,3 +149,21 @@ def test_a_resumed_run_drops_the_steps_it_runs_again(tmp_path):
     assert [r["step"] for r in _rows(path)] == list(range(1, 8))  # nothing after 7: untouched
     MetricsWriter(tmp_path, enabled=True, tensorboard=False, start_step=0).close()
     assert path.read_text() == ""  # a fresh start in the same folder: no rows of the old run
+
+
+def test_tensorboard_hides_the_steps_a_resume_runs_again(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    first = MetricsWriter(tmp_path, enabled=True)
+    for step in range(1, 7):
+        first.write(step, {"loss": float(step), "bad_samples": 1})
+    first.close()
+    resumed = MetricsWriter(tmp_path, enabled=True, start_step=4)
+    for step in (5, 6, 7):
+        resumed.write(step, {"loss": 10.0 * step, "bad_samples": 2})
+    resumed.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [
+        (1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 50.0), (6, 60.0), (7, 70.0)
+    ]  # fmt: skip
+    assert [e.value for e in events.Scalars("train/bad_samples")] == [1, 1, 1, 1, 2, 2, 2]
