@@ -122,12 +122,14 @@ def _free_space(path: Path) -> str:
     return f"{_size(free)} free of {_size(total)}"
 
 
-def _size(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+def _size(n: float) -> str:
+    if n < 1024:
+        return f"{n:.0f} bytes"
+    for unit in ("KiB", "MiB", "GiB"):
         n /= 1024
-    return ""  # unreachable
+        if n < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"
 
 
 def name_write_fault(path: str | os.PathLike, error: BaseException) -> DiskWriteError | None:

@@ -10,7 +10,10 @@ Layout under ``<output_dir>/checkpoints``::
 
 A checkpoint is written under a ``.tmp`` tag; after every rank has finished, rank 0 writes ``COMMITTED`` last,
 renames the folder to its final tag and updates ``latest``. A folder without ``COMMITTED`` is incomplete,
-wherever a kill happened. Assumes ``output_dir`` is on a file system shared by all nodes.
+wherever a kill happened. A write that fails on any rank fails the save on every rank (no rank is left waiting in a
+collective): the ``.tmp`` folder is removed and :class:`CheckpointWriteError` names the rank, the file and the cause
+(``no space left on PATH``, see :mod:`videomae.disk_faults`) and the committed checkpoint a rerun resumes from.
+Assumes ``output_dir`` is on a file system shared by all nodes.
 
 Resuming on a different number of processes: without ZeRO every rank holds whole model and optimizer states, so
 any rank count loads them. ZeRO-1/2/3 split the optimizer states (and gradients, parameters) across ranks; such a
