@@ -195,7 +195,7 @@ def test_a_full_disk_during_a_save_keeps_the_last_checkpoint(tmp_path, monkeypat
     message = str(err.value)
     assert message.startswith(f"saving checkpoint {root / 'step_00000004'} failed: rank 0: no space left on "
                               f"{root / 'step_00000004.tmp' / 'mp_rank_00_model_states.pt'} (0 bytes free")  # fmt: skip
-    assert f"the last committed checkpoint {root / 'step_00000002'} is kept; rerun to resume from it" in message
+    assert f"The last committed checkpoint {root / 'step_00000002'} is kept; rerun to resume from it" in message
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step_00000002"]  # the partial folder is gone
     assert (root / "latest").read_text() == "step_00000002" and ckpt.find_latest(root).step == 2
     assert engine.checkpoint_engine.save.__func__ is real_save  # DeepSpeed's writer is itself again

@@ -92,7 +92,7 @@ def test_bad_rows_counted_full_disk_named_and_resume_logs_each_step_once(data, t
     root = out / "checkpoints"
     assert f"saving checkpoint {root / 'step_00000006'} failed: rank 0: file size limit reached writing " in log
     assert f"{root / 'step_00000006.tmp'}/" in log and "`ulimit -f`" in log
-    assert f"the last committed checkpoint {root / 'step_00000004'} is kept; rerun to resume from it" in log
+    assert f"The last committed checkpoint {root / 'step_00000004'} is kept; rerun to resume from it" in log
     assert "CheckpointWriteError" in (out / "train.log").read_text()
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["step_00000002", "step_00000004"]
     assert (root / "latest").read_text() == "step_00000004"
@@ -161,7 +161,7 @@ def test_a_full_tmpfs_during_a_save_says_no_space_left(data, tmp_path):
     assert proc.returncode == 1, proc.stderr[-4000:]
     root = mount / "checkpoints"
     assert f"saving checkpoint {root / 'step_00000004'} failed: rank 0: no space left on {root}" in proc.stderr
-    assert f"the last committed checkpoint {root / 'step_00000002'} is kept" in proc.stderr
+    assert f"The last committed checkpoint {root / 'step_00000002'} is kept" in proc.stderr
     kept = saved / "checkpoints"
     assert sorted(p.name for p in kept.iterdir() if p.is_dir()) == ["step_00000002"]
     assert ckpt.find_latest(kept).step == 2 and [r["step"] for r in _records(saved)] == [1, 2, 3, 4]

@@ -228,7 +228,8 @@ def _abandon(root: Path, tag: str, failures: list[str]) -> None:
         shutil.rmtree(root / (tag + ".tmp"), ignore_errors=True)
     dist.barrier()
     last = find_latest(root)
-    kept = f"the last committed checkpoint {last.path} is kept; rerun to resume from it" if last else "none committed"
+    kept = "No checkpoint is committed yet" if last is None else (
+        f"The last committed checkpoint {last.path} is kept; rerun to resume from it")  # fmt: skip
     raise CheckpointWriteError(f"saving checkpoint {root / tag} failed: {'; '.join(failures)}. {kept}")
 
 
