@@ -35,6 +35,7 @@ from videomae.checkpoint_reading import (
 )
 from videomae.data.labels import normalize_class_name
 from videomae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from videomae.disk_faults import write_atomic
 from videomae.export_guard import check_export_config
 from videomae.head_remap import match_class_names, remap_head
 from videomae.models.convert_hf import convert_hf_state_dict, is_hf_state_dict
@@ -315,8 +316,8 @@ def export_weights(model: nn.Module, path: str | Path, metadata: dict[str, Any] 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata={_METADATA_KEY: json.dumps(info)})
-    return path
+    # Written aside and renamed: a failed write (a full disk is named as such) leaves no partial export.
+    return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata={_METADATA_KEY: json.dumps(info)}))
 
 
 def load_exported(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from videomae.cli import checkpoints, data, doctor, inference, plan
+from videomae.disk_faults import DiskWriteError
 
 __all__ = ["build_parser", "main"]
 
@@ -55,3 +56,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:
         print(f"videomae {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except DiskWriteError as err:  # no space left, quota, read-only, file-size limit: named, nothing half-written
+        print(f"videomae {args.command}: error: {err}", file=sys.stderr)
+        return 1

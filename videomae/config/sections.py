@@ -84,6 +84,12 @@ class DataConfig:
     data such as Something-Something)."""
     max_consecutive_failures: int = 20
     """Undecodable samples in a row (per worker) before the run stops; each one is logged, replaced and counted."""
+    bad_sample_ceiling: float = 0.5
+    """Largest share of failed clip loads over the last ``bad_sample_window`` loads (all ranks together); past it
+    every rank stops, naming the first bad manifest rows (1: never stop; 0: stop at the first failure)."""
+    bad_sample_window: int = 200
+    """Clip loads (all ranks together, replacements included) over which ``bad_sample_ceiling`` is judged, once
+    the run has made that many."""
     decode_timeout_s: float = 60.0
     """Seconds one clip may take to decode before it counts as bad (0: no limit)."""
 
@@ -211,6 +217,7 @@ def validate_data(d: DataConfig) -> None:
         ("data.sampling_rate", d.sampling_rate),
         ("data.num_sample", d.num_sample),
         ("data.max_consecutive_failures", d.max_consecutive_failures),
+        ("data.bad_sample_window", d.bad_sample_window),
     ]:
         require(value >= 1, key, "an integer >= 1", value)
     require(d.num_workers >= 0, "data.num_workers", "an integer >= 0", d.num_workers)
@@ -220,6 +227,7 @@ def validate_data(d: DataConfig) -> None:
     require(timeout_ok, "data.decode_timeout_s", allowed, d.decode_timeout_s)
     validate_manifests("data.manifests", d.manifests)
     require(0.0 <= d.hflip_prob <= 1.0, "data.hflip_prob", "a probability in [0, 1]", d.hflip_prob)
+    require(0.0 <= d.bad_sample_ceiling <= 1.0, "data.bad_sample_ceiling", "a share in [0, 1]", d.bad_sample_ceiling)
 
 
 def validate_manifests(key: str, sources: list[ManifestSource]) -> None:

@@ -4,7 +4,8 @@ A sample is ``{"video": float [C, T, H, W], "label": int, "index": int}``; with 
 or several test views (``test_num_segment * test_num_crop > 1``) the video is ``[S, C, T, H, W]`` and
 :func:`collate_clips` flattens the views into the batch. ``label`` is -1 for unlabelled clips; ``index`` is the
 dataset index of the clip actually returned (a bad clip's replacement has its own index). With
-``return_text=True`` a ``"text"`` string is added. Test-mode samples also carry ``"valid": bool``.
+``return_text=True`` a ``"text"`` string is added. Test-mode samples also carry ``"valid": bool``; a training
+sample that replaces bad clips carries their indices as ``"bad_rows"`` (batched by :func:`collate_clips`).
 
 Construction reads and validates the manifests only; no file is opened or probed, and decoders are created inside
 ``__getitem__`` (in the DataLoader worker). A clip that cannot be loaded (missing, corrupt, fewer than
@@ -187,23 +188,26 @@ class HybridVideoDataset(Dataset):
         return max(self.labels, default=-1) + 1
 
     def __getitem__(self, index: int) -> dict:
-        i, attempt = index, 0
+        i, failed = index, []
         while True:
             row = self.rows[i]
             try:
                 frames = self._load(i)
             except DecodeError as e:
                 self._known_bad.add(i)
+                failed.append(i)
                 # record() raises TooManyBadSamples after too many failures in a row
                 if not self.train:
                     self.bad.record(row, e, outcome="returned as an invalid sample (evaluation never substitutes)")
                     return self._sample(i, self._invalid_video(i), valid=False)
                 self.bad.record(row, e)
-                attempt += 1
-                i = self._replacement(index, attempt)
+                i = self._replacement(index, len(failed))
                 continue
             self.bad.success()
-            return self._sample(i, self._transform(frames), valid=True)
+            sample = self._sample(i, self._transform(frames), valid=True)
+            if failed:  # the rows that failed before this one loaded: the training loop counts them
+                sample["bad_rows"] = failed
+            return sample
 
     def load_clip(self, index: int) -> torch.Tensor:
         """Row ``index``'s video exactly as ``__getitem__`` makes it, but a bad clip raises instead of being
@@ -385,7 +389,9 @@ def collate_clips(batch: Sequence[dict]) -> dict:
     Returns:
         ``{"video": float [B*S, C, T, H, W], "label": long [B*S], "index": long [B*S]}`` (labels and indices
         repeated per view), plus ``"text": list[str]`` when the samples carry text and ``"valid": bool [B*S]``
-        when they carry a validity flag (test mode; rows of unreadable videos are False and must be skipped).
+        when they carry a validity flag (test mode; rows of unreadable videos are False and must be skipped);
+        always ``"bad_rows": long [K]``, the dataset indices of the K clips that failed to load and were replaced
+        in this batch (built in the DataLoader worker, so the count reaches the training process exactly).
     """
     videos, labels, indices, texts, valid = [], [], [], [], []
     flagged = any("valid" in b for b in batch)
@@ -420,4 +426,5 @@ def collate_clips(batch: Sequence[dict]) -> dict:
         out["text"] = texts
     if flagged:
         out["valid"] = torch.tensor(valid, dtype=torch.bool)
+    out["bad_rows"] = torch.tensor([i for b in batch for i in b.get("bad_rows", ())], dtype=torch.long)
     return out

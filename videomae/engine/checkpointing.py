@@ -10,7 +10,10 @@ Layout under ``<output_dir>/checkpoints``::
 
 A checkpoint is written under a ``.tmp`` tag; after every rank has finished, rank 0 writes ``COMMITTED`` last,
 renames the folder to its final tag and updates ``latest``. A folder without ``COMMITTED`` is incomplete,
-wherever a kill happened. Assumes ``output_dir`` is on a file system shared by all nodes.
+wherever a kill happened. A write that fails on any rank fails the save on every rank (no rank is left waiting in a
+collective): the ``.tmp`` folder is removed and :class:`CheckpointWriteError` names the rank, the file and the cause
+(``no space left on PATH``, see :mod:`videomae.disk_faults`) and the committed checkpoint a rerun resumes from.
+Assumes ``output_dir`` is on a file system shared by all nodes.
 
 Resuming on a different number of processes: without ZeRO every rank holds whole model and optimizer states, so
 any rank count loads them. ZeRO-1/2/3 split the optimizer states (and gradients, parameters) across ranks; such a
@@ -33,12 +36,15 @@ from typing import Any
 
 import torch
 
+from videomae.disk_faults import SaveFailed, WriteGuard, write_text_atomic
 from videomae.engine import dist
+from videomae.engine.save_guard import failures_across_ranks, guarded_engine_writes
 
 __all__ = [
     "COMMIT_FILE",
     "UNIVERSAL_SUFFIX",
     "CheckpointInfo",
+    "CheckpointWriteError",
     "ResumeError",
     "checkpoint_at",
     "find_latest",
@@ -60,6 +66,11 @@ _TAG = re.compile(r"^step_(\d+)$")
 
 class ResumeError(RuntimeError):
     """A checkpoint that this run's process count or ZeRO stage cannot continue from."""
+
+
+class CheckpointWriteError(SaveFailed):
+    """A checkpoint could not be written on some rank (raised on every rank); the message names the rank, the file
+    and the cause (``no space left on PATH``) and says which committed checkpoint the run resumes from."""
 
 
 @dataclass(frozen=True)
@@ -149,15 +160,6 @@ def find_resume_checkpoint(cfg: Any, root: str | Path) -> CheckpointInfo | None:
     return info
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     engine: Any,
     root: str | Path,
@@ -180,6 +182,9 @@ def save_checkpoint(
 
     Returns:
         The committed checkpoint folder.
+
+    Raises:
+        CheckpointWriteError: on every rank when a write failed on any (the uncommitted folder is removed).
     """
     root = Path(root)
     tag = tag_for(step)
@@ -188,24 +193,44 @@ def save_checkpoint(
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(root / tmp_tag, ignore_errors=True)
     dist.barrier()
-    engine.save_checkpoint(str(root), tag=tmp_tag, client_state=client_state, save_latest=False)
-    torch.save(rank_state, root / tmp_tag / f"rank_state_{engine.global_rank:05d}.pt")
-    dist.barrier()
+    guard = WriteGuard()
+    with guarded_engine_writes(engine, guard):
+        engine.save_checkpoint(str(root), tag=tmp_tag, client_state=client_state, save_latest=False)
+    rank_file = root / tmp_tag / f"rank_state_{engine.global_rank:05d}.pt"
+    guard.call(rank_file, torch.save, rank_state, rank_file)
+    failures = failures_across_ranks(guard)  # collective: also the barrier before the commit
+    if failures:
+        _abandon(root, tag, failures)
+    commit = WriteGuard()
     if dist.is_main():
-        meta = {
-            "step": step,
-            "time": time.time(),
-            "world_size": engine.world_size,
-            "zero_stage": engine.zero_optimization_stage(),
-            **(meta or {}),
-        }
-        _write_atomic(root / tmp_tag / COMMIT_FILE, json.dumps(meta))
-        shutil.rmtree(root / tag, ignore_errors=True)
-        os.replace(root / tmp_tag, root / tag)
-        _write_atomic(root / "latest", tag)
-        _prune(root, keep_last)
-    dist.barrier()
+        facts = {"step": step, "time": time.time(), "world_size": engine.world_size,
+                 "zero_stage": engine.zero_optimization_stage(), **(meta or {})}  # fmt: skip
+        commit.call(root / tmp_tag, _commit, root, tag, facts, keep_last)
+    error = dist.broadcast_object(commit.describe())  # also the barrier after the commit
+    if error is not None:
+        _abandon(root, tag, [f"rank 0: {error}"])
     return root / tag
+
+
+def _commit(root: Path, tag: str, meta: dict[str, Any], keep_last: int) -> None:
+    """Rank 0: mark ``<tag>.tmp`` complete, rename it to ``tag``, point ``latest`` at it, prune older ones."""
+    tmp = root / (tag + ".tmp")
+    write_text_atomic(tmp / COMMIT_FILE, json.dumps(meta))
+    shutil.rmtree(root / tag, ignore_errors=True)
+    os.replace(tmp, root / tag)
+    write_text_atomic(root / "latest", tag)
+    _prune(root, keep_last)
+
+
+def _abandon(root: Path, tag: str, failures: list[str]) -> None:
+    """Remove the uncommitted ``<tag>.tmp`` (rank 0), then raise :class:`CheckpointWriteError` on every rank."""
+    if dist.is_main():
+        shutil.rmtree(root / (tag + ".tmp"), ignore_errors=True)
+    dist.barrier()
+    last = find_latest(root)
+    kept = "No checkpoint is committed yet" if last is None else (
+        f"The last committed checkpoint {last.path} is kept; rerun to resume from it")  # fmt: skip
+    raise CheckpointWriteError(f"saving checkpoint {root / tag} failed: {'; '.join(failures)}. {kept}")
 
 
 def _prune(root: Path, keep_last: int) -> None:
@@ -314,7 +339,7 @@ def _convert(info: CheckpointInfo, convert: Callable[[Path, Path], None] | None)
         "source_zero_stage": info.meta.get("zero_stage"),
         "time": time.time(),
     }
-    _write_atomic(tmp / COMMIT_FILE, json.dumps(meta))
+    write_text_atomic(tmp / COMMIT_FILE, json.dumps(meta))
     os.replace(tmp, final)
     log.info("universal checkpoint %s written in %.1f s", final, time.perf_counter() - start)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import socket
 import sys
 from collections.abc import Callable
@@ -129,8 +130,9 @@ def main(
         evaluate: ``"module:function"`` for ``--eval-only`` (None: the stage has no such mode).
 
     Returns:
-        The exit status: 0, or 2 for a config error or a failed preflight check (on every rank; in ``--dry-run``
-        the config's own checks).
+        The exit status: 0; 2 for a config error or a failed preflight check (on every rank; in ``--dry-run`` the
+        config's own checks); 1 when a checkpoint or the export could not be written or too many clips failed to
+        load (on every rank).
     """
     args = parse_args(argv, doc, config_help, eval_only=evaluate is not None)
     try:
@@ -148,13 +150,19 @@ def main(
         dry_run(cfg)
         return 0
 
+    from videomae.disk_faults import SaveFailed
     from videomae.engine import dist
+    from videomae.engine.bad_sample_meter import BadSampleCeiling
 
     try:
         if eval_only:
             _function(evaluate)(cfg)
             return 0
         summary = _function(train)(cfg)
+    except (SaveFailed, BadSampleCeiling) as err:  # raised alike on every rank: said once, into train.log too
+        if dist.is_main():
+            logging.getLogger(script).error("%s: %s", type(err).__name__, err)
+        return 1
     finally:
         dist.destroy()
     if summary.stopped_early:

@@ -22,8 +22,11 @@ import torch
 
 from videomae.checkpoint import export_weights
 from videomae.config import ConfigError, config_to_dict, save_config
+from videomae.data.bad_samples import BAD_SAMPLES_FILE
+from videomae.disk_faults import SaveFailed, WriteGuard
 from videomae.engine import checkpointing as ckpt
 from videomae.engine import dist
+from videomae.engine.bad_sample_meter import BadSampleMeter
 from videomae.engine.checkpointing import find_resume_checkpoint
 from videomae.engine.compiling import CompileCounts, check_compiled, compile_counts
 from videomae.engine.data_setup import build_loader, build_sampler
@@ -69,6 +72,7 @@ class _Window:
         self.losses: list[float] = []
         self.metrics: dict[str, list[float]] = {}  # the stage's per-step figures (MicroStep.metrics)
         self.clips, self.data_time, self.start = 0, 0.0, time.perf_counter()
+        self.bad_samples = 0  # clips that failed to load and were replaced (all ranks)
 
     def add(self, loss: float, metrics: dict[str, float]) -> None:
         """Record one optimizer step's loss and figures."""
@@ -85,12 +89,16 @@ class _Window:
         return self.clips / elapsed, self.data_time / elapsed
 
 
-def _step_means(losses: list[float], metrics: list[dict[str, float]]) -> tuple[float, dict[str, float]]:
-    """One optimizer step's loss and figures: means over its micro-steps, then over ranks (one all-reduce)."""
+def _step_means(
+    losses: list[float], metrics: list[dict[str, float]], counts: tuple[int, ...] = ()
+) -> tuple[float, dict[str, float], list[int]]:
+    """One optimizer step's loss and figures (means over its micro-steps, then over ranks) and ``counts`` summed
+    over ranks, in one all-reduce."""
     keys = sorted(metrics[0]) if metrics else []
-    local = [sum(losses) / len(losses)] + [sum(m[k] for m in metrics) / len(metrics) for k in keys]
-    means = dist.mean_across_ranks(torch.tensor(local)).tolist()
-    return means[0], dict(zip(keys, means[1:]))
+    local = [sum(losses) / len(losses)] + [sum(m[k] for m in metrics) / len(metrics) for k in keys] + list(counts)
+    means = dist.mean_across_ranks(torch.tensor(local, dtype=torch.float64)).tolist()
+    sums = [round(mean * dist.world_size()) for mean in means[1 + len(keys) :]]
+    return means[0], dict(zip(keys, means[1 : 1 + len(keys)])), sums
 
 
 class TrainingRun(StageHooks):
@@ -148,7 +156,8 @@ class TrainingRun(StageHooks):
             self.engine.compile()
         self.flops_per_clip: int | None = None
         self.peak_flops = peak_flops(self.device, cfg.precision)
-        self.state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "nonfinite_total": 0, "overflow_total": 0}
+        self.state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "nonfinite_total": 0, "overflow_total": 0,
+                      "bad_samples_total": 0}  # fmt: skip
         self._consecutive_bad = 0
         self._loader_start = 0  # batches_in_epoch when the current loader started (the sampler counts from there)
         self._poisoned: set[int] = set()
@@ -228,7 +237,9 @@ class TrainingRun(StageHooks):
         # SIGUSR1 only: SIGTERM also comes from launchers tearing down a failed job, when no checkpoint can be written.
         signal.signal(signal.SIGUSR1, self._on_signal)
         summary = RunSummary(start_step=self.state["step"])
-        self.metrics = MetricsWriter(self.out, enabled=dist.is_main())
+        self.metrics = MetricsWriter(self.out, enabled=dist.is_main(), start_step=self.state["step"])
+        self.bad_samples = BadSampleMeter(self.dataset, cfg.train.batch_size, cfg.data.bad_sample_ceiling,
+                                          cfg.data.bad_sample_window, self.out)  # fmt: skip
         self.progress = Progress(self.total_steps, self.state["step"], enabled=dist.is_main(), desc=self.stage)
         try:
             self.on_start()
@@ -236,6 +247,9 @@ class TrainingRun(StageHooks):
             while self.state["step"] < self.total_steps and not summary.stopped_early:
                 summary.stopped_early = self.train_one_epoch(summary)
             summary.step, summary.nonfinite_skipped = self.state["step"], self.state["nonfinite_total"]
+            if self.state["bad_samples_total"] and dist.is_main():
+                log.warning("%d clips failed to load and were replaced in this run (see %s)",
+                            self.state["bad_samples_total"], self.out / BAD_SAMPLES_FILE)  # fmt: skip
             if not summary.stopped_early:
                 summary.export_path = self.export()
                 self.on_finish(summary)
@@ -259,6 +273,7 @@ class TrainingRun(StageHooks):
             window.data_time += time.perf_counter() - fetch_start
             set_step_values(self.engine.optimizer, self.schedule.lr(state["step"]), self.schedule.wd(state["step"]))
             result = self.micro_step(batch, poison=self._poison_now())
+            self.bad_samples.add_batch(batch)
             state["batches_in_epoch"] += 1
             window.clips += batch["video"].shape[0] * self.env.world_size
             if self._count_skip(result):
@@ -268,11 +283,14 @@ class TrainingRun(StageHooks):
                 micro_metrics.append(result.metrics)
             if result.boundary and not result.skipped:
                 state["step"] += 1
-                loss, metrics = _step_means(micro_losses, micro_metrics)
+                loss, metrics, (bad, loads) = _step_means(micro_losses, micro_metrics, self.bad_samples.take_step())
                 summary.losses[state["step"]] = loss
                 window.add(loss, metrics)
+                window.bad_samples += bad
+                state["bad_samples_total"] += bad
                 micro_losses, micro_metrics = [], []
                 window = self._after_step(window, result)
+                self.bad_samples.end_step(bad, loads)  # every rank stops here together when most loads fail
                 finished = state["step"] >= self.total_steps
                 if state["step"] % t.save_every == 0 or finished:
                     self.save()
@@ -325,7 +343,7 @@ class TrainingRun(StageHooks):
             seconds = time.perf_counter() - self._first_step_start
             self.compile_counts = check_compiled(self.engine, self._compile_before, seconds)
         extra = self.on_step_end(step)
-        self.progress.update(step, window.losses[-1], lr, clips_per_s, data_wait, mfu)
+        self.progress.update(step, window.losses[-1], lr, clips_per_s, data_wait, mfu, self.state["bad_samples_total"])
         if step % t.log_every == 0 or step == 1 or step == self.total_steps or extra:
             record = {
                 "loss": sum(window.losses) / len(window.losses),
@@ -339,6 +357,8 @@ class TrainingRun(StageHooks):
                 "epoch": self.state["epoch"],
                 "nonfinite_skipped": self.state["nonfinite_total"],
                 "overflow_skipped": self.state["overflow_total"],
+                "bad_samples": window.bad_samples,
+                "bad_samples_total": self.state["bad_samples_total"],
                 **window.means(),
                 **extra,
             }
@@ -359,8 +379,14 @@ class TrainingRun(StageHooks):
         """Consolidated fp32 weights of the final checkpoint as ``export/model.safetensors`` (rank 0 writes)."""
         state = consolidated_fp32_state_dict(self.engine, str(self.root), ckpt.tag_for(self.state["step"]))
         path = self.out / "export" / "model.safetensors"
+        guard = WriteGuard()  # rank 0 writes; a failure is raised on every rank (none waits for it forever)
         if state is not None:
-            export_weights(self.export_model(state), path, self.export_metadata())
-            log.info("exported fp32 weights to %s", path)
-        dist.barrier()
+            guard.call(path, export_weights, self.export_model(state), path, self.export_metadata())
+        error = dist.broadcast_object(guard.describe())
+        if error is not None:
+            raise SaveFailed(
+                f"export {path} failed: {error}. The final checkpoint is committed: write the export from it with "
+                f"`videomae export {self.out} {path}`"
+            )
+        log.info("exported fp32 weights to %s", path)
         return str(path)
