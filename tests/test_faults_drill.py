@@ -136,6 +136,21 @@ def test_mostly_bad_rows_stop_every_rank_with_the_rows_named(data, tmp_path):
     assert not (out / "export").exists()
 
 
+@pytest.mark.slow
+def test_a_streak_of_unreadable_clips_stops_the_run_naming_it_in_train_log(data, tmp_path):
+    """The loader's backstop (a storage gone away: no clip loads at all) ends the run with exit 1 and one line in
+    train.log naming the streak and the last row, not a bare traceback."""
+    out = tmp_path / "run"
+    args = _args(data, out, "mostly_bad.csv", "train.max_steps=50", "data.max_consecutive_failures=2",
+                 "data.bad_sample_ceiling=1.0")  # fmt: skip
+    code, log = _finish(launch("python", args))
+    assert code == 1, log[-4000:]
+    line = next(x for x in (out / "train.log").read_text().splitlines() if "TooManyBadSamples: " in x)
+    assert "2 clips in a row failed to load (last: " in line and f"{data / 'mostly_bad.csv'}:" in line, line
+    assert "videomae manifest check" in line
+    assert not (out / "export").exists()
+
+
 def _user_namespaces() -> bool:
     if shutil.which("unshare") is None:
         return False

@@ -150,6 +150,7 @@ def main(
         dry_run(cfg)
         return 0
 
+    from videomae.data.bad_samples import TooManyBadSamples
     from videomae.disk_faults import SaveFailed
     from videomae.engine import dist
     from videomae.engine.bad_sample_meter import BadSampleCeiling
@@ -162,6 +163,13 @@ def main(
     except (SaveFailed, BadSampleCeiling) as err:  # raised alike on every rank: said once, into train.log too
         if dist.is_main():
             logging.getLogger(script).error("%s: %s", type(err).__name__, err)
+        return 1
+    except TooManyBadSamples as err:
+        # One rank's loader met a streak of unreadable clips: said by that rank (train.log names it); its exit makes
+        # the launcher (torchrun, deepspeed, srun --kill-on-bad-exit) end the other ranks.
+        # A DataLoader worker's exception comes back wrapped: its own one-line message ends the text.
+        message = str(err).rstrip().splitlines()[-1].rpartition("TooManyBadSamples: ")[2]
+        logging.getLogger(script).error("TooManyBadSamples: %s", message)
         return 1
     finally:
         dist.destroy()
