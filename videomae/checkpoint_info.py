@@ -16,11 +16,9 @@ from typing import Any
 import torch
 
 from videomae.checkpoint import read_state_dict
-from videomae.models import list_models
+from videomae.models.registry import variant_for_width
 
 __all__ = ["CheckpointSummary", "summarize_checkpoint"]
-
-_SIZES = {64: "tiny", 384: "small", 768: "base", 1024: "large", 1280: "huge", 1408: "giant"}
 
 
 @dataclass
@@ -99,10 +97,8 @@ def summarize_checkpoint(source: str | Path) -> CheckpointSummary:
     kind = "pretraining (encoder + decoder)" if pretraining else "classifier" if head is not None else "encoder"
     config = metadata.get("model_config", {})
     name = config.get("name")
-    if name is None and width in _SIZES:  # the registered variant of this width (depth, patch may be overridden)
-        family = "pretrain_videomae_" if pretraining else "vit_"
-        found = [n for n in list_models(f"_{_SIZES[width]}_") if n.startswith(family)]
-        name = found[0] if len(found) == 1 else None
+    if name is None:  # the registered variant of this width (depth, patch may be overridden)
+        name = variant_for_width(width, pretraining)
     grid = None
     if config.get("img_size") and config.get("all_frames"):
         grid = (config["all_frames"] // tubelet, config["img_size"] // patch, config["img_size"] // patch)
