@@ -16,6 +16,8 @@ from typing import Any
 import torch
 
 from videomae.checkpoint import read_state_dict
+from videomae.hf_folder import is_hf_folder, read_hf_folder
+from videomae.models.hf_config import HF_CLASSES
 from videomae.models.registry import variant_for_width
 
 __all__ = ["CheckpointSummary", "summarize_checkpoint"]
@@ -46,7 +48,9 @@ class CheckpointSummary:
 
     def format_text(self, max_value_chars: int = 160) -> str:
         """Human-readable report; long metadata values are cut to ``max_value_chars`` (0: never)."""
-        origin = "metadata" if self.name_from_metadata else "guessed from shapes"
+        origin = "guessed from shapes"
+        if self.name_from_metadata:
+            origin = "config.json" if self.format == "transformers" else "metadata"
         lines = [
             f"file:          {self.path}",
             f"format:        {self.format} ({self.kind})",
@@ -87,15 +91,22 @@ def summarize_checkpoint(source: str | Path) -> CheckpointSummary:
     Raises:
         CheckpointError: unreadable or unsafe file.
     """
-    state, raw_meta, fmt = read_state_dict(source)
+    folder = read_hf_folder(source) if is_hf_folder(source) else None  # built from its config.json
+    if folder is not None:
+        state, raw_meta, fmt = folder.state, folder.config, "transformers"
+    else:
+        state, raw_meta, fmt = read_state_dict(source)
     metadata = _metadata(raw_meta)
-    pretraining = any(k.startswith("encoder.") for k in state)
-    prefix = "encoder." if pretraining else ""
+    pretraining = any(k.startswith(("decoder.", "encoder_to_decoder.")) for k in state)
+    prefix = "encoder." if any(k.startswith("encoder.") for k in state) else ""
     proj = state.get(prefix + "patch_embed.proj.weight")  # (D, C, tubelet, p, p)
     width, tubelet, patch = (proj.shape[0], proj.shape[2], proj.shape[3]) if proj is not None else (None, None, None)
     head = state.get("head.weight")
     kind = "pretraining (encoder + decoder)" if pretraining else "classifier" if head is not None else "encoder"
     config = metadata.get("model_config", {})
+    if folder is not None:
+        kind += f", {HF_CLASSES[folder.kind]}"
+        config = {"name": folder.model_name, **folder.model_kwargs}
     name = config.get("name")
     if name is None:  # the registered variant of this width (depth, patch may be overridden)
         name = variant_for_width(width, pretraining)
@@ -124,7 +135,9 @@ def summarize_checkpoint(source: str | Path) -> CheckpointSummary:
         token_grid=grid,
         pos_table=tuple(pos.shape) if pos is not None else None,
         label_names=labels,
-        metadata={k: v for k, v in metadata.items() if k not in ("model_config", "label_names", "id2label")},
+        metadata={
+            k: v for k, v in metadata.items() if k not in ("model_config", "label_names", "id2label", "label2id")
+        },
     )
 
 

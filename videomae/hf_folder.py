@@ -27,12 +27,20 @@ from videomae.checkpoint import CheckpointError, load_exported
 from videomae.checkpoint_reading import HF_WEIGHT_FILES, read_checkpoint, unwrap_state_dict
 from videomae.export_guard import check_export_config
 from videomae.models.convert_hf import HF_BACKBONE_PREFIX, convert_hf_state_dict, is_hf_state_dict, to_hf_state_dict
-from videomae.models.hf_config import EPS_NOTE, HF_CLASSES, from_hf_config, hf_label_names, to_hf_config
+from videomae.models.hf_config import (
+    EPS_NOTE,
+    HF_CLASSES,
+    from_hf_config,
+    hf_label_names,
+    registered_name,
+    to_hf_config,
+)
 from videomae.models.registry import create_model
 
 __all__ = [
     "CONFIG_FILE",
     "HFFolder",
+    "classifier_trunk",
     "export_transformers",
     "is_hf_folder",
     "load_hf_folder",
@@ -129,6 +137,26 @@ def load_hf_folder(path: str | Path, device: torch.device | str = "cpu") -> tupl
     model = create_model(folder.model_name, **folder.model_kwargs)
     model.load_state_dict(folder.state, strict=True)
     return model.to(device).eval(), folder
+
+
+_TRUNK_ARGS = ("img_size", "patch_size", "in_chans", "all_frames", "tubelet_size", "mlp_ratio", "qkv_bias")
+_ENCODER_ARGS = {"embed_dim": "encoder_embed_dim", "depth": "encoder_depth", "num_heads": "encoder_num_heads"}
+
+
+def classifier_trunk(source: str | Path | None) -> tuple[str, dict[str, Any]] | None:
+    """For fine-tuning from a ``transformers`` folder: ``(registered name, the classifier's trunk sizes)`` from its
+    ``config.json`` (any kind of folder), or ``None`` when ``source`` is not such a folder. The head, pooling and
+    regularisation stay the run's to choose.
+
+    Raises:
+        CheckpointError: see :func:`read_hf_folder`.
+    """
+    if source is None or not is_hf_folder(source):
+        return None
+    kwargs = read_hf_folder(source).model_kwargs
+    trunk = {k: kwargs[k] for k in _TRUNK_ARGS}
+    trunk |= {ours: kwargs.get(pretraining, kwargs.get(ours)) for ours, pretraining in _ENCODER_ARGS.items()}
+    return registered_name(trunk["embed_dim"], pretraining=False), trunk
 
 
 def write_hf_folder(

@@ -48,6 +48,7 @@ from videomae.engine.loop import MicroStep, backward_step, compute_dtype
 from videomae.engine.rng_state import generator_seed
 from videomae.engine.run import RunSummary, TrainingRun
 from videomae.engine.validation import EvalResult, score_dataset, write_eval_outputs
+from videomae.hf_folder import classifier_trunk
 from videomae.models import create_model
 
 __all__ = ["FinetuneRun", "evaluate_only", "run_finetuning"]
@@ -108,8 +109,13 @@ class FinetuneRun(TrainingRun):
         return None if self.eval_only else train_set
 
     def build_classifier(self) -> nn.Module:
-        """The classifier with fresh weights."""
-        return create_model(self.cfg.model.name, **classifier_kwargs(self.cfg.model, self.num_classes))
+        """The classifier with fresh weights; initialising from a transformers folder, its trunk is the folder's
+        (``config.json``), with the run's head, pooling, regularisation and ``model.overrides``."""
+        name, kwargs = self.cfg.model.name, classifier_kwargs(self.cfg.model, self.num_classes)
+        trunk = classifier_trunk(self.cfg.init)
+        if trunk is not None:
+            name, kwargs = trunk[0], trunk[1] | kwargs
+        return create_model(name, **kwargs)
 
     def build_model(self) -> nn.Module:
         """The classifier, or, distilling, the classifier and its distillation loss as one :class:`DistillStudent`."""

@@ -24,6 +24,7 @@ __all__ = [
     "NotExpressibleError",
     "from_hf_config",
     "hf_label_names",
+    "registered_name",
     "to_hf_config",
 ]
 
@@ -238,7 +239,10 @@ def from_hf_config(config: dict[str, Any], kind: str) -> tuple[str, dict[str, An
             "embed_dim": width, "depth": g["num_hidden_layers"], "num_heads": g["num_attention_heads"],
             "num_classes": num_classes, "use_mean_pooling": mean_pooling,
         }  # fmt: skip
-    name = variant_for_width(width, kind == "pretraining")
-    if name is None:
-        name = "pretrain_videomae_base_patch16_224" if kind == "pretraining" else "vit_base_patch16_224"
-    return name, kwargs, notes
+    return registered_name(width, kind == "pretraining"), kwargs, notes
+
+
+def registered_name(width: int, pretraining: bool) -> str:
+    """The registered variant of this width, else the base one (the sizes are passed as arguments anyway)."""
+    fallback = "pretrain_videomae_base_patch16_224" if pretraining else "vit_base_patch16_224"
+    return variant_for_width(width, pretraining) or fallback
