@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -286,3 +287,47 @@ def test_crafted_config_json_is_refused_before_a_model_is_built(change, reason, 
     (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, **change}))
     with pytest.raises(CheckpointError, match=reason):
         load_inference_model(tmp_path / "hf")
+
+
+# ----------------------------------------------------------------------------------------------- the commands
+
+TINY = dict(img_size=32, patch_size=8, all_frames=4)
+
+
+def test_commands_take_a_folder_without_model_flags(media, tmp_path: Path, capsys) -> None:
+    """predict names classes by id2label, info names the class, extract-features builds the encoder, no --model."""
+    classifier = _randomise(create_model("vit_tiny_patch16_224", **TINY, num_classes=5), seed=7)
+    write_hf_folder(classifier, tmp_path / "cls", LABELS)
+    export_weights(classifier, tmp_path / "cls.safetensors", {"label_names": LABELS})  # the same weights, our format
+    video = str(media["h264"])
+    assert main(["predict", str(tmp_path / "cls"), video, "--top-k", "5", "--json"]) == 0
+    from_folder = json.loads(capsys.readouterr().out)[0]["top_k"]
+    assert main(["predict", str(tmp_path / "cls.safetensors"), video, "--top-k", "5", "--json"]) == 0
+    from_export = json.loads(capsys.readouterr().out)[0]["top_k"]
+    assert [t["name"] for t in from_folder] == [LABELS[t["class"]] for t in from_folder]
+    assert [(t["class"], t["name"]) for t in from_folder] == [(t["class"], t["name"]) for t in from_export]
+    assert [t["prob"] for t in from_folder] == pytest.approx([t["prob"] for t in from_export], abs=1e-6)
+    assert main(["predict", str(tmp_path / "cls"), video, "--top-k", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith(f"  {from_folder[0]['name']}")
+
+    assert main(["info", str(tmp_path / "cls")]) == 0
+    text = capsys.readouterr().out
+    assert "format:        transformers (classifier, VideoMAEForVideoClassification)" in text
+    assert "model:         vit_tiny_patch16_224 (config.json)" in text and f"label names:   {', '.join(LABELS)}" in text
+    pretrain = _randomise(create_model("pretrain_videomae_tiny_patch16_224", **TINY), seed=8)
+    write_hf_folder(pretrain, tmp_path / "pre")
+    assert main(["info", str(tmp_path / "pre"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "pretraining (encoder + decoder), VideoMAEForPreTraining" and info["decoder_depth"] == 1
+    assert info["model_name"] == "pretrain_videomae_tiny_patch16_224" and info["name_from_metadata"]
+
+    export_weights(pretrain, tmp_path / "pre.safetensors")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,label\n{video},0\n")
+    for source, out in ((tmp_path / "pre", "a"), (tmp_path / "pre.safetensors", "b")):
+        assert main(["extract-features", str(source), str(manifest), str(tmp_path / out), "--stride", "16"]) == 0
+    capsys.readouterr()
+    folder_features = sorted((tmp_path / "a").glob("*.npy"))
+    assert folder_features and all(
+        np.array_equal(np.load(a), np.load(tmp_path / "b" / a.name)) for a in folder_features
+    )
