@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_checkpoint import _randomise
 from transformers import VideoMAEConfig, VideoMAEForPreTraining, VideoMAEForVideoClassification
 
 from videomae.checkpoint import CheckpointError, export_weights, load_pretrained
@@ -59,15 +60,6 @@ def _build(size: str, kind: str, **kw) -> torch.nn.Module:
 
 def _hf_class(kind: str) -> type:
     return VideoMAEForPreTraining if kind == "pretraining" else VideoMAEForVideoClassification
-
-
-def _randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Random weights everywhere (norms, biases, layer scale, mask token), so every mapped tensor matters."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.1 + (1.0 if p.ndim == 1 and p.shape[0] % 2 else 0.0))
-    return model.eval()
 
 
 def _outputs(ours: torch.nn.Module, hf: torch.nn.Module, kind: str, videos: torch.Tensor, mask: torch.Tensor):
@@ -295,7 +287,8 @@ TINY = dict(img_size=32, patch_size=8, all_frames=4)
 
 
 def test_commands_take_a_folder_without_model_flags(media, tmp_path: Path, capsys) -> None:
-    """predict names classes by id2label, info names the class, extract-features builds the encoder, no --model."""
+    """predict names classes by id2label, info names the class, extract-features and visualize build the model from
+    config.json: no --model, the same results as our export of the same weights."""
     classifier = _randomise(create_model("vit_tiny_patch16_224", **TINY, num_classes=5), seed=7)
     write_hf_folder(classifier, tmp_path / "cls", LABELS)
     export_weights(classifier, tmp_path / "cls.safetensors", {"label_names": LABELS})  # the same weights, our format
@@ -331,3 +324,6 @@ def test_commands_take_a_folder_without_model_flags(media, tmp_path: Path, capsy
     assert folder_features and all(
         np.array_equal(np.load(a), np.load(tmp_path / "b" / a.name)) for a in folder_features
     )
+    for source, out in ((tmp_path / "pre", "a.png"), (tmp_path / "pre.safetensors", "b.png")):
+        assert main(["visualize", str(source), video, str(tmp_path / out), "--sampling-rate", "2"]) == 0
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
