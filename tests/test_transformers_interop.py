@@ -19,9 +19,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from test_checkpoint import _randomise
+from test_finetune_engine import demo  # noqa: F401  (a fixture)
 from transformers import VideoMAEConfig, VideoMAEForPreTraining, VideoMAEForVideoClassification
 
-from videomae.checkpoint import CheckpointError, export_weights, load_pretrained
+from videomae.checkpoint import CheckpointError, export_weights, load_exported, load_pretrained
 from videomae.cli import main
 from videomae.engine.finetune_init import init_classifier
 from videomae.hf_folder import classifier_trunk, load_hf_folder, write_hf_folder
@@ -327,3 +328,18 @@ def test_commands_take_a_folder_without_model_flags(media, tmp_path: Path, capsy
     for source, out in ((tmp_path / "pre", "a.png"), (tmp_path / "pre.safetensors", "b.png")):
         assert main(["visualize", str(source), video, str(tmp_path / out), "--sampling-rate", "2"]) == 0
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+@pytest.mark.slow
+def test_finetuning_run_from_a_folder_builds_the_folders_trunk(demo, tmp_path: Path) -> None:  # noqa: F811
+    """init= a transformers folder whose MLP ratio (2) is not the registered one: the run's classifier takes it."""
+    from test_finetune_engine import overrides, run
+
+    pretrain = _randomise(create_model("pretrain_videomae_tiny_patch16_224", **TINY, encoder_embed_dim=32,
+                                       mlp_ratio=2.0), seed=9)  # fmt: skip
+    write_hf_folder(pretrain, tmp_path / "hf")
+    output = run(overrides(demo, tmp_path / "run", "train.max_steps=2", f"init={tmp_path / 'hf'}"))
+    assert f"initialising from {tmp_path / 'hf'}" in output
+    exported = load_exported(tmp_path / "run/export/model.safetensors")[0].model_config
+    classes = len((demo / "labels.txt").read_text().splitlines())
+    assert exported["mlp_ratio"] == 2.0 and exported["embed_dim"] == 32 and exported["num_classes"] == classes
