@@ -12,6 +12,7 @@ crafted ``config.json`` values are refused before a model is built.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from test_finetune_engine import demo  # noqa: F401  (a fixture)
 from transformers import VideoMAEConfig, VideoMAEForPreTraining, VideoMAEForVideoClassification
 
 from videomae.checkpoint import CheckpointError, export_weights, load_exported, load_pretrained
+from videomae.checkpoint_info import summarize_checkpoint
 from videomae.cli import main
 from videomae.engine.finetune_init import init_classifier
 from videomae.hf_folder import classifier_trunk, load_hf_folder, write_hf_folder
@@ -280,6 +282,8 @@ def test_crafted_config_json_is_refused_before_a_model_is_built(change, reason, 
     (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, **change}))
     with pytest.raises(CheckpointError, match=reason):
         load_inference_model(tmp_path / "hf")
+    summary = summarize_checkpoint(tmp_path / "hf")  # info still describes it, from the tensors, saying why
+    assert re.search(reason, summary.metadata["config.json problem"]) and summary.width == 64
 
 
 # ----------------------------------------------------------------------------------------------- the commands

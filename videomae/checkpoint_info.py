@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from videomae.checkpoint import read_state_dict
+from videomae.checkpoint import CheckpointError, read_state_dict
 from videomae.hf_folder import is_hf_folder, read_hf_folder
-from videomae.models.hf_config import HF_CLASSES
+from videomae.models.hf_config import HF_CLASSES, hf_label_names
 from videomae.models.registry import variant_for_width
 
 __all__ = ["CheckpointSummary", "summarize_checkpoint"]
@@ -91,12 +91,19 @@ def summarize_checkpoint(source: str | Path) -> CheckpointSummary:
     Raises:
         CheckpointError: unreadable or unsafe file.
     """
-    folder = read_hf_folder(source) if is_hf_folder(source) else None  # built from its config.json
+    folder, problem = None, None
+    if is_hf_folder(source):  # the model its config.json builds
+        try:
+            folder = read_hf_folder(source)
+        except CheckpointError as err:  # still described, from the tensors, with the reason shown
+            problem = str(err)
     if folder is not None:
         state, raw_meta, fmt = folder.state, folder.config, "transformers"
     else:
         state, raw_meta, fmt = read_state_dict(source)
     metadata = _metadata(raw_meta)
+    if problem is not None:
+        metadata["config.json problem"] = problem
     pretraining = any(k.startswith(("decoder.", "encoder_to_decoder.")) for k in state)
     prefix = "encoder." if any(k.startswith("encoder.") for k in state) else ""
     proj = state.get(prefix + "patch_embed.proj.weight")  # (D, C, tubelet, p, p)
@@ -115,8 +122,11 @@ def summarize_checkpoint(source: str | Path) -> CheckpointSummary:
         grid = (config["all_frames"] // tubelet, config["img_size"] // patch, config["img_size"] // patch)
     pos = state.get(prefix + "pos_embed")
     labels = metadata.get("label_names")
-    if labels is None and "id2label" in metadata:
-        labels = [metadata["id2label"][str(i)] for i in range(len(metadata["id2label"]))]
+    if labels is None and head is not None:  # a pretraining config.json holds transformers' default id2label too
+        try:
+            labels = hf_label_names(metadata)
+        except ValueError as err:
+            metadata["id2label problem"] = str(err)
     return CheckpointSummary(
         path=str(source),
         format="videomae export" if "model_config" in metadata else fmt,
