@@ -175,6 +175,7 @@ def write_hf_folder(
     """
     config = to_hf_config(model.model_config, label_names, norm_pix_loss)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    config["dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")
     tensors = {k: v.contiguous() for k, v in to_hf_state_dict(state, HF_BACKBONE_PREFIX).items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

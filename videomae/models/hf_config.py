@@ -37,8 +37,8 @@ HF_CLASSES = {
 NORM_EPS = 1e-6
 """LayerNorm eps of every norm in our models (the release's)."""
 EPS_NOTE = (
-    "transformers builds fc_norm and the decoder's final norm with eps 1e-5 (no config field sets it) where VideoMAE "
-    "uses 1e-6; outputs agree to about 1e-5"
+    "transformers builds fc_norm and the decoder's final norm with LayerNorm eps 1e-5 (no config field sets it) where "
+    "VideoMAE uses 1e-6; outputs differ by that alone, about 1e-5 (more where the normalised features vary little)"
 )
 # VideoMAEConfig's defaults, for fields a config.json leaves out (transformers fills them the same way).
 _HF_DEFAULTS: dict[str, Any] = {
@@ -119,7 +119,6 @@ def to_hf_config(
         "initializer_range": 0.02,
         "layer_norm_eps": NORM_EPS,
         "qv_bias": bool(model_config["qkv_bias"]),
-        "dtype": "float32",
     }
     if width_key == "encoder_embed_dim":
         dec = model_config["decoder_embed_dim"]
