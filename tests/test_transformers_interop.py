@@ -261,6 +261,8 @@ def test_finetuning_from_a_folder_takes_its_trunk_from_config_json(tmp_path: Pat
     ("change", "reason"),
     [
         (dict(num_hidden_layers=100000), r"encoder_depth=100000 is impossible"),
+        (dict(num_hidden_layers=0), r"does not build a model: encoder_depth: got 0"),
+        (dict(hidden_dropout_prob=1.5), r"drop_rate: got 1.5"),
         (dict(hidden_size=96, intermediate_size=384), "does not match the weights"),
         (dict(hidden_act="relu"), "exact GELU"),
         (dict(decoder_intermediate_size=100), "decoder shares it"),

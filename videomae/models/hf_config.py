@@ -163,7 +163,7 @@ def hf_label_names(config: dict[str, Any]) -> list[str] | None:
 
 
 def _field(config: dict[str, Any], key: str, kind: type) -> Any:
-    """A ``config.json`` field (or its ``VideoMAEConfig`` default), checked for type; sizes must be positive."""
+    """A ``config.json`` field (or its ``VideoMAEConfig`` default), checked for type."""
     value = config.get(key, _HF_DEFAULTS[key])
     if kind is int and isinstance(value, list) and len(value) == 2 and value[0] == value[1]:
         value = value[0]  # [h, w] of square frames or patches
@@ -171,15 +171,15 @@ def _field(config: dict[str, Any], key: str, kind: type) -> Any:
         value = float(value)
     if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
         raise NotExpressibleError(f"config.json: {key}={value!r} is not a {kind.__name__} VideoMAE can use")
-    if kind is int and value < 1:
-        raise NotExpressibleError(f"config.json: {key}={value} must be positive")
-    if kind is float and not 0.0 <= value < 1.0:
-        raise NotExpressibleError(f"config.json: {key}={value} must be in [0, 1)")
-    return value
+    return value  # ranges: the model's own argument check (videomae.models.arguments), on meta, before building
 
 
 def _mlp_ratio(hidden: int, intermediate: int) -> float:
     """A ratio our Blocks turn back into ``intermediate`` (``int(hidden * ratio)``, as the release)."""
+    if hidden < 1 or intermediate < 1:
+        raise NotExpressibleError(
+            f"config.json: hidden_size={hidden}, intermediate_size={intermediate}: need sizes >= 1"
+        )
     ratio = intermediate / hidden
     while int(hidden * ratio) < intermediate:  # float rounding just below: step up to the next float
         ratio = math.nextafter(ratio, math.inf)
