@@ -270,7 +270,9 @@ def load_pretrained(
         A :class:`LoadReport`.
 
     Raises:
-        CheckpointError: unreadable or unsafe file, or a shape mismatch that cannot be resolved (names the key).
+        CheckpointError: unreadable or unsafe file, a shape mismatch that cannot be resolved (names the key), or a
+            transformers checkpoint that leaves part of the model's trunk unset (e.g. the final norm a mean-pooling
+            transformers model lacks): it would load as a different model.
     """
     name = "<state dict>" if isinstance(source, dict) else str(source)
     raw, metadata = (source, {}) if isinstance(source, dict) else read_checkpoint(source)

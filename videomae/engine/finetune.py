@@ -12,6 +12,7 @@ EMA), and the weights are exported with their class names.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -112,10 +113,14 @@ class FinetuneRun(TrainingRun):
         """The classifier with fresh weights; initialising from a transformers folder, its trunk is the folder's
         (``config.json``), with the run's head, pooling, regularisation and ``model.overrides``."""
         name, kwargs = self.cfg.model.name, classifier_kwargs(self.cfg.model, self.num_classes)
-        trunk = classifier_trunk(self.cfg.init)
-        if trunk is not None:
-            name, kwargs = trunk[0], trunk[1] | kwargs
+        if self.init_trunk is not None:
+            name, kwargs = self.init_trunk[0], self.init_trunk[1] | kwargs
         return create_model(name, **kwargs)
+
+    @functools.cached_property
+    def init_trunk(self) -> tuple[str, dict[str, Any]] | None:
+        """``init``'s trunk when it is a transformers folder (read once; the run builds its classifier twice)."""
+        return classifier_trunk(self.cfg.init)
 
     def build_model(self) -> nn.Module:
         """The classifier, or, distilling, the classifier and its distillation loss as one :class:`DistillStudent`."""
