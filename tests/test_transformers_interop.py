@@ -346,6 +346,15 @@ def test_finetuning_run_from_a_folder_builds_the_folders_trunk(demo, tmp_path: P
     write_hf_folder(pretrain, tmp_path / "hf")
     output = run(overrides(demo, tmp_path / "run", "train.max_steps=2", f"init={tmp_path / 'hf'}"))
     assert f"initialising from {tmp_path / 'hf'}" in output
-    exported = load_exported(tmp_path / "run/export/model.safetensors")[0].model_config
-    classes = len((demo / "labels.txt").read_text().splitlines())
-    assert exported["mlp_ratio"] == 2.0 and exported["embed_dim"] == 32 and exported["num_classes"] == classes
+    trained, metadata = load_exported(tmp_path / "run/export/model.safetensors")
+    classes = (demo / "labels.txt").read_text().splitlines()
+    config = trained.model_config
+    assert config["mlp_ratio"] == 2.0 and config["embed_dim"] == 32 and config["num_classes"] == len(classes)
+    # and the trained demo classifier back to transformers: the same logits, the demo's class names
+    assert main(["export", str(tmp_path / "run/export/model.safetensors"), str(tmp_path / "out"), "--format",
+                 "transformers"]) == 0  # fmt: skip
+    hf = VideoMAEForVideoClassification.from_pretrained(tmp_path / "out").eval()
+    got, raw, aligned = _outputs(trained, hf, "classifier", torch.randn(2, 3, 4, 32, 32), torch.empty(0))
+    error, raw_error = (got - aligned).abs().max().item(), (got - raw).abs().max().item()
+    print(f"demo fine-tune via --format transformers: max abs logit error {error:.3g} (eps-aligned), {raw_error:.3g}")
+    assert error < PARITY_TOL and raw_error < 1e-3 and list(hf.config.id2label.values()) == metadata["label_names"]

@@ -172,12 +172,15 @@ def write_hf_folder(
 
     Raises:
         NotExpressibleError: ``transformers`` cannot express the model (nothing is written).
+        ValueError: ``out`` is a file.
     """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is not a folder; a transformers export is a folder")
     config = to_hf_config(model.model_config, label_names, norm_pix_loss)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     config["dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")
     tensors = {k: v.contiguous() for k, v in to_hf_state_dict(state, HF_BACKBONE_PREFIX).items()}
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out / HF_WEIGHT_FILES[0]), metadata={"format": "pt"})
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
