@@ -180,6 +180,24 @@ def _fit_pos_table(
     return resized
 
 
+def _refuse_unset_trunk(own: dict[str, torch.Tensor], to_load: dict[str, torch.Tensor], source: str) -> None:
+    """A transformers checkpoint must fill the model's whole trunk: one that lacks a part (a mean-pooling model's
+    final norm, a learned position table) would load as a silently different model. Heads and the decoder may
+    start fresh (fine-tuning, continued pretraining)."""
+    fresh_ok = ("head.", "fc_norm.", "decoder.", "encoder_to_decoder.", "mask_token")
+    unset = [k for k in own if k not in to_load and not k.startswith(fresh_ok)]
+    if not unset:
+        return
+    hint = ""
+    if any(k.removeprefix("encoder.").startswith("norm.") for k in unset):
+        hint = (
+            "; its encoder has no final norm (config.json use_mean_pooling=true): build the model with "
+            "final_norm=False (pretraining) or use_mean_pooling=True (classifier), or let videomae build it from "
+            "the folder's config.json (no --model)"
+        )
+    raise CheckpointError(f"{source}: the transformers checkpoint leaves {', '.join(_compress(unset))} unset{hint}")
+
+
 # --------------------------------------------------------------------------------------------- label maps
 
 
@@ -252,7 +270,9 @@ def load_pretrained(
         A :class:`LoadReport`.
 
     Raises:
-        CheckpointError: unreadable or unsafe file, or a shape mismatch that cannot be resolved (names the key).
+        CheckpointError: unreadable or unsafe file, a shape mismatch that cannot be resolved (names the key), or a
+            transformers checkpoint that leaves part of the model's trunk unset (e.g. the final norm a mean-pooling
+            transformers model lacks): it would load as a different model.
     """
     name = "<state dict>" if isinstance(source, dict) else str(source)
     raw, metadata = (source, {}) if isinstance(source, dict) else read_checkpoint(source)
@@ -281,6 +301,8 @@ def load_pretrained(
                 f"{name}: shape mismatch for {key}: checkpoint {tuple(value.shape)}, model {tuple(own[key].shape)}"
             )
         to_load[key] = value
+    if fmt == "transformers":
+        _refuse_unset_trunk(own, to_load, name)
     result = model.load_state_dict(to_load, strict=False)
     report.missing = list(result.missing_keys)
     report.unexpected = list(result.unexpected_keys)

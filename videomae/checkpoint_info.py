@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from videomae.checkpoint import read_state_dict
-from videomae.models import list_models
+from videomae.checkpoint import CheckpointError, read_state_dict
+from videomae.hf_folder import is_hf_folder, read_hf_folder
+from videomae.models.hf_config import HF_CLASSES, hf_label_names
+from videomae.models.registry import variant_for_width
 
 __all__ = ["CheckpointSummary", "summarize_checkpoint"]
-
-_SIZES = {64: "tiny", 384: "small", 768: "base", 1024: "large", 1280: "huge", 1408: "giant"}
 
 
 @dataclass
@@ -48,7 +48,9 @@ class CheckpointSummary:
 
     def format_text(self, max_value_chars: int = 160) -> str:
         """Human-readable report; long metadata values are cut to ``max_value_chars`` (0: never)."""
-        origin = "metadata" if self.name_from_metadata else "guessed from shapes"
+        origin = "guessed from shapes"
+        if self.name_from_metadata:
+            origin = "config.json" if self.format == "transformers" else "metadata"
         lines = [
             f"file:          {self.path}",
             f"format:        {self.format} ({self.kind})",
@@ -89,27 +91,42 @@ def summarize_checkpoint(source: str | Path) -> CheckpointSummary:
     Raises:
         CheckpointError: unreadable or unsafe file.
     """
-    state, raw_meta, fmt = read_state_dict(source)
+    folder, problem = None, None
+    if is_hf_folder(source):  # the model its config.json builds
+        try:
+            folder = read_hf_folder(source)
+        except CheckpointError as err:  # still described, from the tensors, with the reason shown
+            problem = str(err)
+    if folder is not None:
+        state, raw_meta, fmt = folder.state, folder.config, "transformers"
+    else:
+        state, raw_meta, fmt = read_state_dict(source)
     metadata = _metadata(raw_meta)
-    pretraining = any(k.startswith("encoder.") for k in state)
-    prefix = "encoder." if pretraining else ""
+    if problem is not None:
+        metadata["config.json problem"] = problem
+    pretraining = any(k.startswith(("decoder.", "encoder_to_decoder.")) for k in state)
+    prefix = "encoder." if any(k.startswith("encoder.") for k in state) else ""
     proj = state.get(prefix + "patch_embed.proj.weight")  # (D, C, tubelet, p, p)
     width, tubelet, patch = (proj.shape[0], proj.shape[2], proj.shape[3]) if proj is not None else (None, None, None)
     head = state.get("head.weight")
     kind = "pretraining (encoder + decoder)" if pretraining else "classifier" if head is not None else "encoder"
     config = metadata.get("model_config", {})
+    if folder is not None:
+        kind += f", {HF_CLASSES[folder.kind]}"
+        config = {"name": folder.model_name, **folder.model_kwargs}
     name = config.get("name")
-    if name is None and width in _SIZES:  # the registered variant of this width (depth, patch may be overridden)
-        family = "pretrain_videomae_" if pretraining else "vit_"
-        found = [n for n in list_models(f"_{_SIZES[width]}_") if n.startswith(family)]
-        name = found[0] if len(found) == 1 else None
+    if name is None:  # the registered variant of this width (depth, patch may be overridden)
+        name = variant_for_width(width, pretraining)
     grid = None
     if config.get("img_size") and config.get("all_frames"):
         grid = (config["all_frames"] // tubelet, config["img_size"] // patch, config["img_size"] // patch)
     pos = state.get(prefix + "pos_embed")
     labels = metadata.get("label_names")
-    if labels is None and "id2label" in metadata:
-        labels = [metadata["id2label"][str(i)] for i in range(len(metadata["id2label"]))]
+    if labels is None and head is not None:  # a pretraining config.json holds transformers' default id2label too
+        try:
+            labels = hf_label_names(metadata)
+        except ValueError as err:
+            metadata["id2label problem"] = str(err)
     return CheckpointSummary(
         path=str(source),
         format="videomae export" if "model_config" in metadata else fmt,
@@ -128,7 +145,9 @@ def summarize_checkpoint(source: str | Path) -> CheckpointSummary:
         token_grid=grid,
         pos_table=tuple(pos.shape) if pos is not None else None,
         label_names=labels,
-        metadata={k: v for k, v in metadata.items() if k not in ("model_config", "label_names", "id2label")},
+        metadata={
+            k: v for k, v in metadata.items() if k not in ("model_config", "label_names", "id2label", "label2id")
+        },
     )
 
 

@@ -24,8 +24,13 @@ def _size_limit(state: dict[str, torch.Tensor]) -> int:
     return max(len(state), largest_dim)
 
 
-def check_export_config(path: Any, config: dict[str, Any], state: dict[str, torch.Tensor]) -> tuple[str, dict]:
+def check_export_config(
+    path: Any, config: dict[str, Any], state: dict[str, torch.Tensor], what: str = "metadata model_config"
+) -> tuple[str, dict]:
     """Validate an export's ``model_config`` against its tensors -> ``(model name, constructor arguments)``.
+
+    ``what`` names where the settings came from in messages (a transformers folder's ``config.json`` goes through
+    the same check, its fields turned into constructor arguments first).
 
     Raises:
         ValueError: (``CheckpointError`` at the caller) naming the setting or the tensors that disagree.
@@ -38,20 +43,20 @@ def check_export_config(path: Any, config: dict[str, Any], state: dict[str, torc
     for key, value in config.items():
         if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= limit:
             raise ValueError(
-                f"{path}: metadata model_config.{key}={value} is impossible for these weights ({len(state)} tensors, "
-                f"none wider than {limit}); the file is damaged or was not written by videomae export"
+                f"{path}: {what}.{key}={value} is impossible for these weights ({len(state)} tensors, "
+                f"none wider than {limit}); the file is damaged or does not describe these weights"
             )
     try:
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in create_model(name, **config).state_dict().items()}
     except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{path}: metadata model_config does not build a model: {err}") from None
+        raise ValueError(f"{path}: {what} does not build a model: {err}") from None
     actual = {k: tuple(v.shape) for k, v in state.items()}
     if expected != actual:
         differ = sorted(k for k in expected.keys() | actual.keys() if expected.get(k) != actual.get(k))
-        shown = ", ".join(f"{k}: metadata {expected.get(k)} vs file {actual.get(k)}" for k in differ[:3])
+        shown = ", ".join(f"{k}: settings {expected.get(k)} vs file {actual.get(k)}" for k in differ[:3])
         raise ValueError(
-            f"{path}: metadata model_config does not match the weights ({len(differ)} tensors differ: {shown}"
+            f"{path}: {what} does not match the weights ({len(differ)} tensors differ: {shown}"
             f"{' ...' if len(differ) > 3 else ''})"
         )
     return name, config

@@ -16,6 +16,15 @@ def _run_export(args: argparse.Namespace) -> int:
 
     overrides = {".".join(path): value for path, value in map(parse_override, args.override)}
     labels = read_label_map(args.labels) if args.labels else None
+    if args.format == "transformers":
+        from videomae.hf_folder import export_transformers
+
+        model, folder = export_transformers(
+            args.checkpoint_dir, args.out, label_names=labels, model_name=args.model, overrides=overrides or None
+        )
+        cls = model.__class__.__name__
+        print(f"wrote a transformers folder for {model.model_config['name']} ({cls}) to {folder}")
+        return 0
     result = export_checkpoint(
         args.checkpoint_dir, args.out, model_name=args.model, overrides=overrides or None, label_names=labels
     )
@@ -32,14 +41,23 @@ def add_export(subparsers: argparse._SubParsersAction) -> None:
     """Register ``export``."""
     p = subparsers.add_parser(
         "export",
-        help="consolidate a run's DeepSpeed checkpoint into a safetensors export",
+        help="consolidate a run's DeepSpeed checkpoint into a safetensors export, or write a transformers folder",
         description="Merge the fp32 weights of a DeepSpeed checkpoint (any ZeRO stage, any number of ranks) on one "
         "process and write them as our safetensors export (model config and metadata included), as "
-        "the run does at its end. CKPT_DIR: a checkpoint folder (checkpoints/step_00000200), or a run "
-        "folder / checkpoints folder (its newest complete checkpoint).",
+        "the run does at its end. SRC: a checkpoint folder (checkpoints/step_00000200), or a run "
+        "folder / checkpoints folder (its newest complete checkpoint). With --format transformers, SRC may "
+        "also be our .safetensors export, and OUT is a folder VideoMAEForPreTraining / "
+        "VideoMAEForVideoClassification.from_pretrained opens (config.json with id2label, model.safetensors); "
+        "a model transformers cannot express (cosine attention, a learned position table...) is refused.",
     )
-    p.add_argument("checkpoint_dir", metavar="CKPT_DIR", help="checkpoint, checkpoints or run folder")
-    p.add_argument("out", help="the .safetensors file to write")
+    p.add_argument("checkpoint_dir", metavar="SRC", help="checkpoint, checkpoints or run folder (or an export file)")
+    p.add_argument("out", metavar="OUT", help="the .safetensors file (or, --format transformers, folder) to write")
+    p.add_argument(
+        "--format",
+        choices=("videomae", "transformers"),
+        default="videomae",
+        help="videomae: our safetensors export (default); transformers: a save_pretrained folder",
+    )
     p.add_argument("--model", default=None, help="registered model name (default: the checkpoint's config)")
     p.add_argument(
         "--override",

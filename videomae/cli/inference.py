@@ -10,14 +10,16 @@ from typing import Any
 __all__ = ["add_extract_features", "add_predict", "add_visualize"]
 
 _CKPT_HELP = (
-    "our export (e.g. <run>/export/model.safetensors, rebuilt from its metadata), or with --model any checkpoint "
-    "load_pretrained reads (original releases, transformers folders, state dicts)"
+    "our export (e.g. <run>/export/model.safetensors, rebuilt from its metadata), a transformers folder (built from "
+    "its config.json), or with --model any checkpoint load_pretrained reads (original releases, state dicts)"
 )
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="CKPT", help=_CKPT_HELP)
-    p.add_argument("--model", default=None, help="registered model name, for checkpoints without our metadata")
+    p.add_argument(
+        "--model", default=None, help="registered model name, for checkpoints without our metadata or a config.json"
+    )
     p.add_argument(
         "--override",
         action="append",

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from videomae.checkpoint import CheckpointError, export_weights
 from videomae.engine import checkpointing as ckpt
 from videomae.engine.deepspeed_setup import checkpoint_fp32_state_dict, weights_only_loads
 from videomae.models import create_model
 
-__all__ = ["ExportResult", "export_checkpoint", "find_checkpoint", "model_kwargs_from_config"]
+__all__ = ["ExportResult", "checkpoint_model", "export_checkpoint", "find_checkpoint", "model_kwargs_from_config"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,40 @@ def _client_state(folder: Path) -> dict[str, Any]:
         return torch.load(files[0], map_location="cpu", mmap=True)
 
 
+def checkpoint_model(
+    path: str | Path,
+    *,
+    model_name: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    label_names: list[str] | None = None,
+) -> tuple[nn.Module, dict[str, Any], ckpt.CheckpointInfo, list[str]]:
+    """Rebuild the model of a run's DeepSpeed checkpoint with its consolidated fp32 weights.
+
+    Arguments as :func:`export_checkpoint`. Returns ``(model, export metadata, checkpoint, notes)``.
+    """
+    info = find_checkpoint(path)
+    client = _client_state(info.path)
+    config = client.get("config") or {}
+    if model_name is None:
+        model_name, kwargs = model_kwargs_from_config(config.get("model"))
+        kwargs.update(overrides or {})
+    else:
+        kwargs = dict(overrides or {})
+    state, notes = checkpoint_fp32_state_dict(info.root, info.tag)
+    if "head.weight" in state and "num_classes" not in kwargs:
+        kwargs["num_classes"] = state["head.weight"].shape[0]
+    try:
+        model = create_model(model_name, **kwargs)
+        model.load_state_dict(state, strict=True)
+    except (TypeError, RuntimeError) as err:
+        raise CheckpointError(f"{info.path}: the weights do not fit {model_name}({kwargs}): {err}") from None
+    metadata = {"step": info.step, "source_checkpoint": str(info.path), "config": config}
+    names = label_names if label_names is not None else client.get("label_names")
+    if names is not None:
+        metadata["label_names"] = list(names)
+    return model, metadata, info, notes
+
+
 def export_checkpoint(
     path: str | Path,
     out: str | Path,
@@ -96,27 +131,10 @@ def export_checkpoint(
         FileNotFoundError: no complete checkpoint at ``path``.
         CheckpointError: the weights do not fit the model.
     """
-    info = find_checkpoint(path)
-    client = _client_state(info.path)
-    config = client.get("config") or {}
-    if model_name is None:
-        model_name, kwargs = model_kwargs_from_config(config.get("model"))
-        kwargs.update(overrides or {})
-    else:
-        kwargs = dict(overrides or {})
-    state, notes = checkpoint_fp32_state_dict(info.root, info.tag)
-    if "head.weight" in state and "num_classes" not in kwargs:
-        kwargs["num_classes"] = state["head.weight"].shape[0]
-    try:
-        model = create_model(model_name, **kwargs)
-        model.load_state_dict(state, strict=True)
-    except (TypeError, RuntimeError) as err:
-        raise CheckpointError(f"{info.path}: the weights do not fit {model_name}({kwargs}): {err}") from None
-    metadata = {"step": info.step, "source_checkpoint": str(info.path), "config": config}
-    names = label_names if label_names is not None else client.get("label_names")
-    if names is not None:
-        metadata["label_names"] = list(names)
+    model, metadata, info, notes = checkpoint_model(
+        path, model_name=model_name, overrides=overrides, label_names=label_names
+    )
     written = export_weights(model, out, metadata)
     for note in notes:
         log.warning(note)
-    return ExportResult(Path(written), info.path, info.step, model_name, len(state), notes)
+    return ExportResult(Path(written), info.path, info.step, model.model_config["name"], len(model.state_dict()), notes)

@@ -12,6 +12,7 @@ EMA), and the weights are exported with their class names.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from videomae.engine.loop import MicroStep, backward_step, compute_dtype
 from videomae.engine.rng_state import generator_seed
 from videomae.engine.run import RunSummary, TrainingRun
 from videomae.engine.validation import EvalResult, score_dataset, write_eval_outputs
+from videomae.hf_folder import classifier_trunk
 from videomae.models import create_model
 
 __all__ = ["FinetuneRun", "evaluate_only", "run_finetuning"]
@@ -108,8 +110,17 @@ class FinetuneRun(TrainingRun):
         return None if self.eval_only else train_set
 
     def build_classifier(self) -> nn.Module:
-        """The classifier with fresh weights."""
-        return create_model(self.cfg.model.name, **classifier_kwargs(self.cfg.model, self.num_classes))
+        """The classifier with fresh weights; initialising from a transformers folder, its trunk is the folder's
+        (``config.json``), with the run's head, pooling, regularisation and ``model.overrides``."""
+        name, kwargs = self.cfg.model.name, classifier_kwargs(self.cfg.model, self.num_classes)
+        if self.init_trunk is not None:
+            name, kwargs = self.init_trunk[0], self.init_trunk[1] | kwargs
+        return create_model(name, **kwargs)
+
+    @functools.cached_property
+    def init_trunk(self) -> tuple[str, dict[str, Any]] | None:
+        """``init``'s trunk when it is a transformers folder (read once; the run builds its classifier twice)."""
+        return classifier_trunk(self.cfg.init)
 
     def build_model(self) -> nn.Module:
         """The classifier, or, distilling, the classifier and its distillation loss as one :class:`DistillStudent`."""

@@ -13,6 +13,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from videomae.checkpoint import CheckpointError, load_exported, load_pretrained
+from videomae.hf_folder import is_hf_folder, load_hf_folder
 from videomae.models import PretrainVisionTransformer, VideoViT, VisionTransformer, create_model
 
 __all__ = ["POOLS", "PRECISIONS", "InferenceModel", "load_inference_model"]
@@ -137,8 +138,9 @@ def load_inference_model(
     """Load weights for inference.
 
     Args:
-        source: our export (rebuilt from its metadata when ``model_name`` is None), or, with ``model_name``, any
-            checkpoint :func:`~videomae.checkpoint.load_pretrained` reads (original releases, transformers...).
+        source: our export (rebuilt from its metadata when ``model_name`` is None), a ``transformers`` folder
+            (built from its ``config.json`` when ``model_name`` is None; ``id2label`` gives the class names), or,
+            with ``model_name``, any checkpoint :func:`~videomae.checkpoint.load_pretrained` reads.
         model_name: registered model to build; ``overrides`` are its constructor arguments.
         allow_missing: key prefixes the checkpoint may leave unfilled (e.g. ``("head.", "fc_norm.")`` for features
             from a pretraining checkpoint); any other missing key is an error.
@@ -151,6 +153,9 @@ def load_inference_model(
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: expected one of {sorted(PRECISIONS)}")
+    if model_name is None and is_hf_folder(source):
+        model, folder = load_hf_folder(source, device)
+        return InferenceModel(model, folder.metadata(), str(source), precision, list(folder.notes))
     if model_name is None:
         try:
             model, metadata = load_exported(source)

@@ -90,6 +90,8 @@ class PretrainVisionTransformer(nn.Module):
         with_cp: activation checkpointing per block.
         cos_attn: cosine attention.
         decoder_num_classes: outputs per token; ``None`` means ``in_chans·tubelet·p·p``.
+        final_norm: the encoder ends with its ``norm`` (the release); ``False``: no final norm, as ``transformers``'
+            pretraining models with ``use_mean_pooling=True``.
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class PretrainVisionTransformer(nn.Module):
         with_cp: bool = False,
         cos_attn: bool = False,
         decoder_num_classes: int | None = None,
+        final_norm: bool = True,
     ) -> None:
         super().__init__()
         config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -134,7 +137,7 @@ class PretrainVisionTransformer(nn.Module):
         self.encoder = VideoViT(
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=encoder_embed_dim,
             depth=encoder_depth, num_heads=encoder_num_heads, tubelet_size=tubelet_size, all_frames=all_frames,
-            use_learnable_pos_emb=use_learnable_pos_emb, **blocks,
+            use_learnable_pos_emb=use_learnable_pos_emb, final_norm=final_norm, **blocks,
         )  # fmt: skip
         self.decoder = PretrainDecoder(
             embed_dim=decoder_embed_dim, depth=decoder_depth, num_heads=decoder_num_heads,

@@ -17,9 +17,10 @@ from torch import nn
 from videomae.models.classification import VisionTransformer
 from videomae.models.pretrain import PretrainVisionTransformer
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["create_model", "list_models", "register_model", "variant_for_width"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_SIZE_NAMES = {64: "tiny", 384: "small", 768: "base", 1024: "large", 1280: "huge", 1408: "giant"}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -49,6 +50,14 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     model = _REGISTRY[name](**overrides)
     model.model_config["name"] = name
     return model
+
+
+def variant_for_width(width: int | None, pretraining: bool) -> str | None:
+    """The registered pretraining (``pretrain_videomae_*``) or classification (``vit_*``) variant of this width, or
+    ``None``; its depth or patch may differ from a given model's (pass those as overrides)."""
+    family = "pretrain_videomae_" if pretraining else "vit_"
+    found = [n for n in list_models(f"_{_SIZE_NAMES.get(width, '?')}_") if n.startswith(family)]
+    return found[0] if len(found) == 1 else None
 
 
 def _build(cls: type[nn.Module], defaults: dict[str, Any], overrides: dict[str, Any]) -> nn.Module:
