@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from videomae.checkpoint import CheckpointError, load_exported
+from videomae.checkpoint import CheckpointError
 from videomae.checkpoint_reading import HF_WEIGHT_FILES, read_checkpoint, unwrap_state_dict
 from videomae.export_guard import check_export_config
 from videomae.models.convert_hf import HF_BACKBONE_PREFIX, convert_hf_state_dict, is_hf_state_dict, to_hf_state_dict
@@ -41,7 +41,6 @@ __all__ = [
     "CONFIG_FILE",
     "HFFolder",
     "classifier_trunk",
-    "export_transformers",
     "is_hf_folder",
     "load_hf_folder",
     "read_hf_folder",
@@ -185,41 +184,3 @@ def write_hf_folder(
     save_file(tensors, str(out / HF_WEIGHT_FILES[0]), metadata={"format": "pt"})
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     return out
-
-
-def export_transformers(
-    source: str | Path,
-    out: str | Path,
-    *,
-    label_names: Sequence[str] | None = None,
-    model_name: str | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> tuple[nn.Module, Path]:
-    """``videomae export SRC OUT --format transformers``: our export file, or a run's checkpoint, as an HF folder.
-
-    Args:
-        source: our ``.safetensors`` export, or a checkpoint / checkpoints / run folder.
-        out: the folder to write.
-        label_names: class names (default: the export's or checkpoint's ``label_names``).
-        model_name: for a checkpoint, the registered model (default: its stored config's).
-        overrides: for a checkpoint, constructor arguments.
-
-    Returns:
-        ``(the model written, the folder)``.
-
-    Raises:
-        CheckpointError: unreadable source; NotExpressibleError: ``transformers`` cannot express the model.
-    """
-    if Path(source).is_file():
-        if model_name is not None or overrides:
-            raise ValueError("--model / --override apply to checkpoint folders; an export rebuilds its own model")
-        model, metadata = load_exported(source)
-    else:
-        from videomae.engine.export import checkpoint_model  # DeepSpeed only for checkpoints
-
-        model, metadata, _, _ = checkpoint_model(source, model_name=model_name, overrides=overrides)
-    names = label_names if label_names is not None else metadata.get("label_names")
-    loss = (metadata.get("config") or {}).get("loss") or {}
-    is_classifier = "num_classes" in model.model_config
-    written = write_hf_folder(model, out, names if is_classifier else None, loss.get("normalize_target", True))
-    return model, written

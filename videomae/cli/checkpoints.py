@@ -12,13 +12,11 @@ __all__ = ["add_export", "add_info"]
 def _run_export(args: argparse.Namespace) -> int:
     from videomae.config import parse_override
     from videomae.data.manifest import read_label_map
-    from videomae.engine.export import export_checkpoint
+    from videomae.engine.export import export_checkpoint, export_transformers
 
     overrides = {".".join(path): value for path, value in map(parse_override, args.override)}
     labels = read_label_map(args.labels) if args.labels else None
     if args.format == "transformers":
-        from videomae.hf_folder import export_transformers
-
         model, folder = export_transformers(
             args.checkpoint_dir, args.out, label_names=labels, model_name=args.model, overrides=overrides or None
         )

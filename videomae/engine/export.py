@@ -1,4 +1,5 @@
-"""Export a saved DeepSpeed checkpoint of a run as our safetensors file, offline (``videomae export``).
+"""Export a saved DeepSpeed checkpoint of a run as our safetensors file, or our export or a checkpoint as a
+``transformers`` folder, offline (``videomae export``).
 
 The run writes ``export/model.safetensors`` itself when it finishes; this covers the checkpoints in between (or
 a run that was stopped): the checkpoint's fp32 weights are consolidated on one process, the model is rebuilt from
@@ -9,6 +10,7 @@ the config stored in the checkpoint (or from ``model_name`` + ``overrides``) and
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,12 +18,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from videomae.checkpoint import CheckpointError, export_weights
+from videomae.checkpoint import CheckpointError, export_weights, load_exported
 from videomae.engine import checkpointing as ckpt
 from videomae.engine.deepspeed_setup import checkpoint_fp32_state_dict, weights_only_loads
+from videomae.hf_folder import write_hf_folder
 from videomae.models import create_model
 
-__all__ = ["ExportResult", "checkpoint_model", "export_checkpoint", "find_checkpoint", "model_kwargs_from_config"]
+__all__ = [
+    "ExportResult",
+    "checkpoint_model",
+    "export_checkpoint",
+    "export_transformers",
+    "find_checkpoint",
+    "model_kwargs_from_config",
+]
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +148,39 @@ def export_checkpoint(
     for note in notes:
         log.warning(note)
     return ExportResult(Path(written), info.path, info.step, model.model_config["name"], len(model.state_dict()), notes)
+
+
+def export_transformers(
+    source: str | Path,
+    out: str | Path,
+    *,
+    label_names: Sequence[str] | None = None,
+    model_name: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[nn.Module, Path]:
+    """``videomae export SRC OUT --format transformers``: our export file, or a run's checkpoint, as an HF folder.
+
+    Args:
+        source: our ``.safetensors`` export, or a checkpoint / checkpoints / run folder.
+        out: the folder to write.
+        label_names: class names (default: the export's or checkpoint's ``label_names``).
+        model_name: for a checkpoint, the registered model (default: its stored config's).
+        overrides: for a checkpoint, constructor arguments.
+
+    Returns:
+        ``(the model written, the folder)``.
+
+    Raises:
+        CheckpointError: unreadable source; NotExpressibleError: ``transformers`` cannot express the model.
+    """
+    if Path(source).is_file():
+        if model_name is not None or overrides:
+            raise ValueError("--model / --override apply to checkpoint folders; an export rebuilds its own model")
+        model, metadata = load_exported(source)
+    else:
+        model, metadata, _, _ = checkpoint_model(source, model_name=model_name, overrides=overrides)
+    names = label_names if label_names is not None else metadata.get("label_names")
+    loss = (metadata.get("config") or {}).get("loss") or {}
+    is_classifier = "num_classes" in model.model_config
+    written = write_hf_folder(model, out, names if is_classifier else None, loss.get("normalize_target", True))
+    return model, written
