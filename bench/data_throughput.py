@@ -68,13 +68,26 @@ class OriginalMultiScaleCrop:
         sizes = [int(base * s) for s in self.scales]
         crop_h = [self.input_size if abs(x - self.input_size) < 3 else x for x in sizes]
         crop_w = crop_h
-        pairs = [(cw, chh) for i, chh in enumerate(crop_h) for j, cw in enumerate(crop_w)
-                 if abs(i - j) <= self.max_distort]
+        pairs = [
+            (cw, chh) for i, chh in enumerate(crop_h) for j, cw in enumerate(crop_w) if abs(i - j) <= self.max_distort
+        ]
         cw, ch = random.choice(pairs)
         ws, hs = (w - cw) // 4, (h - ch) // 4
-        offsets = [(0, 0), (4 * ws, 0), (0, 4 * hs), (4 * ws, 4 * hs), (2 * ws, 2 * hs), (0, 2 * hs),
-                   (4 * ws, 2 * hs), (2 * ws, 4 * hs), (2 * ws, 0), (ws, hs), (3 * ws, hs), (ws, 3 * hs),
-                   (3 * ws, 3 * hs)]
+        offsets = [
+            (0, 0),
+            (4 * ws, 0),
+            (0, 4 * hs),
+            (4 * ws, 4 * hs),
+            (2 * ws, 2 * hs),
+            (0, 2 * hs),
+            (4 * ws, 2 * hs),
+            (2 * ws, 4 * hs),
+            (2 * ws, 0),
+            (ws, hs),
+            (3 * ws, hs),
+            (ws, 3 * hs),
+            (3 * ws, 3 * hs),
+        ]
         ow, oh = random.choice(offsets)
         return cw, ch, ow, oh
 
@@ -84,8 +97,15 @@ class OriginalStyleDataset(Dataset):
     once into PIL images, then ``num_sample`` times multi-scale crop + ``Stack`` + ``ToTorchFormatTensor`` +
     ``GroupNormalize``; the item is the list of the ``num_sample`` clips (flattened by :func:`collate_original`)."""
 
-    def __init__(self, rows: list[ManifestRow], num_frames: int, sampling_rate: int, input_size: int,
-                 num_sample: int = 1, frame_template: str = "img_{:05d}.jpg"):
+    def __init__(
+        self,
+        rows: list[ManifestRow],
+        num_frames: int,
+        sampling_rate: int,
+        input_size: int,
+        num_sample: int = 1,
+        frame_template: str = "img_{:05d}.jpg",
+    ):
         self.rows, self.num_frames, self.rate = rows, num_frames, sampling_rate
         self.num_sample = num_sample
         self.template = frame_template
@@ -107,8 +127,10 @@ class OriginalStyleDataset(Dataset):
         if os.path.isdir(row.path):
             start = 1 if row.start is None else row.start
             duration = row.num_frames or len(os.listdir(row.path))
-            images = [Image.open(os.path.join(row.path, self.template.format(i + start))).convert("RGB")
-                      for i in self._indices(duration)]
+            images = [
+                Image.open(os.path.join(row.path, self.template.format(i + start))).convert("RGB")
+                for i in self._indices(duration)
+            ]
         else:
             import decord
 
@@ -129,8 +151,9 @@ class OriginalStyleDataset(Dataset):
 def collate_original(batch: list[dict]) -> dict:
     """The original's ``multiple_pretrain_samples_collate``: flatten the repeated samples, then one stacking copy
     (into shared memory inside a worker, as ``default_collate``)."""
-    return collate_clips([{"video": clip, "label": b["label"], "index": b["index"]} for b in batch
-                          for clip in b["video"]])
+    return collate_clips(
+        [{"video": clip, "label": b["label"], "index": b["index"]} for b in batch for clip in b["video"]]
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -159,8 +182,9 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def _time_loader(dataset: Dataset, collate, workers: int, batch_size: int, batches: int, warmup: int,
-                 seed: int) -> tuple[float, float]:
+def _time_loader(
+    dataset: Dataset, collate, workers: int, batch_size: int, batches: int, warmup: int, seed: int
+) -> tuple[float, float]:
     """Clips per wall second and clips per worker CPU second, over ``batches`` batches after ``warmup``.
 
     The CPU figure is what one worker delivers on a core of its own, whatever else runs on the machine. Every
@@ -169,9 +193,15 @@ def _time_loader(dataset: Dataset, collate, workers: int, batch_size: int, batch
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
     need = (batches + warmup) * batch_size
     order = (order * (need // len(order) + 1))[:need]
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=workers,
-                        collate_fn=collate, prefetch_factor=2 if workers else None,
-                        worker_init_fn=_seed_worker)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=order,
+        num_workers=workers,
+        collate_fn=collate,
+        prefetch_factor=2 if workers else None,
+        worker_init_fn=_seed_worker,
+    )
     it = iter(loader)
     for _ in range(warmup):
         next(it)
@@ -205,24 +235,47 @@ def _demo_workloads(demo_root: Path | None, tmp: Path) -> list[Workload]:
         demo_root = tmp / "demo"
         print(f"generating the demo set in {demo_root} ...", flush=True)
         write_demo_dataset(demo_root)
-    return [Workload("demo set, H.264 files", str(demo_root / "train_unlabeled.csv"), str(demo_root), 64, 16, 2),
-            Workload("demo set, JPEG frame folders", str(demo_root / "train_unlabeled_frames.csv"), str(demo_root),
-                     64, 16, 2)]
+    return [
+        Workload("demo set, H.264 files", str(demo_root / "train_unlabeled.csv"), str(demo_root), 64, 16, 2),
+        Workload(
+            "demo set, JPEG frame folders", str(demo_root / "train_unlabeled_frames.csv"), str(demo_root), 64, 16, 2
+        ),
+    ]
 
 
-def run(workloads: list[Workload], workers_list: list[int], num_samples: list[int], backends: list[str],
-        batch_size: int, batches: int, warmup: int, repeats: int) -> list[dict]:
+def run(
+    workloads: list[Workload],
+    workers_list: list[int],
+    num_samples: list[int],
+    backends: list[str],
+    batch_size: int,
+    batches: int,
+    warmup: int,
+    repeats: int,
+) -> list[dict]:
     results = []
     for w in workloads:
         rows = read_manifest(w.manifest, w.data_root).rows
         for num_sample in num_samples:
-            pipelines = {"baseline": (OriginalStyleDataset(rows, w.num_frames, w.sampling_rate, w.input_size,
-                                                           num_sample), collate_original)}
+            pipelines = {
+                "baseline": (
+                    OriginalStyleDataset(rows, w.num_frames, w.sampling_rate, w.input_size, num_sample),
+                    collate_original,
+                )
+            }
             for backend in backends:
-                pipelines[backend] = (HybridVideoDataset(
-                    [SourceSpec(w.manifest, data_root=w.data_root)], num_frames=w.num_frames,
-                    sampling_rate=w.sampling_rate, input_size=w.input_size, num_sample=num_sample, hflip_prob=0.0,
-                    backend=backend), collate_clips)
+                pipelines[backend] = (
+                    HybridVideoDataset(
+                        [SourceSpec(w.manifest, data_root=w.data_root)],
+                        num_frames=w.num_frames,
+                        sampling_rate=w.sampling_rate,
+                        input_size=w.input_size,
+                        num_sample=num_sample,
+                        hflip_prob=0.0,
+                        backend=backend,
+                    ),
+                    collate_clips,
+                )
             for workers in workers_list:
                 wall = dict.fromkeys(pipelines, 0.0)
                 cpu = dict.fromkeys(pipelines, 0.0)
@@ -231,17 +284,27 @@ def run(workloads: list[Workload], workers_list: list[int], num_samples: list[in
                         rate, per_cpu = _time_loader(ds, collate, workers, batch_size, batches, warmup, seed=r)
                         wall[name], cpu[name] = max(wall[name], rate), max(cpu[name], per_cpu)
                 for backend in backends:
-                    result = {"workload": w.name, "workers": workers, "num_sample": num_sample, "backend": backend,
-                              "input": f"{w.num_frames}x{w.input_size}px, rate {w.sampling_rate}",
-                              "baseline": wall["baseline"], "ours": wall[backend],
-                              "ratio": wall[backend] / wall["baseline"],
-                              "baseline_cpu": cpu["baseline"], "ours_cpu": cpu[backend],
-                              "ratio_cpu": cpu[backend] / cpu["baseline"]}
+                    result = {
+                        "workload": w.name,
+                        "workers": workers,
+                        "num_sample": num_sample,
+                        "backend": backend,
+                        "input": f"{w.num_frames}x{w.input_size}px, rate {w.sampling_rate}",
+                        "baseline": wall["baseline"],
+                        "ours": wall[backend],
+                        "ratio": wall[backend] / wall["baseline"],
+                        "baseline_cpu": cpu["baseline"],
+                        "ours_cpu": cpu[backend],
+                        "ratio_cpu": cpu[backend] / cpu["baseline"],
+                    }
                     results.append(result)
-                    print(f"{w.name[:34]:34s} S={num_sample} workers={workers} ours={backend:6s} clips/s: baseline "
-                          f"{result['baseline']:6.1f}  ours {result['ours']:6.1f}  ({result['ratio']:.2f}x)   "
-                          f"clips per worker CPU-second: baseline {result['baseline_cpu']:6.1f}  ours "
-                          f"{result['ours_cpu']:6.1f}  ({result['ratio_cpu']:.2f}x)", flush=True)
+                    print(
+                        f"{w.name[:34]:34s} S={num_sample} workers={workers} ours={backend:6s} clips/s: baseline "
+                        f"{result['baseline']:6.1f}  ours {result['ours']:6.1f}  ({result['ratio']:.2f}x)   "
+                        f"clips per worker CPU-second: baseline {result['baseline_cpu']:6.1f}  ours "
+                        f"{result['ours_cpu']:6.1f}  ({result['ratio_cpu']:.2f}x)",
+                        flush=True,
+                    )
     return results
 
 
@@ -268,9 +331,11 @@ def markdown(results: list[dict], command: str) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
-        lines.append(f"| {r['workload']} | {r['input']} | {r['num_sample']} | {r['backend']} | {r['workers']} | "
-                     f"{r['baseline']:.1f} | {r['ours']:.1f} | {r['ratio']:.2f}x | {r['baseline_cpu']:.1f} | "
-                     f"{r['ours_cpu']:.1f} | **{r['ratio_cpu']:.2f}x** |")
+        lines.append(
+            f"| {r['workload']} | {r['input']} | {r['num_sample']} | {r['backend']} | {r['workers']} | "
+            f"{r['baseline']:.1f} | {r['ours']:.1f} | {r['ratio']:.2f}x | {r['baseline_cpu']:.1f} | "
+            f"{r['ours_cpu']:.1f} | **{r['ratio_cpu']:.2f}x** |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -280,7 +345,7 @@ def write_section(path: Path, section: str) -> None:
     start = text.find("## Data throughput")
     if start >= 0:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
@@ -296,10 +361,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--demo-root", type=Path, default=None, help="existing demo set (default: generate one)")
     p.add_argument("--no-demo", action="store_true", help="skip the demo set workloads")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--num-sample", type=int, nargs="+", default=[4, 1],
-                   help="repeated samples per decoded video (4: the pretraining recipe); clips are counted")
-    p.add_argument("--backend", nargs="+", default=["auto"], choices=["auto", "decord", "pyav"],
-                   help="reader backend(s) of our pipeline (the baseline always uses decord)")
+    p.add_argument(
+        "--num-sample",
+        type=int,
+        nargs="+",
+        default=[4, 1],
+        help="repeated samples per decoded video (4: the pretraining recipe); clips are counted",
+    )
+    p.add_argument(
+        "--backend",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "decord", "pyav"],
+        help="reader backend(s) of our pipeline (the baseline always uses decord)",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="videos per batch (a batch holds S times as many clips)")
     p.add_argument("--batches", type=int, default=12)
     p.add_argument("--warmup", type=int, default=2)
@@ -311,16 +386,27 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.manifest:
-            workloads = [Workload(Path(m).name, m, args.data_root, args.input_size, args.num_frames,
-                                  args.sampling_rate) for m in args.manifest]
+            workloads = [
+                Workload(Path(m).name, m, args.data_root, args.input_size, args.num_frames, args.sampling_rate)
+                for m in args.manifest
+            ]
         else:
             workloads = [_real_workload(tmp, args.real_rows)]
             if not args.no_demo:
                 workloads += _demo_workloads(args.demo_root, tmp)
-        results = run(workloads, args.workers, args.num_sample, args.backend, args.batch_size, args.batches,
-                      args.warmup, args.repeats)
-    command = "python " + " ".join([os.path.relpath(__file__, Path.cwd())] + (argv if argv is not None
-                                                                             else sys.argv[1:]))
+        results = run(
+            workloads,
+            args.workers,
+            args.num_sample,
+            args.backend,
+            args.batch_size,
+            args.batches,
+            args.warmup,
+            args.repeats,
+        )
+    command = "python " + " ".join(
+        [os.path.relpath(__file__, Path.cwd())] + (argv if argv is not None else sys.argv[1:])
+    )
     table = markdown(results, command)
     print()
     print(table)

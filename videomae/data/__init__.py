@@ -9,10 +9,22 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "videomae.data.manifest": ("Manifest", "ManifestError", "ManifestRow", "read_label_map", "read_manifest",
-                               "write_manifest"),
-    "videomae.data.decoding": ("DecodeError", "VideoInfo", "open_reader", "probe_video", "read_frames",
-                               "run_with_timeout"),
+    "videomae.data.manifest": (
+        "Manifest",
+        "ManifestError",
+        "ManifestRow",
+        "read_label_map",
+        "read_manifest",
+        "write_manifest",
+    ),
+    "videomae.data.decoding": (
+        "DecodeError",
+        "VideoInfo",
+        "open_reader",
+        "probe_video",
+        "read_frames",
+        "run_with_timeout",
+    ),
     "videomae.data.sampling": ("clip_span", "fit_sampling_rate", "sample_test_indices", "sample_train_indices"),
     "videomae.data.transforms": ("ClipRandAugment", "EvalTransform", "IMAGENET_MEAN", "IMAGENET_STD", "TrainTransform"),
     "videomae.data.datasets": ("HybridVideoDataset", "SourceSpec", "VideoClipDataset", "collate_clips", "decode_clips"),

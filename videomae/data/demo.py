@@ -144,8 +144,10 @@ def _split_labels(num: int, seed: int, split: str) -> np.ndarray:
     once, in a seeded order. Counts differ by at most one, and a smaller set is a prefix of a larger one."""
     num_classes = len(CLASS_NAMES)
     num_blocks = -(-num // num_classes)
-    blocks = [np.random.default_rng([seed, _SPLIT_CODES[split], 1 << 30, b]).permutation(num_classes)
-              for b in range(num_blocks)]
+    blocks = [
+        np.random.default_rng([seed, _SPLIT_CODES[split], 1 << 30, b]).permutation(num_classes)
+        for b in range(num_blocks)
+    ]
     return np.concatenate(blocks)[:num] if blocks else np.zeros(0, dtype=np.int64)
 
 
@@ -166,8 +168,17 @@ def sample_clip_spec(label: int, size: int, frames: int, rng: np.random.Generato
     colour = tuple(float(c) * 255.0 for c in _hsv_to_rgb(hue, sat, val))
     seed = int(rng.integers(2**31))
     stripes = rng.uniform(*STRIPE_PERIOD_RANGE), rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi)
-    return ClipSpec(label, float(half), float(x0), float(y0), float(drift / (frames - 1)), float(vy),
-                    colour, seed, *(float(v) for v in stripes))
+    return ClipSpec(
+        label,
+        float(half),
+        float(x0),
+        float(y0),
+        float(drift / (frames - 1)),
+        float(vy),
+        colour,
+        seed,
+        *(float(v) for v in stripes),
+    )
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
@@ -268,8 +279,9 @@ def _write_one(job: tuple[Path, str, int, ClipSpec, DemoConfig]) -> None:
     write_frame_folder(out / "frames" / split / name, video, config.jpeg_quality)
 
 
-def _manifest_rows(split: str, specs: list[ClipSpec], config: DemoConfig, frames: bool,
-                   labelled: bool) -> Iterator[dict]:
+def _manifest_rows(
+    split: str, specs: list[ClipSpec], config: DemoConfig, frames: bool, labelled: bool
+) -> Iterator[dict]:
     duration = f"{config.frames / config.fps:.6g}"
     for i, spec in enumerate(specs):
         name = _clip_name(split, i)
@@ -295,8 +307,9 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def write_demo_dataset(out: str | os.PathLike, config: DemoConfig | None = None, workers: int | None = None,
-                       progress: bool = False) -> dict[str, Path]:
+def write_demo_dataset(
+    out: str | os.PathLike, config: DemoConfig | None = None, workers: int | None = None, progress: bool = False
+) -> dict[str, Path]:
     """Generate the demo set under ``out`` (created if needed; existing demo files are overwritten).
 
     Args:
@@ -329,8 +342,12 @@ def write_demo_dataset(out: str | os.PathLike, config: DemoConfig | None = None,
                 if rows:
                     written[name + suffix] = out / f"{name}{suffix}.csv"
                     _write_csv(written[name + suffix], rows)
-    info = {"version": DATA_VERSION, "config": asdict(config), "classes": list(CLASS_NAMES),
-            "frame_template": FRAME_TEMPLATE}
+    info = {
+        "version": DATA_VERSION,
+        "config": asdict(config),
+        "classes": list(CLASS_NAMES),
+        "frame_template": FRAME_TEMPLATE,
+    }
     (out / "demo.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return written
 

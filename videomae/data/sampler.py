@@ -153,17 +153,25 @@ class WeightedDistributedSampler(Sampler[int]):
                 handed out, which runs ahead of training.
         """
         done = self._yielded if consumed is None else consumed
-        return {"epoch": self.epoch, "offset": self._iter_offset + done * self.num_replicas, "seed": self.seed,
-                "total": self.total}
+        return {
+            "epoch": self.epoch,
+            "offset": self._iter_offset + done * self.num_replicas,
+            "seed": self.seed,
+            "total": self.total,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Resume: the next iteration of ``state["epoch"]`` starts right after the consumed draws."""
         if state.get("seed", self.seed) != self.seed:
-            raise ValueError(f"sampler state has seed={state['seed']} but this sampler has seed={self.seed}; the "
-                             "order would differ, so the resume would not be exact")
+            raise ValueError(
+                f"sampler state has seed={state['seed']} but this sampler has seed={self.seed}; the "
+                "order would differ, so the resume would not be exact"
+            )
         if state.get("total", self.total) != self.total:
-            raise ValueError(f"sampler state has {state['total']} draws per epoch, this sampler {self.total}: the "
-                             "manifests or weights changed since the checkpoint")
+            raise ValueError(
+                f"sampler state has {state['total']} draws per epoch, this sampler {self.total}: the "
+                "manifests or weights changed since the checkpoint"
+            )
         self.epoch = int(state["epoch"])
         self._offset = min(int(state["offset"]), self.total)
         # A checkpoint taken before the next iteration starts must report the loaded position, not 0.

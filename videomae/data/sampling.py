@@ -26,8 +26,9 @@ def clip_span(num_frames: int, sampling_rate: int) -> int:
 def fit_sampling_rate(video_frames: int, num_frames: int, sampling_rate: int) -> int:
     """The stride actually used: ``sampling_rate``, shrunk (down to 1) until the clip fits the video."""
     if video_frames < 1 or num_frames < 1 or sampling_rate < 1:
-        raise ValueError(f"video_frames={video_frames}, num_frames={num_frames}, sampling_rate={sampling_rate} "
-                         "must all be >= 1")
+        raise ValueError(
+            f"video_frames={video_frames}, num_frames={num_frames}, sampling_rate={sampling_rate} must all be >= 1"
+        )
     if clip_span(num_frames, sampling_rate) <= video_frames or num_frames == 1:
         return sampling_rate
     return max(1, (video_frames - 1) // (num_frames - 1))

@@ -41,7 +41,13 @@ def unpatchify(
     return rearrange(
         patches,
         "b (t h w) (p0 p1 p2 c) -> b c (t p0) (h p1) (w p2)",
-        t=steps, h=height, w=width, p0=tubelet_size, p1=patch_size, p2=patch_size, c=channels,
+        t=steps,
+        h=height,
+        w=width,
+        p0=tubelet_size,
+        p1=patch_size,
+        p2=patch_size,
+        c=channels,
     )
 
 
