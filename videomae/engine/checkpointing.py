@@ -38,6 +38,7 @@ import torch
 
 from videomae.disk_faults import SaveFailed, WriteGuard, write_text_atomic
 from videomae.engine import dist
+from videomae.engine.ds_engine import TrainingEngine
 from videomae.engine.save_guard import failures_across_ranks, guarded_engine_writes
 
 __all__ = [
@@ -161,7 +162,7 @@ def find_resume_checkpoint(cfg: Any, root: str | Path) -> CheckpointInfo | None:
 
 
 def save_checkpoint(
-    engine: Any,
+    engine: TrainingEngine,
     root: str | Path,
     step: int,
     client_state: dict[str, Any],
@@ -345,7 +346,7 @@ def _convert(info: CheckpointInfo, convert: Callable[[Path, Path], None] | None)
 
 
 def load_checkpoint(
-    engine: Any, info: CheckpointInfo, convert: Callable[[Path, Path], None] | None = None
+    engine: TrainingEngine, info: CheckpointInfo, convert: Callable[[Path, Path], None] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Load model, optimizer and loss scaler from ``info`` (collective).
 

@@ -8,9 +8,10 @@ first step :func:`check_compiled` reads Dynamo's counters: no graph captured is 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import torch
+
+from videomae.engine.ds_engine import TrainingEngine
 
 __all__ = ["CompileCounts", "check_compiled", "compile_counts"]
 
@@ -30,7 +31,7 @@ def compile_counts() -> CompileCounts:
     }
 
 
-def check_compiled(engine: Any, before: CompileCounts, seconds: float) -> CompileCounts:
+def check_compiled(engine: TrainingEngine, before: CompileCounts, seconds: float) -> CompileCounts:
     """Counts of what the first compiled step added to ``before``; logs them with the step's ``seconds``.
 
     Raises:

@@ -22,6 +22,7 @@ from torch import nn
 
 from videomae.checkpoint import CheckpointError, weights_only_globals
 from videomae.config import DeepSpeedConfig, TrainConfig
+from videomae.engine.ds_engine import TrainingEngine
 
 if not torch.cuda.is_available():
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -175,7 +176,9 @@ def initialize(
     return engine
 
 
-def consolidated_fp32_state_dict(engine: Any, checkpoint_dir: str, tag: str) -> dict[str, torch.Tensor] | None:
+def consolidated_fp32_state_dict(
+    engine: TrainingEngine, checkpoint_dir: str, tag: str
+) -> dict[str, torch.Tensor] | None:
     """Full fp32 weights of the run, on rank 0 (``None`` on other ranks).
 
     Without ZeRO the module holds whole weights; in bf16/fp16 the fp32 master copies of DeepSpeed's mixed-precision
@@ -285,7 +288,7 @@ def convert_to_universal(checkpoint_dir: str | Path, output_dir: str | Path) -> 
             (Path(output_dir).parent / "latest_universal").unlink()
 
 
-def full_fp32_params(engine: Any) -> dict[str, torch.Tensor]:
+def full_fp32_params(engine: TrainingEngine) -> dict[str, torch.Tensor]:
     """Whole fp32 master weights of every trainable parameter, gathered on every rank (collective under ZeRO-3).
 
     The fp32 masters are what the optimizer updates: the module's own weights under fp32 without ZeRO, the
@@ -302,7 +305,7 @@ def full_fp32_params(engine: Any) -> dict[str, torch.Tensor]:
     return out
 
 
-def full_optimizer_state(engine: Any, key: str) -> dict[str, torch.Tensor]:
+def full_optimizer_state(engine: TrainingEngine, key: str) -> dict[str, torch.Tensor]:
     """Whole optimizer state ``key`` (``exp_avg``, ``exp_avg_sq``) of every trainable parameter under ZeRO 1-3."""
     from deepspeed.utils import safe_get_full_optimizer_state
 

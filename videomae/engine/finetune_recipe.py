@@ -16,6 +16,7 @@ from torch import nn
 
 from videomae.config import FinetuneTrainConfig
 from videomae.engine.deepspeed_setup import consolidated_fp32_state_dict, full_fp32_params
+from videomae.engine.ds_engine import TrainingEngine
 from videomae.models.flops import transformer_forward_flops
 
 __all__ = [
@@ -77,7 +78,7 @@ def classifier_forward_flops(model_config: dict[str, Any]) -> int:
     )
 
 
-def current_fp32_state(engine: Any) -> dict[str, torch.Tensor] | None:
+def current_fp32_state(engine: TrainingEngine) -> dict[str, torch.Tensor] | None:
     """The run's fp32 weights now, without a checkpoint: on rank 0 (None elsewhere); collective under ZeRO."""
     if engine.zero_optimization_stage() == 0:
         return consolidated_fp32_state_dict(engine, "", "")

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 
 from videomae.config import MaskConfig
 from videomae.engine import dist
+from videomae.engine.ds_engine import TrainingEngine
 from videomae.masking import random_mask, running_cell_mask, tube_mask
 
 __all__ = ["MaskGenerator", "MicroStep", "NonFiniteError", "backward_step", "compute_dtype", "train_step"]
@@ -68,7 +68,7 @@ class MicroStep:
 
 
 def train_step(
-    engine: Any,
+    engine: TrainingEngine,
     videos: torch.Tensor,
     masks: MaskGenerator,
     loss_fn: nn.Module,
@@ -92,7 +92,7 @@ def train_step(
     return result
 
 
-def backward_step(engine: Any, loss: torch.Tensor, poison: bool = False) -> MicroStep:
+def backward_step(engine: TrainingEngine, loss: torch.Tensor, poison: bool = False) -> MicroStep:
     """Backward pass and (at an accumulation boundary) optimizer step for a micro-batch's ``loss``.
 
     A non-finite loss on any rank skips the backward pass and the step on every rank (they must agree, since
@@ -117,7 +117,7 @@ def backward_step(engine: Any, loss: torch.Tensor, poison: bool = False) -> Micr
     return MicroStep(loss=loss.item(), skipped=skipped, boundary=boundary, grad_norm=grad_norm)
 
 
-def compute_dtype(engine: Any) -> torch.dtype:
+def compute_dtype(engine: TrainingEngine) -> torch.dtype:
     """The dtype the engine's module computes in (inputs are cast to it)."""
     if engine.bfloat16_enabled():
         return torch.bfloat16

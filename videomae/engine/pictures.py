@@ -10,6 +10,7 @@ import torch
 
 from videomae.config import MaskConfig
 from videomae.engine import dist
+from videomae.engine.ds_engine import TrainingEngine
 from videomae.engine.loop import MaskGenerator, compute_dtype
 from videomae.evaluation.pictures import reconstruction_grid, save_reconstruction
 
@@ -32,7 +33,7 @@ class ReconstructionPictures:
         self.out, self.normalize_target = Path(out), normalize_target
 
     @torch.no_grad()
-    def save(self, engine: Any, step: int) -> None:
+    def save(self, engine: TrainingEngine, step: int) -> None:
         """Reconstruct with the engine's current weights and write ``step_{step:08d}.png`` (collective)."""
         # Every rank runs the forward (ZeRO-3 gathers parameters collectively); rank 0 writes the file.
         device = engine.device

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from videomae.disk_faults import WriteGuard
 from videomae.engine import dist
+from videomae.engine.ds_engine import TrainingEngine
 
 __all__ = ["failures_across_ranks", "guarded_engine_writes"]
 
 
 @contextmanager
-def guarded_engine_writes(engine: Any, guard: WriteGuard) -> Iterator[None]:
+def guarded_engine_writes(engine: TrainingEngine, guard: WriteGuard) -> Iterator[None]:
     """Route the files DeepSpeed's ``save_checkpoint`` writes on this rank through ``guard`` for the block."""
     patched = []
     writer = getattr(engine, "checkpoint_engine", None)
