@@ -161,6 +161,7 @@ def transcode_video(
         DecodeError: the input cannot be read, or the output does not probe to the frames written.
     """
     import av
+    from av.video.frame import PictureType
     from av.video.reformatter import Interpolation, VideoReformatter
 
     in_rate, frames = _source_frames(src, frame_template, start)
@@ -193,6 +194,7 @@ def transcode_video(
                         frame, stream.width, stream.height, "yuv420p", interpolation=Interpolation.AREA
                     )
                     scaled.pts, scaled.time_base = written, 1 / out_rate
+                    scaled.pict_type = PictureType.NONE  # a decoded I-frame would force a keyframe off the GOP grid
                     out.mux(stream.encode(scaled))
                     written += 1
             if stream is None:
