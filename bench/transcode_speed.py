@@ -92,8 +92,11 @@ def main(argv: list[str] | None = None) -> None:
             base = best["original way (decord, PIL), original files"]
             for name, rate in best.items():
                 results.append((num_sample, name, rate, rate / base, rate / best["original files"]))
-                print(f"S={num_sample} {name:60s} {rate:6.1f} clips/CPU-s  {rate / base:5.2f}x original way  "
-                      f"{rate / best['original files']:5.2f}x ours before", flush=True)  # fmt: skip
+                print(
+                    f"S={num_sample} {name:60s} {rate:6.1f} clips/CPU-s  {rate / base:5.2f}x original way  "
+                    f"{rate / best['original files']:5.2f}x ours before",
+                    flush=True,
+                )
 
     command = "python " + " ".join(["bench/transcode_speed.py"] + (argv if argv is not None else sys.argv[1:]))
     lines = [
