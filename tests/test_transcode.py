@@ -85,6 +85,12 @@ def test_resume_skips_finished_files_and_redoes_interrupted_ones(tmp_path, media
             assert path.stat().st_mtime_ns == mtime  # not rewritten
     assert [r.num_frames for r in read_manifest(out / "in.csv").rows] == [64, 64, 40]
 
+    # a row starting past the decoded end is reported, not written with num_frames <= 0
+    (tmp_path / "late.csv").write_text(f"path,start\n{media['h264']},64\n{media['h264']},60\n")
+    late = transcode_manifest(tmp_path / "late.csv", out, SMALL, output=tmp_path / "late_out.csv", progress=False)
+    assert late.failures == [(2, str(media["h264"]), "start=64 is past the 64 decoded frames")] and late.rows == 1
+    assert read_manifest(tmp_path / "late_out.csv").rows[0].num_frames == 4
+
     with pytest.raises(TranscodeError, match=r"other options \(gop: \[8\] there, \[4\] now\)"):
         transcode_manifest(manifest, out, TranscodeOptions(short_side=32, gop=4), progress=False)
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 
 from videomae.data.decoding import DEFAULT_FRAME_TEMPLATE, DecodeError, probe_video
 from videomae.data.manifest import ManifestRow, read_manifest, write_manifest
@@ -84,7 +86,8 @@ class TranscodeResult:
     failures: list[tuple[int, str, str]] = field(default_factory=list)
 
     def summary(self, max_failures: int = 20) -> str:
-        lines = [f"wrote {self.manifest}: {self.rows} rows; {self.encoded} files encoded, {self.skipped} already done"]
+        done = f"{self.encoded} files encoded, {self.skipped} already done"
+        lines = [f"wrote {self.manifest}: {self.rows} rows; {done}" if self.rows else f"no row transcoded ({done})"]
         if self.failures:
             lines.append(f"{len(self.failures)} row(s) failed and were left out:")
             lines += [f"  line {line}: {path}: {reason}" for line, path, reason in self.failures[:max_failures]]
@@ -160,8 +163,15 @@ def _map_jobs(jobs: list[_Job], workers: int) -> Iterator[_Done]:
     if workers <= 1 or len(jobs) <= 1:
         yield from map(_run_job, jobs)
         return
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        yield from pool.map(_run_job, jobs)
+    workers = min(workers, len(jobs))
+    todo = iter(jobs)
+    with ProcessPoolExecutor(max_workers=workers) as pool:  # a bounded window: not a million futures at once
+        pending = deque(pool.submit(_run_job, job) for job in islice(todo, 4 * workers))
+        while pending:
+            done = pending.popleft().result()
+            for job in islice(todo, 1):
+                pending.append(pool.submit(_run_job, job))
+            yield done
 
 
 def transcode_manifest(
@@ -226,19 +236,25 @@ def transcode_manifest(
         for s in sources
     ]
     results: dict[str, _Done] = {}
+    failed = 0
     with tqdm(total=len(jobs), desc="transcoding", unit="video", disable=not progress) as bar:
         for job, done in zip(jobs, _map_jobs(jobs, (os.cpu_count() or 1) if workers is None else workers)):
             results[job.src] = done
+            failed += done.error is not None
             bar.update()
-            bar.set_postfix(failed=sum(d.error is not None for d in results.values()), refresh=False)
+            bar.set_postfix(failed=failed, refresh=False)
 
     new_rows, failures = [], []
     for r in rows:
         done = results[r.path]
         if done.error is not None:
             failures.append((r.line, r.path, done.error))
+            continue
+        new = _new_row(r, dst[r.path], done, keep_count=options.fps is None)
+        if new.num_frames < 1:
+            failures.append((r.line, r.path, f"start={r.start} is past the {done.num_frames} decoded frames"))
         else:
-            new_rows.append(_new_row(r, dst[r.path], done, keep_count=options.fps is None))
+            new_rows.append(new)
     if new_rows:
         write_manifest(new_rows, output, label_names=read.label_names, data_root=out_dir)
     done_list = [d for d in results.values() if d.error is None]
