@@ -319,7 +319,7 @@ def markdown(results: list[dict], command: str) -> str:
         "stacking, ToTensor, normalize; flattening collate), timed in the same run on the same videos. "
         "*S* is `num_sample` (repeated sampling: each video decoded once and augmented S times, as the original; "
         "the published pretraining recipe uses 4): every figure counts **clips** (S per video), not videos. "
-        "*ours* names our reader backend (`auto`: the default, decord except MPEG-4 Part 2, which goes to PyAV). "
+        "*ours* names our reader backend (`auto`: the default, PyAV since issue 15; decord before). "
         "*clips/s* is wall-clock throughput of the whole DataLoader; *clips per worker CPU-s* divides the clips by "
         "the CPU time the worker processes used, i.e. the rate of one worker on a core of its own. That per-worker "
         "ratio is the headline: this machine is shared by other jobs, which makes wall-clock rates swing.",

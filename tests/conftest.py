@@ -51,13 +51,13 @@ def frame_ids(frames) -> list[int]:
 
 
 def write_video(path: Path, num_frames: int, codec: str = "libx264", fps: int = 25,
-                options: dict[str, str] | None = None, start: int = 0) -> Path:
+                options: dict[str, str] | None = None, start: int = 0, pix_fmt: str = "yuv420p") -> Path:
     """Encode frames ``start .. start + num_frames - 1`` with PyAV."""
     import av
 
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps, options=options or {})
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, pix_fmt
         for i in range(start, start + num_frames):
             frame = av.VideoFrame.from_ndarray(make_frame(i), format="rgb24")
             for packet in stream.encode(frame):

@@ -29,11 +29,6 @@ def test_mpeg4_with_b_frames_in_avi(media, backend):
     assert frame_ids(read_frames(media["mpeg4_avi"], IDX, backend=backend)) == IDX
 
 
-def test_decord_random_access_is_wrong_on_mpeg4_b_frames(media):
-    # The reason "auto" routes MPEG-4 Part 2 to PyAV; if decord ever fixes this, DECORD_UNSAFE_CODECS can shrink.
-    assert frame_ids(read_frames(media["mpeg4_avi"], IDX, backend="decord")) != IDX
-
-
 def test_megamind_random_access_matches_sequential_decode(real_videos, megamind_frames):
     idx = [150, 5, 100, 101, 269, 60]
     for backend in ("pyav", "auto"):

@@ -14,7 +14,7 @@ from conftest import MEGAMIND_CHECK, frame_ids, write_video
 
 from videomae.data import datasets as datasets_module
 from videomae.data.datasets import collate_clips
-from videomae.data.decoding import open_reader, run_with_timeout
+from videomae.data.decoding import run_with_timeout
 from videomae.data.readers import KEEP_PACKETS, PyAVReader
 from videomae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TrainTransform, normalize_clip
 
@@ -45,13 +45,6 @@ def test_long_file_seeks_on_its_open_container(real_videos, megamind_frames):
         got = reader.read(list(order))
         for frame, i in zip(got, order):
             np.testing.assert_array_equal(frame, megamind_frames[i])
-    reader.close()
-
-
-def test_auto_reader_opens_mpeg4_once_with_pyav(media):
-    reader = open_reader(media["mpeg4_avi"], "auto")
-    assert reader.name == "pyav"
-    assert frame_ids(reader.read([3, 48, 17])) == [3, 48, 17]
     reader.close()
 
 

@@ -103,7 +103,7 @@ def _run_manifest_merge(args: argparse.Namespace) -> int:
 def add_manifest(subparsers: argparse._SubParsersAction) -> None:
     """Register ``manifest build|check|merge``."""
     p = subparsers.add_parser("manifest", help="build, check and merge manifests (see data_lists/SCHEMA.md)")
-    sub = p.add_subparsers(dest="manifest_command", required=True, metavar="{build,check,merge}")
+    sub = p.add_subparsers(dest="manifest_command", required=True, metavar="{build,check,merge,transcode}")
 
     b = sub.add_parser(
         "build",
@@ -183,3 +183,7 @@ def add_manifest(subparsers: argparse._SubParsersAction) -> None:
     )
     m.add_argument("--remap-dir", default=None, help="folder for the remap JSON files (default: next to OUT)")
     m.set_defaults(handler=_run_manifest_merge)
+
+    from videomae.cli.transcode import add_manifest_transcode
+
+    add_manifest_transcode(sub)

@@ -29,7 +29,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast (default fp32)")
-    p.add_argument("--backend", choices=("auto", "decord", "pyav"), default="auto", help="video decoder")
+    p.add_argument("--backend", choices=("auto", "decord", "pyav"), default="auto", help="video decoder (auto: PyAV)")
 
 
 def _load(args: argparse.Namespace, allow_missing: tuple[str, ...] = ()) -> Any:

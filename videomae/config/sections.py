@@ -76,9 +76,9 @@ class DataConfig:
     num_workers: int = 8
     """Data-loader worker processes per rank (0 reads in the training process)."""
     decode_backend: Literal["auto", "decord", "pyav"] = "auto"
-    """Video decoder: ``auto`` = decord, except MPEG-4 Part 2 files (decord's random access returns wrong frames on
-    them) and files decord fails on, which go to PyAV; ``pyav`` was the faster one on our benchmarks
-    (bench/RESULTS.md)."""
+    """Video decoder: ``auto`` = PyAV (frame-exact on every codec tested and the faster one in our benchmarks,
+    bench/RESULTS.md); ``decord`` stays selectable, but its random access returns wrong frames on MPEG-4 Part 2
+    with B-frames and open-GOP HEVC (the per-codec table: tests/test_decoding_table.py)."""
     hflip_prob: float = 0.0
     """Probability of a horizontal flip per clip; 0 as in VideoMAE pretraining (keep it 0 for direction-sensitive
     data such as Something-Something)."""

@@ -1,8 +1,11 @@
-"""Decode frames from video files and frame folders: backend choice, fallback, frame counts and timeouts.
+"""Decode frames from video files and frame folders: backend choice, frame counts and timeouts.
 
-* ``backend="auto"``: decord when it is installed, PyAV when decord is missing or fails on a file (open or read),
-  and for MPEG-4 Part 2 streams, where decord's random access returns wrong frames (see ``DECORD_UNSAFE_CODECS``).
-  ``"decord"`` / ``"pyav"`` force one backend. A path that is a directory is always a frame folder.
+* ``backend="auto"`` means PyAV (:func:`resolve_backend` is the one place for the rule). PyAV is a required
+  dependency that bundles its FFmpeg, is frame-exact on every codec we test (tests/test_decoding_table.py: random
+  access equals a sequential decode) and was faster in our reader on every file measured (bench/RESULTS.md).
+  decord stays selectable (``"decord"``) but is never picked automatically: its random access returns wrong frames
+  on MPEG-4 Part 2 with B-frames and on HEVC with open GOPs, and it has had no release since 2021. ``"decord"`` /
+  ``"pyav"`` force one backend. A path that is a directory is always a frame folder.
 * Frame counts never come from the container header (some files declare hundreds of frames more than they
   hold). :func:`probe_video` counts packets by demuxing without decoding, then decodes the last GOP to verify
   the tail (fast: one GOP of pixel work per file); ``exact=True`` decodes every frame without converting it.
@@ -38,6 +41,7 @@ __all__ = [
     "open_reader",
     "probe_video",
     "read_frames",
+    "resolve_backend",
     "run_with_timeout",
 ]
 
@@ -80,61 +84,20 @@ def decord_available() -> bool:
     return True
 
 
-# decord 0.6 returns wrong frames on random access into MPEG-4 Part 2 streams with B-frames (DivX/Xvid; e.g.
-# Megamind.avi: 20 of 21 sampled frames differ from a sequential decode), so "auto" reads those with PyAV.
-DECORD_UNSAFE_CODECS = frozenset({"mpeg4"})
+def resolve_backend(backend: str) -> str:
+    """The reader a ``backend`` setting selects for video files: ``"auto"`` is PyAV.
 
+    Not decord, even where it is installed: PyAV is frame-exact on every codec of the correctness table
+    (tests/test_decoding_table.py; decord is wrong on MPEG-4 Part 2 and open-GOP HEVC) and faster in our reader on
+    every file measured. PyAV is a required dependency (``probe_video`` and ``manifest build`` need it too), so
+    there is no installation where ``auto`` would have to fall back to decord.
 
-class _AutoReader:
-    """decord, except for codecs it decodes wrongly; PyAV when decord fails to open or read.
-
-    The codec check opens the file with PyAV; for the codecs routed to PyAV that container is reused to index the
-    frames, so those files are opened once.
+    Raises:
+        ValueError: an unknown backend name.
     """
-
-    def __init__(self, path: str):
-        import av
-
-        self.path = path
-        self._inner: DecordReader | PyAVReader
-        try:
-            container = av.open(path)
-        except Exception:  # unreadable header: decord may still open it, else PyAV reports the error
-            container = None
-        if container is not None:
-            streams = container.streams.video
-            if streams and streams[0].codec_context.name in DECORD_UNSAFE_CODECS:
-                self._inner = PyAVReader(path, container)
-                return
-            container.close()
-        try:
-            self._inner = DecordReader(path)
-        except ReaderError:
-            self._inner = PyAVReader(path)
-
-    @property
-    def name(self) -> str:
-        return self._inner.name
-
-    @property
-    def num_frames(self) -> int:
-        return self._inner.num_frames
-
-    @property
-    def fps(self) -> float:
-        return self._inner.fps
-
-    def read(self, indices: Sequence[int]) -> np.ndarray:
-        try:
-            return self._inner.read(indices)
-        except ReaderError:
-            if isinstance(self._inner, PyAVReader):
-                raise
-            self._inner = PyAVReader(self.path)
-            return self._inner.read(indices)
-
-    def close(self) -> None:
-        self._inner.close()
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}: expected one of {BACKENDS}")
+    return "pyav" if backend == "auto" else backend
 
 
 def open_reader(
@@ -153,8 +116,7 @@ def open_reader(
         DecodeError: missing path, unknown backend, or a file no backend can open.
     """
     path = os.fspath(path)
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r}: expected one of {BACKENDS}")
+    backend = resolve_backend(backend)
     if os.path.isdir(path):
         try:
             return FrameFolderReader(path, frame_template, start)
@@ -163,12 +125,7 @@ def open_reader(
     if not os.path.exists(path):
         raise DecodeError(path, "file not found")
     try:
-        if backend == "pyav" or (backend == "auto" and not decord_available()):
-            reader = PyAVReader(path)
-        elif backend == "decord":
-            reader = DecordReader(path)
-        else:
-            reader = _AutoReader(path)
+        reader = PyAVReader(path) if backend == "pyav" else DecordReader(path)
     except ReaderError as e:
         raise DecodeError(path, str(e)) from e
     return _Offset(reader, start) if start else reader
@@ -206,7 +163,8 @@ def read_frames(
     Args:
         path: video file or frame folder.
         indices: 0-based frame indices (relative to ``start``).
-        backend: ``"auto"``, ``"decord"`` or ``"pyav"`` (frame folders ignore it).
+        backend: ``"auto"`` (PyAV, see :func:`resolve_backend`), ``"decord"`` or ``"pyav"`` (frame folders ignore
+            it).
         frame_template: file names inside a frame folder.
         start: first frame (frame folders: index in the file names, default 1 if ``template.format(1)``
             exists and ``template.format(0)`` does not, else 0; videos: frames to skip, default 0).
@@ -295,6 +253,7 @@ def _read_or_raise(reader, path: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------------------------
 # timeouts
+
 
 class _HelperThread:
     """One daemon thread running submitted calls in order. Daemon, so a thread stuck forever in C code never
