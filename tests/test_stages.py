@@ -180,6 +180,17 @@ def test_dry_run_prints_the_exact_chained_commands(tmp_path):
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
 
 
+def test_dry_run_checks_each_stage_config_against_its_model(tmp_path, capsys):
+    """As a launch script's --dry-run: clips the fine-tune model cannot take are refused before any command prints."""
+    recipe = load_recipe(write_stages(tmp_path, chain(ft_overrides=("data.num_frames=4",))))
+    text = io.StringIO()
+    assert run_recipe(recipe, LAUNCH, dry_run=True, out=text) == 2
+    err = capsys.readouterr().err
+    assert "stages: stage 'ft'" in err and "data.num_frames: clips of 4 frames, but the model takes 8 frames" in err
+    assert "stage 'pre'" not in err and "stage 'post'" not in err
+    assert text.getvalue() == "" and not (tmp_path / "runs").exists()
+
+
 def test_launch_script_refuses_before_anything_runs(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("launch_stages", LAUNCH / "stages.py")
     module = importlib.util.module_from_spec(spec)

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from videomae.engine.config_checks import config_findings
+from videomae.engine.findings import Finding
 from videomae.engine.preflight import format_failures, preflight_findings
 from videomae.stages.plan import DONE, Decision, build_command, plan, select
 from videomae.stages.spec import Recipe, Stage
@@ -71,15 +73,16 @@ def run_recipe(
         only: run just these stages (the ones they start from must be done).
         start: run this stage and every later one (the earlier ones they need must be done).
         force: start the selected stages afresh even when done (their old folders are moved aside).
-        dry_run: print each stage's decision and exact command, run nothing.
+        dry_run: check each stage that would run as its launch script's ``--dry-run`` does (the config against
+            itself and the model), then print each stage's decision and exact command; run nothing.
         preflight: first check every stage that will run against the machine (manifests, model, output_dir...,
             :mod:`videomae.engine.preflight`) and run nothing when one fails.
         execute: runs one command and returns its exit status (tests replace it).
         out: where progress lines go (default ``sys.stdout``).
 
     Returns:
-        0 when every selected stage is done; 2 when a preflight check failed (nothing ran); else 1 (a stage failed
-        or stopped early; the message names it).
+        0 when every selected stage is done; 2 when a preflight (or dry-run) check failed (nothing ran); else 1 (a
+        stage failed or stopped early; the message names it).
 
     Raises:
         ConfigError: an unknown stage name, or a selected stage needs one that is left out and not done.
@@ -90,13 +93,15 @@ def run_recipe(
     decisions = plan(recipe, selected, previous, force)
     commands = {s.name: build_command(recipe, s, launch_dir) for s in recipe.stages}
     if dry_run:
+        if not _check_stages(recipe, decisions, config_findings):
+            return 2
         for stage in recipe.stages:
             decision = decisions[stage.name]
             comment = "" if decision.action in ("run", "fresh") else "# "
             print(f"# {stage.name} ({stage.kind}): {_describe(decision)}", file=out)
             print(comment + shlex.join(commands[stage.name]), file=out)
         return 0
-    if preflight and not _preflight(recipe, decisions):
+    if preflight and not _check_stages(recipe, decisions, lambda cfg: preflight_findings(cfg, check_port=False)):
         return 2
 
     entries = {
@@ -157,8 +162,9 @@ def _run_stage(
     return 1
 
 
-def _preflight(recipe: Recipe, decisions: dict[str, Decision]) -> bool:
-    """Check every stage that will run, as its launch script will on start; print each failing stage's problems.
+def _check_stages(recipe: Recipe, decisions: dict[str, Decision], checks: Callable[[Any], list[Finding]]) -> bool:
+    """Check every stage that will run with ``checks`` (the launch preflight, or in a dry run the config's own
+    checks, as its launch script would); print each failing stage's problems.
 
     A stage's ``init`` made by an earlier stage of this invocation is not looked for yet, and a stage that starts
     afresh is checked as a fresh start (its old folder is moved aside first). The port is left to each launch.
@@ -171,7 +177,7 @@ def _preflight(recipe: Recipe, decisions: dict[str, Decision]) -> bool:
         cfg = stage.cfg
         if decisions[stage.name].action == "fresh" and cfg.resume == "auto":
             cfg = dataclasses.replace(cfg, resume="never")
-        findings = preflight_findings(cfg, check_port=False)
+        findings = checks(cfg)
         if stage.init_from in running:
             findings = [f for f in findings if f.check != "init"]
         if not all(f.ok for f in findings):
