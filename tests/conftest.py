@@ -51,8 +51,14 @@ def frame_ids(frames) -> list[int]:
     return ids
 
 
-def write_video(path: Path, num_frames: int, codec: str = "libx264", fps: int = 25,
-                options: dict[str, str] | None = None, start: int = 0) -> Path:
+def write_video(
+    path: Path,
+    num_frames: int,
+    codec: str = "libx264",
+    fps: int = 25,
+    options: dict[str, str] | None = None,
+    start: int = 0,
+) -> Path:
     """Encode frames ``start .. start + num_frames - 1`` with PyAV."""
     import av
 

@@ -85,7 +85,9 @@ def test_visualize_writes_a_picture_whose_first_row_is_the_clip(exports, media, 
 
 
 def test_export_a_checkpoint_folder_then_info(tmp_path, capsys):
-    pretrain = randomise_spread_out(create_model("pretrain_videomae_tiny_patch16_224", **TINY_GRID, decoder_depth=2), seed=3)
+    pretrain = randomise_spread_out(
+        create_model("pretrain_videomae_tiny_patch16_224", **TINY_GRID, decoder_depth=2), seed=3
+    )
     section = {"name": "pretrain_videomae_tiny_patch16_224", "decoder_depth": 2, "drop_path_rate": None,
                "with_cp": False, "overrides": TINY_GRID}  # fmt: skip
     run = write_zero0_run(tmp_path / "run", pretrain, section, 40)
@@ -98,7 +100,9 @@ def test_export_a_checkpoint_folder_then_info(tmp_path, capsys):
         assert torch.equal(rebuilt.state_dict()[key], value)
 
     # a fine-tuning run: classifier fields of its model section, class count from the head, class names stored
-    classifier = randomise_spread_out(create_model("vit_tiny_patch16_224", **TINY_GRID, num_classes=5, use_mean_pooling=False), 4)
+    classifier = randomise_spread_out(
+        create_model("vit_tiny_patch16_224", **TINY_GRID, num_classes=5, use_mean_pooling=False), 4
+    )
     section = {"name": "vit_tiny_patch16_224", "use_mean_pooling": False, "fc_drop_rate": 0.0, "init_scale": None,
                "drop_path_rate": 0.1, "with_cp": False, "overrides": TINY_GRID}  # fmt: skip
     run = write_zero0_run(tmp_path / "ft", classifier, section, 7, label_names=EXPORT_LABELS)
@@ -137,7 +141,9 @@ def test_export_of_a_real_zero2_checkpoint_equals_the_runs_own_export(tmp_path, 
     demo = tmp_path / "demo"
     write_demo_dataset(demo, DemoConfig(num_train=8, num_val=2, frames=8), workers=1)
     out = tmp_path / "run"
-    run_pretrain("python", pretrain_overrides(demo, out, "train.max_steps=2", "deepspeed.zero_stage=2", "precision=bf16"))
+    run_pretrain(
+        "python", pretrain_overrides(demo, out, "train.max_steps=2", "deepspeed.zero_stage=2", "precision=bf16")
+    )
     assert main(["export", str(out), str(tmp_path / "again.safetensors")]) == 0
     capsys.readouterr()
     ours, theirs = load_file(tmp_path / "again.safetensors"), load_file(out / "export" / "model.safetensors")

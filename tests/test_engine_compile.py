@@ -26,7 +26,9 @@ def _worker(rank: int, port: int, demo: str, out: str) -> None:
 
     record = {}
     for compiled in (False, True):
-        args = pretrain_overrides(Path(demo), Path(out) / str(compiled), f"train.max_steps={STEPS}", "model.with_cp=true")
+        args = pretrain_overrides(
+            Path(demo), Path(out) / str(compiled), f"train.max_steps={STEPS}", "model.with_cp=true"
+        )
         run = PretrainRun(load_config(PRETRAIN_DEMO_YAML, [*args, f"train.compile={str(compiled).lower()}"]))
         summary = run.train()
         record[compiled] = {"losses": summary.losses, "counts": run.compile_counts, "total": compile_counts()}

@@ -55,7 +55,11 @@ def test_deepspeed_launcher_zero3_bf16_two_processes_loss_goes_down(demo, tmp_pa
 @pytest.fixture(scope="module")
 def zero2_run(demo, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("zero2") / "run"
-    run_pretrain("torchrun", pretrain_overrides(demo, out, "deepspeed.zero_stage=2", "train.max_steps=6", "train.save_every=3"), nproc=2)
+    run_pretrain(
+        "torchrun",
+        pretrain_overrides(demo, out, "deepspeed.zero_stage=2", "train.max_steps=6", "train.save_every=3"),
+        nproc=2,
+    )
     return out
 
 
@@ -125,7 +129,9 @@ def test_killed_run_resumes_with_the_same_losses(demo, tmp_path):
 @pytest.mark.slow
 def test_nonfinite_loss_is_skipped_counted_and_stops_the_run_when_repeated(demo, tmp_path):
     out = tmp_path / "nan"
-    log = run_pretrain("python", pretrain_overrides(demo, out, "train.max_steps=3", "train.save_every=3", "train.inject_nan_at=[2]"))
+    log = run_pretrain(
+        "python", pretrain_overrides(demo, out, "train.max_steps=3", "train.save_every=3", "train.inject_nan_at=[2]")
+    )
     assert "step 2: non-finite loss/gradient, skipped (1 in a row)" in log
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]

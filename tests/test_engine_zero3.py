@@ -31,7 +31,9 @@ RUNS = {  # ZeRO-3 first: its model is built before any DeepSpeed engine exists 
 
 
 def _args(demo: Path, out: Path, name: str) -> list[str]:
-    return pretrain_overrides(demo, out / name, "precision=bf16", f"train.max_steps={STEPS}", "train.lr=0.02", *RUNS[name])
+    return pretrain_overrides(
+        demo, out / name, "precision=bf16", f"train.max_steps={STEPS}", "train.lr=0.02", *RUNS[name]
+    )
 
 
 def _worker(rank: int, port: int, demo: str, out: str) -> None:

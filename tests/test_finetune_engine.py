@@ -119,7 +119,9 @@ torch.save({"groups": groups, "layers": run.engine.module.get_num_layers()}, sys
 @pytest.mark.slow
 def test_layer_decay_reaches_the_zero_optimizer_groups(demo, tmp_path):
     dump = tmp_path / "groups.pt"
-    args = finetune_overrides(demo, tmp_path / "run", "train.layer_decay=0.5", "train.max_steps=2", "deepspeed.zero_stage=2")
+    args = finetune_overrides(
+        demo, tmp_path / "run", "train.layer_decay=0.5", "train.max_steps=2", "deepspeed.zero_stage=2"
+    )
     proc = subprocess.run([sys.executable, "-c", INSPECT_GROUPS, str(dump), str(FINETUNE_DEMO_YAML), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -31,7 +31,9 @@ def direct_probs(model: torch.nn.Module, path, segments: int, crops: int, rate: 
 
 def test_predict_equals_a_direct_forward_on_the_same_views(exports, media):
     model = load_inference_model(exports["classifier"])
-    assert model.is_classifier and model.label_names == EXPORT_LABELS and (model.num_frames, model.input_size) == (4, 32)
+    assert (
+        model.is_classifier and model.label_names == EXPORT_LABELS and (model.num_frames, model.input_size) == (4, 32)
+    )
     paths = [media["h264"], media["frames"], media["mpeg4_avi"]]
     predictions = predict_videos(model, paths, num_segments=2, num_crops=3, sampling_rate=2, batch_size=2)
     assert [p.path for p in predictions] == [str(p) for p in paths]

@@ -123,7 +123,9 @@ def test_tiny_models_of_each_size_give_transformers_outputs(size: str, kind: str
     widths = dict(embed_dim=4 * heads) if kind != "pretraining" else dict(encoder_embed_dim=4 * heads,
                                                                            decoder_embed_dim=4 * dec_heads)  # fmt: skip
     # layer scale (folded into the weights on export) in half of the cases
-    ours = randomise_every_weight(_build(size, kind, **tiny, **widths, init_values=0.1 if heads % 2 == 0 else 0.0), seed=1)
+    ours = randomise_every_weight(
+        _build(size, kind, **tiny, **widths, init_values=0.1 if heads % 2 == 0 else 0.0), seed=1
+    )
     write_hf_folder(ours, tmp_path / "hf", LABELS if kind != "pretraining" else None)
     hf = _hf_class(kind).from_pretrained(tmp_path / "hf").eval()
     got, raw, aligned = _outputs(ours, hf, kind, *_clips(patch))
@@ -287,7 +289,6 @@ def test_crafted_config_json_is_refused_before_a_model_is_built(change, reason, 
 
 
 # ----------------------------------------------------------------------------------------------- the commands
-
 
 
 def test_commands_take_a_folder_without_model_flags(media, tmp_path: Path, capsys) -> None:
