@@ -1,4 +1,5 @@
-"""Session fixtures: small real videos (written with PyAV), frame folders, broken files, the shared real videos.
+"""Shared fixtures. Per session: small real videos (written with PyAV), frame folders, broken files, the shared
+real videos. Per test module: the demo set (``demo``) and tiny model exports (``exports``).
 
 Every synthetic frame carries its own index as 8 black/white cells in a top band (bit k = cell k), which survives
 lossy coding, so tests can check *which* frame a decoder returned (:func:`frame_ids`).
@@ -50,8 +51,15 @@ def frame_ids(frames) -> list[int]:
     return ids
 
 
-def write_video(path: Path, num_frames: int, codec: str = "libx264", fps: int = 25,
-                options: dict[str, str] | None = None, start: int = 0, pix_fmt: str = "yuv420p") -> Path:
+def write_video(
+    path: Path,
+    num_frames: int,
+    codec: str = "libx264",
+    fps: int = 25,
+    options: dict[str, str] | None = None,
+    start: int = 0,
+    pix_fmt: str = "yuv420p",
+) -> Path:
     """Encode frames ``start .. start + num_frames - 1`` with PyAV."""
     import av
 
@@ -131,3 +139,32 @@ def megamind_frames(real_videos) -> dict[int, np.ndarray]:
 
     with av.open(str(real_videos / "Megamind.avi")) as c:
         return {i: f.to_ndarray(format="rgb24") for i, f in enumerate(c.decode(video=0)) if i in MEGAMIND_CHECK}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    """The demo set (24 training and 6 validation clips of 16 frames), written once per test module; a module that
+    needs another size defines its own ``demo``."""
+    from videomae.data.demo import DemoConfig, write_demo_dataset
+
+    out = tmp_path_factory.mktemp("demo")
+    write_demo_dataset(out, DemoConfig(num_train=24, num_val=6, frames=16), workers=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> dict[str, Path]:
+    """Tiny exports with spread-out random weights: ``classifier`` (5 classes named ``EXPORT_LABELS``) and
+    ``pretrain`` (step 3), written once per test module."""
+    from helpers import EXPORT_LABELS, TINY_GRID, randomise_spread_out
+
+    from videomae.checkpoint import export_weights
+    from videomae.models import create_model
+
+    root = tmp_path_factory.mktemp("exports")
+    classifier = randomise_spread_out(create_model("vit_tiny_patch16_224", **TINY_GRID, num_classes=5), seed=0)
+    pretrain = randomise_spread_out(create_model("pretrain_videomae_tiny_patch16_224", **TINY_GRID), seed=1)
+    return {
+        "classifier": export_weights(classifier, root / "classifier.safetensors", {"label_names": EXPORT_LABELS}),
+        "pretrain": export_weights(pretrain, root / "pretrain.safetensors", {"step": 3}),
+    }

@@ -1,9 +1,15 @@
-"""Small helpers shared by test modules (tests/ is on sys.path under pytest's default import mode)."""
+"""Small helpers shared by test modules: ports, fake demo folders, manifests, tiny-model settings, random weights,
+hand-made checkpoints (tests/ is on sys.path under pytest's default import mode)."""
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def free_port() -> int:
@@ -37,3 +43,54 @@ def load_deepspeed_file(path) -> object:
 
     with weights_only_loads():
         return torch.load(path, map_location="cpu")
+
+
+SMALL_CLIP = dict(num_frames=4, sampling_rate=2, input_size=32)
+"""Clip settings of a dataset small enough for unit tests: 4 frames every 2nd, 32 px."""
+
+TINY_GRID = dict(img_size=32, patch_size=8, all_frames=4)
+"""Model overrides for a tiny token grid (2, 4, 4): 32 tokens."""
+
+EXPORT_LABELS = ["archery", "bowling", "cooking", "dancing", "eating"]
+"""Class names stored in the classifier export of the ``exports`` fixture."""
+
+
+def csv_manifest(path: Path, rows: list[tuple]) -> str:
+    """Write a ``path,label,num_frames`` manifest of ``rows`` (path, label[, num_frames]) to ``path``."""
+    lines = ["path,label,num_frames"] + [",".join(str(v) for v in (r + ("",) * (3 - len(r)))) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def randomise_every_weight(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Random weights everywhere (biases, norms, mask token too), so every converted tensor matters."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1 + (1.0 if p.ndim == 1 and p.shape[0] % 2 else 0.0))
+    return model.eval()
+
+
+def randomise_spread_out(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Spread-out random weights (norm scales near 1), so predictions differ between videos and views."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2 + (1.0 if "norm" in name and "weight" in name else 0.0))
+    return model.eval()
+
+
+def write_zero0_run(root: Path, model: torch.nn.Module, config_model: dict, step: int, **client) -> Path:
+    """A run folder with one ZeRO-0 fp32 checkpoint in DeepSpeed's layout (module weights + client state)."""
+    import torch
+
+    folder = root / "checkpoints" / f"step_{step:08d}"
+    folder.mkdir(parents=True)
+    state = {"module": model.state_dict(), "config": {"model": config_model}, **client}
+    torch.save(state, folder / "mp_rank_00_model_states.pt")
+    (folder / "COMMITTED").write_text(json.dumps({"step": step, "world_size": 1, "zero_stage": 0}))
+    return root

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import TINY_GRID, randomise_every_weight
 from transformers import VideoMAEConfig, VideoMAEForPreTraining, VideoMAEForVideoClassification, VideoMAEModel
 
 from videomae.checkpoint import CheckpointError, export_weights, load_exported, load_pretrained
 from videomae.models import create_model, interpolate_pos_table, sinusoid_table
 
-TINY = dict(img_size=32, patch_size=8, all_frames=4)  # grid (2, 4, 4): 32 tokens
 PARITY_TOL = 1e-5
 
 
@@ -27,15 +27,6 @@ def _hf_config(use_mean_pooling: bool) -> VideoMAEConfig:
         decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=128, qkv_bias=True,
         use_mean_pooling=use_mean_pooling, layer_norm_eps=1e-6, num_labels=5,
     )  # fmt: skip
-
-
-def _randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Random weights everywhere (biases, norms, mask token too), so every converted tensor matters."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.1 + (1.0 if p.ndim == 1 and p.shape[0] % 2 else 0.0))
-    return model.eval()
 
 
 def _align_eps(hf: torch.nn.Module) -> None:
@@ -55,14 +46,14 @@ def _mask(batch: int = 2, hidden: int = 24) -> torch.Tensor:
 
 
 def _tiny_pretrain(**kw) -> torch.nn.Module:
-    return create_model("pretrain_videomae_tiny_patch16_224", **TINY, **kw)
+    return create_model("pretrain_videomae_tiny_patch16_224", **TINY_GRID, **kw)
 
 
 # ----------------------------------------------------------------------------------------------- transformers parity
 
 
 def test_transformers_pretraining_parity(tmp_path: Path) -> None:
-    hf = _randomise(VideoMAEForPreTraining(_hf_config(use_mean_pooling=False)), seed=0)
+    hf = randomise_every_weight(VideoMAEForPreTraining(_hf_config(use_mean_pooling=False)), seed=0)
     ours = _tiny_pretrain().eval()
     report = load_pretrained(ours, hf.state_dict(), strict=True)
     assert report.format == "transformers" and not report.missing and not report.unexpected
@@ -88,9 +79,9 @@ def test_transformers_pretraining_parity(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("use_mean_pooling", [True, False])
 def test_transformers_classification_parity(use_mean_pooling: bool) -> None:
-    hf = _randomise(VideoMAEForVideoClassification(_hf_config(use_mean_pooling)), seed=2)
+    hf = randomise_every_weight(VideoMAEForVideoClassification(_hf_config(use_mean_pooling)), seed=2)
     _align_eps(hf)
-    ours = create_model("vit_tiny_patch16_224", **TINY, num_classes=5, use_mean_pooling=use_mean_pooling).eval()
+    ours = create_model("vit_tiny_patch16_224", **TINY_GRID, num_classes=5, use_mean_pooling=use_mean_pooling).eval()
     report = load_pretrained(ours, hf.state_dict(), strict=True)
     videos = _videos()
     with torch.no_grad():
@@ -102,13 +93,13 @@ def test_transformers_classification_parity(use_mean_pooling: bool) -> None:
 
 
 def test_transformers_bare_model_and_legacy_qv_bias_layout() -> None:
-    hf = _randomise(VideoMAEModel(_hf_config(use_mean_pooling=False)), seed=3)
+    hf = randomise_every_weight(VideoMAEModel(_hf_config(use_mean_pooling=False)), seed=3)
     state = {}
     for key, value in hf.state_dict().items():  # older transformers: bias-free q/v Linears + q_bias / v_bias
         state[key.replace("attention.attention.query.bias", "attention.attention.q_bias").replace(
             "attention.attention.value.bias", "attention.attention.v_bias")] = value  # fmt: skip
     assert any(k.endswith("q_bias") for k in state)
-    ours = create_model("vit_tiny_patch16_224", **TINY, num_classes=5, use_mean_pooling=False).eval()
+    ours = create_model("vit_tiny_patch16_224", **TINY_GRID, num_classes=5, use_mean_pooling=False).eval()
     report = load_pretrained(ours, state)
     assert sorted(report.missing) == ["head.bias", "head.weight"] and not report.unexpected
     videos = _videos()
@@ -177,7 +168,7 @@ def test_deepspeed_module_wrapper_and_numpy1_scalars(tmp_path: Path) -> None:
 def test_pretraining_encoder_into_classifier(use_mean_pooling: bool) -> None:
     source = _tiny_pretrain(init_values=0.1)
     classifier = create_model(
-        "vit_tiny_patch16_224", **TINY, init_values=0.1, num_classes=5, use_mean_pooling=use_mean_pooling
+        "vit_tiny_patch16_224", **TINY_GRID, init_values=0.1, num_classes=5, use_mean_pooling=use_mean_pooling
     )
     report = load_pretrained(classifier, {"model": source.state_dict()})
     decoder_side = ["mask_token", "encoder_to_decoder.weight"] + [
@@ -226,7 +217,7 @@ def test_learned_pos_table_is_interpolated_16_to_8_frames_224_to_112() -> None:
 
 
 def test_fixed_pos_tables_in_checkpoint() -> None:
-    model = create_model("vit_tiny_patch16_224", **TINY, num_classes=5)
+    model = create_model("vit_tiny_patch16_224", **TINY_GRID, num_classes=5)
     report = load_pretrained(model, {"pos_embed": sinusoid_table(1568, 64)})  # a 16-frame 224 px fixed table
     assert not report.loaded and any("builds its own" in note for note in report.notes)
     with pytest.raises(CheckpointError, match="use_learnable_pos_emb=True"):
@@ -237,12 +228,12 @@ def test_fixed_pos_tables_in_checkpoint() -> None:
 
 
 def test_shape_mismatch_is_an_error_but_a_new_head_is_dropped() -> None:
-    source = create_model("vit_tiny_patch16_224", **TINY, num_classes=7)
-    target = create_model("vit_tiny_patch16_224", **TINY, num_classes=5)
+    source = create_model("vit_tiny_patch16_224", **TINY_GRID, num_classes=7)
+    target = create_model("vit_tiny_patch16_224", **TINY_GRID, num_classes=5)
     report = load_pretrained(target, source.state_dict())
     assert sorted(report.missing) == ["head.bias", "head.weight"]
     assert any("head.weight" in note and "dropped" in note for note in report.notes)
-    wide = create_model("vit_tiny_patch16_224", **TINY, embed_dim=96, num_heads=3, num_classes=5)
+    wide = create_model("vit_tiny_patch16_224", **TINY_GRID, embed_dim=96, num_heads=3, num_classes=5)
     with pytest.raises(CheckpointError, match=r"shape mismatch for patch_embed.proj.weight: checkpoint \(96, 3"):
         load_pretrained(target, wide.state_dict())
     with pytest.raises(CheckpointError, match="strict load failed"):
@@ -259,9 +250,9 @@ class _Evil:
 def test_malicious_pickle_is_refused(tmp_path: Path) -> None:
     _Evil.marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
-    torch.save({"model": create_model("vit_tiny_patch16_224", **TINY).state_dict(), "payload": _Evil()}, path)
+    torch.save({"model": create_model("vit_tiny_patch16_224", **TINY_GRID).state_dict(), "payload": _Evil()}, path)
     with pytest.raises(CheckpointError, match="refused to unpickle"):
-        load_pretrained(create_model("vit_tiny_patch16_224", **TINY), path)
+        load_pretrained(create_model("vit_tiny_patch16_224", **TINY_GRID), path)
     assert not _Evil.marker.exists()
 
 
@@ -269,7 +260,7 @@ def test_malicious_pickle_is_refused(tmp_path: Path) -> None:
 
 
 def test_export_round_trip(tmp_path: Path) -> None:
-    model = create_model("vit_tiny_patch16_224", **TINY, num_classes=3, init_values=0.1).eval()
+    model = create_model("vit_tiny_patch16_224", **TINY_GRID, num_classes=3, init_values=0.1).eval()
     labels = ["archery", "bowling", "juggling"]
     path = export_weights(model, tmp_path / "export" / "tiny.safetensors", {"label_names": labels})
     rebuilt, meta = load_exported(path)
@@ -280,7 +271,7 @@ def test_export_round_trip(tmp_path: Path) -> None:
     with torch.no_grad():
         assert torch.equal(rebuilt(videos), model(videos))
     # The export is also a plain safetensors state dict for load_pretrained.
-    report = load_pretrained(create_model("vit_tiny_patch16_224", **TINY, num_classes=3, init_values=0.1), path)
+    report = load_pretrained(create_model("vit_tiny_patch16_224", **TINY_GRID, num_classes=3, init_values=0.1), path)
     assert not report.missing and not report.unexpected
     assert math.isclose(rebuilt.blocks[0].gamma_1.detach()[0].item(), 0.1, rel_tol=1e-6)
 
@@ -343,7 +334,7 @@ def test_original_release_classifier_gives_the_reference_logits(tmp_path: Path, 
     state = _release_classifier_state(layer_scale)
     path = tmp_path / "vit_tiny_k400_ft.pth"
     torch.save({wrapper: state, "epoch": 34, "args": argparse.Namespace(nb_classes=5)}, path)
-    model = create_model("vit_tiny_patch16_224", **TINY, num_classes=5, init_values=0.1 if layer_scale else 0.0)
+    model = create_model("vit_tiny_patch16_224", **TINY_GRID, num_classes=5, init_values=0.1 if layer_scale else 0.0)
     report = load_pretrained(model.eval(), path, strict=True)
     assert sorted(report.loaded) == sorted(state) and report.format == "videomae"
     videos = _videos()

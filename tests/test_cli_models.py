@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import EXPORT_LABELS, TINY_GRID, csv_manifest, randomise_spread_out, write_zero0_run
 from PIL import Image
+from run_helpers import pretrain_overrides, run_pretrain
 from safetensors.torch import load_file
-from test_data_datasets import csv_manifest
-from test_inference import LABELS, TINY, _randomise, exports  # noqa: F401  (exports is a fixture)
 
 from videomae.checkpoint import load_exported
 from videomae.cli import main
@@ -22,10 +21,10 @@ from videomae.data.transforms import EvalTransform
 from videomae.inference import load_inference_model, predict_videos
 from videomae.models import create_model
 
-TINY_ARGS = [f"--override={k}={v}" for k, v in TINY.items()]
+TINY_ARGS = [f"--override={k}={v}" for k, v in TINY_GRID.items()]
 
 
-def test_predict_json_and_text(exports, media, tmp_path, capsys):  # noqa: F811
+def test_predict_json_and_text(exports, media, tmp_path, capsys):
     videos = [str(media["h264"]), str(media["frames"])]
     args = ["predict", str(exports["classifier"]), *videos, "--num-segments", "2", "--num-crops", "3"]
     assert main([*args, "--sampling-rate", "2", "--top-k", "3", "--json"]) == 0
@@ -35,7 +34,7 @@ def test_predict_json_and_text(exports, media, tmp_path, capsys):  # noqa: F811
     for got, want in zip(results, expected):
         assert got["path"] == want.path and got["valid"]
         assert [t["class"] for t in got["top_k"]] == [c for c, _ in want.top_k(3)]
-        assert [t["name"] for t in got["top_k"]] == [LABELS[c] for c, _ in want.top_k(3)]
+        assert [t["name"] for t in got["top_k"]] == [EXPORT_LABELS[c] for c, _ in want.top_k(3)]
         assert [t["prob"] for t in got["top_k"]] == pytest.approx([p for _, p in want.top_k(3)], abs=1e-6)
     # text output, class names from --labels, an unreadable video -> exit status 1
     (tmp_path / "labels.txt").write_text("".join(f"class_{i}\n" for i in range(5)))
@@ -48,7 +47,7 @@ def test_predict_json_and_text(exports, media, tmp_path, capsys):  # noqa: F811
     assert "not a classifier" in capsys.readouterr().err
 
 
-def test_extract_features_from_an_export_and_from_a_release_file(exports, media, tmp_path, capsys):  # noqa: F811
+def test_extract_features_from_an_export_and_from_a_release_file(exports, media, tmp_path, capsys):
     manifest = csv_manifest(tmp_path / "m.csv", [(media["h264"].name, "a"), (media["frames"].relative_to(
         media["h264"].parent), "b")])  # fmt: skip
     common = [manifest, "--data-root", str(media["h264"].parent), "--stride", "16", "--batch-size", "3"]
@@ -70,7 +69,7 @@ def test_extract_features_from_an_export_and_from_a_release_file(exports, media,
     assert "--override needs --model" in capsys.readouterr().err
 
 
-def test_visualize_writes_a_picture_whose_first_row_is_the_clip(exports, media, tmp_path, capsys):  # noqa: F811
+def test_visualize_writes_a_picture_whose_first_row_is_the_clip(exports, media, tmp_path, capsys):
     out = tmp_path / "pictures" / "recon.png"
     assert main(["visualize", str(exports["pretrain"]), str(media["h264"]), str(out), "--sampling-rate", "3"]) == 0
     image = np.asarray(Image.open(out))
@@ -85,21 +84,13 @@ def test_visualize_writes_a_picture_whose_first_row_is_the_clip(exports, media, 
     assert "needs a pretraining checkpoint" in capsys.readouterr().err
 
 
-def _zero0_run(root: Path, model: torch.nn.Module, config_model: dict, step: int, **client) -> Path:
-    """A run folder with one ZeRO-0 fp32 checkpoint in DeepSpeed's layout (module weights + client state)."""
-    folder = root / "checkpoints" / f"step_{step:08d}"
-    folder.mkdir(parents=True)
-    state = {"module": model.state_dict(), "config": {"model": config_model}, **client}
-    torch.save(state, folder / "mp_rank_00_model_states.pt")
-    (folder / "COMMITTED").write_text(json.dumps({"step": step, "world_size": 1, "zero_stage": 0}))
-    return root
-
-
 def test_export_a_checkpoint_folder_then_info(tmp_path, capsys):
-    pretrain = _randomise(create_model("pretrain_videomae_tiny_patch16_224", **TINY, decoder_depth=2), seed=3)
+    pretrain = randomise_spread_out(
+        create_model("pretrain_videomae_tiny_patch16_224", **TINY_GRID, decoder_depth=2), seed=3
+    )
     section = {"name": "pretrain_videomae_tiny_patch16_224", "decoder_depth": 2, "drop_path_rate": None,
-               "with_cp": False, "overrides": TINY}  # fmt: skip
-    run = _zero0_run(tmp_path / "run", pretrain, section, 40)
+               "with_cp": False, "overrides": TINY_GRID}  # fmt: skip
+    run = write_zero0_run(tmp_path / "run", pretrain, section, 40)
     assert main(["export", str(run), str(tmp_path / "p.safetensors")]) == 0
     tensors = len(pretrain.state_dict())
     assert f"exported {tensors} fp32 tensors of pretrain_videomae_tiny_patch16_224 (step 40" in capsys.readouterr().out
@@ -109,13 +100,15 @@ def test_export_a_checkpoint_folder_then_info(tmp_path, capsys):
         assert torch.equal(rebuilt.state_dict()[key], value)
 
     # a fine-tuning run: classifier fields of its model section, class count from the head, class names stored
-    classifier = _randomise(create_model("vit_tiny_patch16_224", **TINY, num_classes=5, use_mean_pooling=False), 4)
+    classifier = randomise_spread_out(
+        create_model("vit_tiny_patch16_224", **TINY_GRID, num_classes=5, use_mean_pooling=False), 4
+    )
     section = {"name": "vit_tiny_patch16_224", "use_mean_pooling": False, "fc_drop_rate": 0.0, "init_scale": None,
-               "drop_path_rate": 0.1, "with_cp": False, "overrides": TINY}  # fmt: skip
-    run = _zero0_run(tmp_path / "ft", classifier, section, 7, label_names=LABELS)
+               "drop_path_rate": 0.1, "with_cp": False, "overrides": TINY_GRID}  # fmt: skip
+    run = write_zero0_run(tmp_path / "ft", classifier, section, 7, label_names=EXPORT_LABELS)
     assert main(["export", str(run / "checkpoints" / "step_00000007"), str(tmp_path / "c.safetensors")]) == 0
     rebuilt, meta = load_exported(tmp_path / "c.safetensors")
-    assert meta["label_names"] == LABELS and meta["model_config"]["num_classes"] == 5
+    assert meta["label_names"] == EXPORT_LABELS and meta["model_config"]["num_classes"] == 5
     assert meta["model_config"]["drop_path_rate"] == 0.1 and not meta["model_config"]["use_mean_pooling"]
     videos = torch.randn(2, 3, 4, 32, 32)
     with torch.no_grad():
@@ -127,7 +120,7 @@ def test_export_a_checkpoint_folder_then_info(tmp_path, capsys):
     params = sum(p.numel() for p in classifier.state_dict().values())
     assert "model:         vit_tiny_patch16_224 (metadata)" in text and f"parameters:    {params:,}" in text
     assert "token grid:    (2, 4, 4); fixed sinusoid" in text and "classes:       5" in text
-    assert f"label names:   {', '.join(LABELS)}" in text and "step: 7" in text
+    assert f"label names:   {', '.join(EXPORT_LABELS)}" in text and "step: 7" in text
     # an original-release file without metadata: the architecture is read off the shapes
     torch.save({"module": pretrain.state_dict()}, tmp_path / "release.pth")
     assert main(["info", str(tmp_path / "release.pth"), "--json"]) == 0
@@ -143,14 +136,14 @@ def test_export_a_checkpoint_folder_then_info(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_export_of_a_real_zero2_checkpoint_equals_the_runs_own_export(tmp_path, capsys):
-    from test_engine_train import overrides, run
-
     from videomae.data.demo import DemoConfig, write_demo_dataset
 
     demo = tmp_path / "demo"
     write_demo_dataset(demo, DemoConfig(num_train=8, num_val=2, frames=8), workers=1)
     out = tmp_path / "run"
-    run("python", overrides(demo, out, "train.max_steps=2", "deepspeed.zero_stage=2", "precision=bf16"))
+    run_pretrain(
+        "python", pretrain_overrides(demo, out, "train.max_steps=2", "deepspeed.zero_stage=2", "precision=bf16")
+    )
     assert main(["export", str(out), str(tmp_path / "again.safetensors")]) == 0
     capsys.readouterr()
     ours, theirs = load_file(tmp_path / "again.safetensors"), load_file(out / "export" / "model.safetensors")

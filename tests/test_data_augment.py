@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import HEIGHT
+from helpers import csv_manifest
 from PIL import Image
-from test_data_datasets import csv_manifest
 from timm.data.auto_augment import rand_augment_transform
 
 from videomae.data.datasets import VideoClipDataset

@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 from conftest import HEIGHT, frame_ids
+from helpers import SMALL_CLIP, csv_manifest
 from torch.utils.data import DataLoader
 
 from videomae.data.bad_samples import TooManyBadSamples, read_bad_samples
@@ -15,15 +16,6 @@ from videomae.data.decoding import read_frames
 from videomae.data.sampler import WeightedDistributedSampler
 from videomae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 
-SMALL = dict(num_frames=4, sampling_rate=2, input_size=32)
-
-
-def csv_manifest(path, rows: list[tuple]) -> str:
-    """rows of (path, label[, num_frames])"""
-    lines = ["path,label,num_frames"] + [",".join(str(v) for v in (r + ("",) * (3 - len(r)))) for r in rows]
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
-
 
 def unnormalize(x: torch.Tensor) -> torch.Tensor:
     return (x * torch.tensor(IMAGENET_STD).view(3, 1, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)) * 255
@@ -31,7 +23,7 @@ def unnormalize(x: torch.Tensor) -> torch.Tensor:
 
 def test_train_samples_from_videos_and_frame_folders(tmp_path, media):
     m = csv_manifest(tmp_path / "m.csv", [(media["h264"], "run"), (media["frames"], "jump"), (media["mpeg4_avi"],)])
-    ds = VideoClipDataset(m, **SMALL)
+    ds = VideoClipDataset(m, **SMALL_CLIP)
     assert len(ds) == 3 and ds.label_names == ["jump", "run"] and ds.num_classes == 2
     for i, label in enumerate([1, 0, -1]):
         s = ds[i]
@@ -57,9 +49,9 @@ def test_per_source_clip_settings_and_label_merge(tmp_path, media):
     assert ds._clip_settings(3) == (4, 3, "img_{:05d}.jpg")
     unnamed = csv_manifest(tmp_path / "c.csv", [(media["h264"], 1)])
     with pytest.raises(ValueError, match="integer labels without class names"):
-        HybridVideoDataset([SourceSpec(a), SourceSpec(unnamed)], **SMALL)
+        HybridVideoDataset([SourceSpec(a), SourceSpec(unnamed)], **SMALL_CLIP)
     # integer labels named by a label map merge by name (as Kinetics-400 lists with their label map)
-    ds = HybridVideoDataset([SourceSpec(a), SourceSpec(unnamed, label_map=["yak", "emu"])], **SMALL)
+    ds = HybridVideoDataset([SourceSpec(a), SourceSpec(unnamed, label_map=["yak", "emu"])], **SMALL_CLIP)
     assert ds.label_names == ["cat", "dog", "emu", "yak"] and ds.labels == [0, 1, 2]
 
 
@@ -116,7 +108,7 @@ def test_short_video_policy(tmp_path, media):
 
 def test_bad_row_logged_once_and_counted(tmp_path, media, caplog):
     m = csv_manifest(tmp_path / "m.csv", [(media["junk"], "x"), (media["h264"], "y")])
-    ds = VideoClipDataset(m, **SMALL)
+    ds = VideoClipDataset(m, **SMALL_CLIP)
     with caplog.at_level("WARNING", logger="videomae.data.bad_samples"):
         for _ in range(3):
             assert ds[0]["index"] == 1
@@ -129,7 +121,7 @@ def test_hanging_file_is_a_bad_sample(tmp_path, media):
     fifo = tmp_path / "hang.mp4"
     os.mkfifo(fifo)
     m = csv_manifest(tmp_path / "m.csv", [(fifo, "x"), (media["h264"], "y")])
-    ds = VideoClipDataset(m, **SMALL, decode_timeout=0.5, run_dir=tmp_path / "run")
+    ds = VideoClipDataset(m, **SMALL_CLIP, decode_timeout=0.5, run_dir=tmp_path / "run")
     try:
         assert ds[0]["index"] == 1
     finally:
@@ -140,13 +132,13 @@ def test_hanging_file_is_a_bad_sample(tmp_path, media):
 
 def test_no_file_is_opened_at_construction(tmp_path):
     m = csv_manifest(tmp_path / "m.csv", [(tmp_path / "missing.mp4", "x")])
-    ds = VideoClipDataset(m, **SMALL)  # would raise if it probed
+    ds = VideoClipDataset(m, **SMALL_CLIP)  # would raise if it probed
     assert len(ds) == 1
 
 
 def test_consecutive_failures_stop_the_run(tmp_path, media):
     m = csv_manifest(tmp_path / "m.csv", [(media["junk"], "x"), (tmp_path / "gone.mp4", "x"), (media["empty"], "x")])
-    ds = VideoClipDataset(m, **SMALL, run_dir=tmp_path / "run", max_consecutive_failures=3)
+    ds = VideoClipDataset(m, **SMALL_CLIP, run_dir=tmp_path / "run", max_consecutive_failures=3)
     with pytest.raises(TooManyBadSamples, match=r"3 clips in a row failed to load \(last: .*m.csv:\d") as e:
         ds[0]
     assert "bad_samples.csv" in str(e.value)
@@ -160,7 +152,7 @@ def test_twenty_percent_bad_rows_through_workers(tmp_path, media):
     rows = good[:4] + [bad[0]] + good[4:8] + [bad[1]] + good[8:12] + [bad[2]] + good[12:] + [bad[3]]
     m = csv_manifest(tmp_path / "m.csv", rows)
     run = tmp_path / "run"
-    ds = VideoClipDataset(m, **SMALL, run_dir=run)
+    ds = VideoClipDataset(m, **SMALL_CLIP, run_dir=run)
     bad_lines = {i + 2 for i, r in enumerate(rows) if r in bad}  # +1 header, +1 one-based
     sampler = WeightedDistributedSampler(ds, seed=0)
     loader = DataLoader(ds, batch_size=4, sampler=sampler, num_workers=2, collate_fn=collate_clips)
@@ -178,7 +170,7 @@ def test_twenty_percent_bad_rows_through_workers(tmp_path, media):
 def test_text_column_and_public_exports(tmp_path, media):
     m = tmp_path / "m.csv"
     m.write_text(f'path,text\n{media["h264"]},"a square, moving"\n{media["frames"]},\n')
-    ds = VideoClipDataset(m, **SMALL, return_text=True)
+    ds = VideoClipDataset(m, **SMALL_CLIP, return_text=True)
     batch = collate_clips([ds[0], ds[1]])
     assert batch["text"] == ["a square, moving", ""] and batch["label"].tolist() == [-1, -1]
     import videomae.data as data
@@ -193,7 +185,7 @@ def test_test_mode_never_substitutes_an_unreadable_video(tmp_path, media, caplog
     corrupt.write_bytes(data[:48] + bytes(len(data) - 48))  # header kept, the rest zeroed
     m = csv_manifest(tmp_path / "m.csv", [(media["h264"], "a"), (corrupt, "b"), (media["frames"], "a")])
     run = tmp_path / "run"
-    ds = VideoClipDataset(m, **SMALL, train=False, test_num_segment=2, test_num_crop=3, run_dir=run)
+    ds = VideoClipDataset(m, **SMALL_CLIP, train=False, test_num_segment=2, test_num_crop=3, run_dir=run)
     with caplog.at_level("WARNING", logger="videomae.data.bad_samples"):
         bad = ds[1]
     assert bad["valid"] is False and bad["index"] == 1 and bad["label"] == ds.labels[1] == 1
@@ -213,7 +205,7 @@ def test_test_mode_never_substitutes_an_unreadable_video(tmp_path, media, caplog
     assert index[~valid].unique().numel() == 1  # what evaluation reports as unreadable videos
     assert len(read_bad_samples(run)) == 1  # logged once, however many processes met it
 
-    one_view = VideoClipDataset(m, **SMALL, train=False)[1]
+    one_view = VideoClipDataset(m, **SMALL_CLIP, train=False)[1]
     assert one_view["video"].shape == (3, 4, 32, 32) and one_view["valid"] is False
-    assert "valid" not in VideoClipDataset(m, **SMALL)[0]  # training samples are unchanged
-    assert "valid" not in collate_clips([VideoClipDataset(m, **SMALL)[0]])
+    assert "valid" not in VideoClipDataset(m, **SMALL_CLIP)[0]  # training samples are unchanged
+    assert "valid" not in collate_clips([VideoClipDataset(m, **SMALL_CLIP)[0]])

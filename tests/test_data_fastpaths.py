@@ -70,8 +70,9 @@ def test_fork_after_pyav_decoding_in_a_helper_thread(tmp_path):
 
 def test_normalize_clip_into_a_given_slot():
     x = torch.randint(0, 256, (4, 3, 5, 6), dtype=torch.uint8)  # (T, C, H, W)
-    expected = (x.permute(1, 0, 2, 3).double() / 255 - torch.tensor(IMAGENET_MEAN, dtype=torch.float64)[:, None,
-                None, None]) / torch.tensor(IMAGENET_STD, dtype=torch.float64)[:, None, None, None]
+    expected = (
+        x.permute(1, 0, 2, 3).double() / 255 - torch.tensor(IMAGENET_MEAN, dtype=torch.float64)[:, None, None, None]
+    ) / torch.tensor(IMAGENET_STD, dtype=torch.float64)[:, None, None, None]
     batch = torch.full((2, 3, 4, 5, 6), 7.0)
     out = normalize_clip(x, IMAGENET_MEAN, IMAGENET_STD, out=batch[1])
     assert out.data_ptr() == batch[1].data_ptr()
@@ -91,8 +92,10 @@ def test_train_transform_out_matches_a_fresh_result():
 
 
 def test_collate_in_a_worker_builds_the_batch_in_shared_memory(monkeypatch):
-    batch = [{"video": torch.randn(2, 3, 4, 8, 8), "label": 1, "index": 0},
-             {"video": torch.randn(3, 4, 8, 8), "label": -1, "index": 5}]
+    batch = [
+        {"video": torch.randn(2, 3, 4, 8, 8), "label": 1, "index": 0},
+        {"video": torch.randn(3, 4, 8, 8), "label": -1, "index": 5},
+    ]
     plain = collate_clips(batch)
     assert not plain["video"].is_shared()
     monkeypatch.setattr(datasets_module, "get_worker_info", lambda: object())

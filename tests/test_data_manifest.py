@@ -16,15 +16,31 @@ def write(tmp_path, name: str, text: str):
 
 
 def test_csv_columns_types_extra_and_data_root(tmp_path):
-    path = write(tmp_path, "m.csv", "path,start,num_frames,label,source,text,fps,width,height,duration,split\n"
-                                    "a.mp4,0,120,3,k400,a dog runs,29.97,340,256,4.004,train\n"
-                                    "/abs/frames_b,1,30,,ssv2,,,,,,\n")
+    path = write(
+        tmp_path,
+        "m.csv",
+        "path,start,num_frames,label,source,text,fps,width,height,duration,split\n"
+        "a.mp4,0,120,3,k400,a dog runs,29.97,340,256,4.004,train\n"
+        "/abs/frames_b,1,30,,ssv2,,,,,,\n",
+    )
     m = read_manifest(path, data_root="/data")
     assert m.format == "csv" and m.label_names is None
     a, b = m.rows
-    assert a == ManifestRow(path="/data/a.mp4", start=0, num_frames=120, label=3, source="k400", text="a dog runs",
-                            fps=29.97, width=340, height=256, duration=4.004, line=2, manifest=str(path),
-                            extra={"split": "train"})
+    assert a == ManifestRow(
+        path="/data/a.mp4",
+        start=0,
+        num_frames=120,
+        label=3,
+        source="k400",
+        text="a dog runs",
+        fps=29.97,
+        width=340,
+        height=256,
+        duration=4.004,
+        line=2,
+        manifest=str(path),
+        extra={"split": "train"},
+    )
     assert b.path == "/abs/frames_b" and b.start == 1 and b.label is None and b.fps is None and b.line == 3
 
 
@@ -50,13 +66,17 @@ def test_integer_labels_checked_against_label_map(tmp_path):
 
 
 def test_errors_collected_with_file_and_line(tmp_path):
-    path = write(tmp_path, "bad.csv", "path,start,num_frames,fps\n"
-                                      "ok.mp4,0,10,25\n"
-                                      ",0,10,25\n"           # line 3: empty path
-                                      "b.mp4,-1,ten,25\n"    # line 4: negative start, non-integer num_frames
-                                      "c.mp4,0\n"            # line 5: wrong column count
-                                      "\n"
-                                      "d.mp4,0,0,-3\n")      # line 7: num_frames 0, negative fps
+    path = write(
+        tmp_path,
+        "bad.csv",
+        "path,start,num_frames,fps\n"
+        "ok.mp4,0,10,25\n"
+        ",0,10,25\n"  # line 3: empty path
+        "b.mp4,-1,ten,25\n"  # line 4: negative start, non-integer num_frames
+        "c.mp4,0\n"  # line 5: wrong column count
+        "\n"
+        "d.mp4,0,0,-3\n",
+    )  # line 7: num_frames 0, negative fps
     with pytest.raises(ManifestError) as e:
         read_manifest(path)
     err = e.value
@@ -115,7 +135,9 @@ def test_list_path_start_total(tmp_path):
     m = read_manifest(path, data_root="/d")
     assert m.format == "path_start_total"
     assert [(r.path, r.start, r.num_frames, r.label, r.line) for r in m.rows] == [
-        ("/d/k400/a.mp4", 0, None, None, 1), ("/d/ssv2/12", 1, 47, None, 2)]
+        ("/d/k400/a.mp4", 0, None, None, 1),
+        ("/d/ssv2/12", 1, 47, None, 2),
+    ]
 
 
 def test_list_path_label_and_folder_total_label(tmp_path):
@@ -123,8 +145,10 @@ def test_list_path_label_and_folder_total_label(tmp_path):
     assert m.format == "path_label" and [r.label for r in m.rows] == [3, 0]
     m = read_manifest(write(tmp_path, "s.txt", "78687 49 12\n42326 37 3\n"))
     assert m.format == "folder_total_label"
-    assert [(r.path, r.num_frames, r.label, r.start) for r in m.rows] == [("78687", 49, 12, None),
-                                                                          ("42326", 37, 3, None)]
+    assert [(r.path, r.num_frames, r.label, r.start) for r in m.rows] == [
+        ("78687", 49, 12, None),
+        ("42326", 37, 3, None),
+    ]
     m = read_manifest(write(tmp_path, "p.txt", "a.mp4\nb.mp4\n"))
     assert m.format == "path" and [r.label for r in m.rows] == [None, None]
 
@@ -157,8 +181,16 @@ def test_list_errors_have_line_numbers(tmp_path):
 
 def test_write_read_round_trip(tmp_path):
     rows = [
-        ManifestRow(path=str(tmp_path / "videos" / "a.mp4"), num_frames=40, label=1, fps=25.0, width=96, height=64,
-                    text="two words, with comma", extra={"split": "val"}),
+        ManifestRow(
+            path=str(tmp_path / "videos" / "a.mp4"),
+            num_frames=40,
+            label=1,
+            fps=25.0,
+            width=96,
+            height=64,
+            text="two words, with comma",
+            extra={"split": "val"},
+        ),
         ManifestRow(path="/elsewhere/b", start=1, num_frames=12, label=0),
     ]
     out = tmp_path / "out" / "m.csv"
@@ -170,4 +202,11 @@ def test_write_read_round_trip(tmp_path):
     assert back.label_names == ["cat", "dog"]
     for orig, new in zip(rows, back.rows):
         assert (new.path, new.start, new.num_frames, new.label, new.text, new.fps, new.extra.get("split", "")) == (
-            orig.path, orig.start, orig.num_frames, orig.label, orig.text, orig.fps, orig.extra.get("split", ""))
+            orig.path,
+            orig.start,
+            orig.num_frames,
+            orig.label,
+            orig.text,
+            orig.fps,
+            orig.extra.get("split", ""),
+        )

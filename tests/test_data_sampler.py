@@ -34,9 +34,9 @@ def source_of(i: int, sizes: list[int]) -> int:
 
 
 def test_quotas():
-    assert source_quotas([10, 30], [1.0, 1.0], [None, None]) == [10, 30]       # plain concatenation
+    assert source_quotas([10, 30], [1.0, 1.0], [None, None]) == [10, 30]  # plain concatenation
     assert source_quotas([100, 100], [2.0, 1.0], [None, None]) == [133, 67]
-    assert source_quotas([10, 30], [1.0, 1.0], [2.5, None]) == [25, 30]        # repeat count
+    assert source_quotas([10, 30], [1.0, 1.0], [2.5, None]) == [25, 30]  # repeat count
     assert source_quotas([10, 30], [3.0, 1.0], [None, None], num_samples=100) == [50, 50]  # 3 x 10 vs 1 x 30
     assert source_quotas([10, 30], [1.0, 1.0], [None, None], num_samples=60) == [15, 45]
     assert sum(source_quotas([7, 11, 13], [1.0, 2.0, 3.0], [None, None, None])) == 31

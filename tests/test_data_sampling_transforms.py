@@ -13,10 +13,10 @@ from videomae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform,
 def test_span_and_rate_policy():
     assert clip_span(16, 4) == 61
     assert fit_sampling_rate(300, 16, 4) == 4
-    assert fit_sampling_rate(61, 16, 4) == 4   # exactly fits
-    assert fit_sampling_rate(60, 16, 4) == 3   # (60 - 1) // 15
+    assert fit_sampling_rate(61, 16, 4) == 4  # exactly fits
+    assert fit_sampling_rate(60, 16, 4) == 3  # (60 - 1) // 15
     assert fit_sampling_rate(20, 16, 4) == 1
-    assert fit_sampling_rate(5, 1, 4) == 4     # a single frame always fits
+    assert fit_sampling_rate(5, 1, 4) == 4  # a single frame always fits
     with pytest.raises(ValueError, match="video_frames=0"):
         fit_sampling_rate(0, 16, 4)
 
@@ -37,8 +37,8 @@ def test_train_indices_cover_all_starts_uniformly():
 def test_train_indices_short_videos():
     g = torch.Generator().manual_seed(0)
     assert sample_train_indices(31, 16, 4, generator=g) == list(range(0, 31, 2))  # stride 4 -> 2, whole video
-    assert sample_train_indices(10, 4, 3, generator=g) == [0, 3, 6, 9]            # exactly one start
-    assert sample_train_indices(3, 5, 2, generator=g) == [0, 1, 2, 2, 2]           # last frame repeated
+    assert sample_train_indices(10, 4, 3, generator=g) == [0, 3, 6, 9]  # exactly one start
+    assert sample_train_indices(3, 5, 2, generator=g) == [0, 1, 2, 2, 2]  # last frame repeated
 
 
 def test_test_indices_segments():
@@ -79,8 +79,21 @@ def test_multi_scale_crop_boxes_are_the_fixed_grid():
         assert top + ch <= 256 and left + cw <= 340
         if h_step and w_step:
             seen.add((top // h_step, left // w_step))
-    assert seen == {(0, 0), (0, 4), (4, 0), (4, 4), (2, 2), (2, 0), (2, 4), (4, 2), (0, 2), (1, 1), (1, 3), (3, 1),
-                    (3, 3)}
+    assert seen == {
+        (0, 0),
+        (0, 4),
+        (4, 0),
+        (4, 4),
+        (2, 2),
+        (2, 0),
+        (2, 4),
+        (4, 2),
+        (0, 2),
+        (1, 1),
+        (1, 3),
+        (3, 1),
+        (3, 3),
+    }
     # 10 size pairs: 4 equal + 3 x 2 neighbours
     pairs = {multi_scale_crop_box(256, 340, 224, generator=g)[2:] for _ in range(2000)}
     assert len(pairs) == 10
@@ -101,8 +114,7 @@ def test_train_transform_matches_manual_crop_resize_normalise():
     # the crop came from the right place: channel 0 holds column indices inside [left, left + cw)
     assert left - 0.5 <= unnormalize(out)[0].min() and unnormalize(out)[0].max() <= left + cw - 0.5
     # time order is kept: channel 2 is 10 x frame index
-    torch.testing.assert_close(unnormalize(out)[2].mean(dim=(1, 2)), torch.tensor([0.0, 10, 20, 30]), atol=1e-3,
-                               rtol=0)
+    torch.testing.assert_close(unnormalize(out)[2].mean(dim=(1, 2)), torch.tensor([0.0, 10, 20, 30]), atol=1e-3, rtol=0)
 
 
 def test_train_transform_flip_and_value_range():

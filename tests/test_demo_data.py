@@ -157,7 +157,6 @@ def test_context_loss_sees_unpredictable_backgrounds():
     assert context_loss(ramp) < 1e-6
 
 
-
 def _hand_classify(video: np.ndarray, colour: tuple[float, float, float]) -> str:
     """Name a clip's class from pixels alone: segment the shape by its colour, then the bounding-box fill ratio
     gives the shape (square 1, disc pi/4, triangle 1/2) and the slope of the centroid's height the direction."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_engines import TorchSavingEngine, TorchWriter, save_torch_checkpoint
 
 from videomae import disk_faults
 from videomae.disk_faults import DiskWriteError, name_write_fault, write_atomic
@@ -146,51 +147,20 @@ def test_export_at_the_file_size_limit_is_named_and_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-class _Writer:
-    """DeepSpeed's checkpoint engine as far as saving goes: ``torch.save`` of each file."""
-
-    def save(self, state_dict, path):
-        torch.save(state_dict, path)
-
-
-class TorchSavingEngine:
-    """The engine API ``save_checkpoint`` uses, writing its files as DeepSpeed does (``checkpoint_engine.save``)."""
-
-    global_rank, world_size = 0, 1
-
-    def __init__(self, weights: int) -> None:
-        self.checkpoint_engine = _Writer()
-        self.weights = torch.zeros(weights)
-
-    def zero_optimization_stage(self) -> int:
-        return 0
-
-    def save_checkpoint(self, save_dir, tag, client_state, save_latest):
-        folder = Path(save_dir) / tag
-        folder.mkdir(parents=True, exist_ok=True)
-        self.checkpoint_engine.save(
-            {"module": self.weights, **client_state}, str(folder / "mp_rank_00_model_states.pt")
-        )
-
-
-def _save(root: Path, step: int, engine: TorchSavingEngine) -> Path:
-    return ckpt.save_checkpoint(engine, root, step, {"step": step}, {"rank": 0}, keep_last=3, meta={"init": None})
-
-
 def test_a_full_disk_during_a_save_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     root = tmp_path / "checkpoints"
-    _save(root, 2, TorchSavingEngine(10))
+    save_torch_checkpoint(root, 2, TorchSavingEngine(10))
     engine = TorchSavingEngine(10)
-    real_save = _Writer.save
+    real_save = TorchWriter.save
 
     def full(self, state_dict, path):  # a partial file, then the zip writer's complaint; statvfs: disk full
         Path(path).write_bytes(b"partial")
         monkeypatch.setattr(os, "statvfs", lambda p: _Statvfs(free=0))
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 5504 vs 5396")
 
-    monkeypatch.setattr(_Writer, "save", full)
+    monkeypatch.setattr(TorchWriter, "save", full)
     with pytest.raises(ckpt.CheckpointWriteError) as err:
-        _save(root, 4, engine)
+        save_torch_checkpoint(root, 4, engine)
     monkeypatch.undo()
     message = str(err.value)
     assert message.startswith(f"saving checkpoint {root / 'step_00000004'} failed: rank 0: no space left on "
@@ -207,12 +177,12 @@ def test_a_real_file_size_fault_during_a_save_keeps_the_last_checkpoint(tmp_path
         import sys
         from pathlib import Path
         sys.path.insert(0, {str(ROOT / "tests")!r})
-        from test_disk_faults import TorchSavingEngine, _save
+        from fake_engines import TorchSavingEngine, save_torch_checkpoint
         from videomae.engine.checkpointing import CheckpointWriteError
         root = Path({str(root)!r})
-        _save(root, 2, TorchSavingEngine(100))  # ~1 KiB files
+        save_torch_checkpoint(root, 2, TorchSavingEngine(100))  # ~1 KiB files
         try:
-            _save(root, 4, TorchSavingEngine(100_000))  # 400 KB of weights: past the limit
+            save_torch_checkpoint(root, 4, TorchSavingEngine(100_000))  # 400 KB of weights: past the limit
         except CheckpointWriteError as err:
             print(err)
             sys.exit(1)

@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import load_deepspeed_file
+from run_helpers import FINETUNE_DEMO_YAML, ROOT, finetune_overrides, records, run_finetune
 from safetensors.torch import load_file
-from test_finetune_engine import DEMO_YAML, ROOT, overrides, records, run
 
 from videomae.checkpoint import export_weights
 from videomae.config import ConfigError, load_finetune_config
-from videomae.data.demo import CLASS_NAMES, DemoConfig, write_demo_dataset
+from videomae.data.demo import CLASS_NAMES
 from videomae.engine import checkpointing as ckpt
 from videomae.engine.distill import DistillStudent, build_distill_loss, load_teacher, teacher_class_order
 from videomae.models import create_model
 
 SIZE = dict(img_size=32, patch_size=8, all_frames=4)
-STUDENT = dict(SIZE, embed_dim=32, depth=2, num_heads=2)  # the student test_finetune_engine.overrides() sets
+STUDENT = dict(SIZE, embed_dim=32, depth=2, num_heads=2)  # the student run_helpers.finetune_overrides() sets
 TEACHER = dict(SIZE, embed_dim=48, depth=1, num_heads=2)
 DATA_NAMES = list(CLASS_NAMES)
 TEACHER_NAMES = DATA_NAMES[::-1]  # another order: the engine must reorder the teacher's logits
@@ -159,7 +159,7 @@ def test_the_vit_b_recipe_is_the_fine_tune_recipe_plus_distillation():
         plain.data, plain.model, plain.train, plain.deepspeed
     )  # fmt: skip
     # The demo distils demo.yaml's export on the same clips into a smaller student.
-    demo, teacher = load_finetune_config(configs / "distill_demo.yaml"), load_finetune_config(DEMO_YAML)
+    demo, teacher = load_finetune_config(configs / "distill_demo.yaml"), load_finetune_config(FINETUNE_DEMO_YAML)
     assert demo.distill.teacher == f"{teacher.output_dir}/export/model.safetensors" and demo.data == teacher.data
     smaller = demo.model.overrides["embed_dim"] < teacher.model.overrides["embed_dim"]
     assert smaller and demo.model.overrides["depth"] < teacher.model.overrides["depth"]
@@ -169,19 +169,12 @@ def test_the_vit_b_recipe_is_the_fine_tune_recipe_plus_distillation():
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("demo_distill")
-    write_demo_dataset(out, DemoConfig(num_train=24, num_val=6, frames=16), workers=1)
-    return out
-
-
-@pytest.fixture(scope="module")
 def teacher(tmp_path_factory) -> Path:
     return write_teacher(tmp_path_factory.mktemp("teacher") / "teacher.safetensors")
 
 
 def distill_args(demo: Path, out: Path, teacher: Path, *extra: str) -> list[str]:
-    return overrides(demo, out, f"distill.teacher={teacher}", "train.smoothing=0", *extra)
+    return finetune_overrides(demo, out, f"distill.teacher={teacher}", "train.smoothing=0", *extra)
 
 
 @pytest.mark.slow
@@ -190,7 +183,7 @@ def test_distillation_term_falls_and_the_logged_terms_make_the_loss(demo, teache
     falls clearly (to ~0.3 of its start over seeds 0-2), and every logged loss is ``alpha * loss_kd + (1 - alpha) *
     loss_label``."""
     out = tmp_path / "run"
-    run(distill_args(demo, out, teacher, "train.max_steps=30", "train.save_every=100", "distill.alpha=0.8",
+    run_finetune(distill_args(demo, out, teacher, "train.max_steps=30", "train.save_every=100", "distill.alpha=0.8",
                      "distill.temperature=2", "train.mixup=0.8", "train.cutmix=0", "train.lr=0.5", "train.min_lr=1e-3",
                      "train.warmup_steps=3"))  # fmt: skip
     seq = records(out)
@@ -226,7 +219,7 @@ def test_teacher_frozen_and_outside_checkpoints_and_resume_restores_the_projecto
                         "train.keep_last=3", "distill.alpha=0.5", "distill.feature_weight=0.5", "train.mixup=0.8",
                         "train.cutmix=1.0", "deepspeed.zero_stage=2")  # fmt: skip
     dump = tmp_path / "teacher.pt"
-    proc = subprocess.run([sys.executable, "-c", INSPECT_TEACHER, str(dump), str(DEMO_YAML), *args], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-c", INSPECT_TEACHER, str(dump), str(FINETUNE_DEMO_YAML), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     got = torch.load(dump)
@@ -256,7 +249,7 @@ def test_teacher_frozen_and_outside_checkpoints_and_resume_restores_the_projecto
 
     # Resumed from step 3: the same losses, feature term included, and the same final projector.
     out = tmp_path / "resumed"
-    log = run([a.replace(str(ref), str(out)) for a in args] + [f"resume={ref}/checkpoints/step_00000003"])
+    log = run_finetune([a.replace(str(ref), str(out)) for a in args] + [f"resume={ref}/checkpoints/step_00000003"])
     assert f"resumed from {ref}/checkpoints/step_00000003 at step 3" in log
     resumed = records(out)
     assert sorted(resumed) == [4, 5, 6]

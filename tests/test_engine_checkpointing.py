@@ -5,48 +5,18 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fake_engines import FakeEngine, save_fake_checkpoint
 
 from videomae.engine import checkpointing as ckpt
 from videomae.engine.rng_state import get_rng_state, set_rng_state
 
 
-class FakeEngine:
-    """The slice of the DeepSpeed engine API the checkpoint module uses; writes one file per save."""
-
-    global_rank = 0
-
-    def __init__(self, world_size: int = 1, zero_stage: int = 0, fail: bool = False) -> None:
-        self.world_size, self.stage, self.fail = world_size, zero_stage, fail
-        self.loaded: list[str] = []
-
-    def zero_optimization_stage(self) -> int:
-        return self.stage
-
-    def save_checkpoint(self, save_dir, tag, client_state, save_latest):
-        folder = Path(save_dir) / tag
-        folder.mkdir(parents=True)
-        (folder / "model_states.pt").write_bytes(b"partial" if self.fail else b"full")
-        if self.fail:
-            raise KeyboardInterrupt("killed mid-write")
-        torch.save(client_state, folder / "client.pt")
-
-    def load_checkpoint(self, load_dir, tag, **kwargs):
-        self.loaded.append(tag)
-        return str(Path(load_dir) / tag), torch.load(Path(load_dir) / tag / "client.pt")
-
-
-def _save(root, step, engine=None, keep_last=5):
-    engine = engine or FakeEngine()
-    return ckpt.save_checkpoint(engine, root, step, {"step": step}, {"rank": 0}, keep_last, meta={"init": None})
-
-
 def test_committed_checkpoint_layout(tmp_path):
-    path = _save(tmp_path, 7)
+    path = save_fake_checkpoint(tmp_path, 7)
     assert path == tmp_path / "step_00000007"
     meta = json.loads((path / ckpt.COMMIT_FILE).read_text())
     assert meta["step"] == 7 and meta["world_size"] == 1 and meta["zero_stage"] == 0 and meta["init"] is None
@@ -57,9 +27,9 @@ def test_committed_checkpoint_layout(tmp_path):
 
 
 def test_kill_mid_write_leaves_the_previous_checkpoint_in_charge(tmp_path):
-    _save(tmp_path, 10)
+    save_fake_checkpoint(tmp_path, 10)
     with pytest.raises(KeyboardInterrupt):
-        _save(tmp_path, 20, FakeEngine(fail=True))
+        save_fake_checkpoint(tmp_path, 20, FakeEngine(fail=True))
     assert (tmp_path / "step_00000020.tmp" / "model_states.pt").read_bytes() == b"partial"
     assert ckpt.find_latest(tmp_path).step == 10
     # A folder with a final name but no marker (e.g. copied by hand, or a marker lost) is not complete either.
@@ -71,7 +41,7 @@ def test_kill_mid_write_leaves_the_previous_checkpoint_in_charge(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
         ckpt.checkpoint_at(tmp_path / "step_00000030")
     # The next successful save clears the stale temporary folder.
-    _save(tmp_path, 20)
+    save_fake_checkpoint(tmp_path, 20)
     assert not (tmp_path / "step_00000020.tmp").exists()
     info = ckpt.find_latest(tmp_path)
     assert info.step == 20
@@ -81,17 +51,17 @@ def test_kill_mid_write_leaves_the_previous_checkpoint_in_charge(tmp_path):
 
 def test_keep_last_prunes_older_complete_checkpoints(tmp_path):
     for step in (1, 2, 3, 4):
-        _save(tmp_path, step, keep_last=2)
+        save_fake_checkpoint(tmp_path, step, keep_last=2)
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["step_00000003", "step_00000004"]
 
 
 def test_resume_on_a_different_world_size_is_refused_for_partitioned_states(tmp_path):
-    _save(tmp_path, 5, FakeEngine(world_size=4, zero_stage=2))
+    save_fake_checkpoint(tmp_path, 5, FakeEngine(world_size=4, zero_stage=2))
     info = ckpt.find_latest(tmp_path)
     with pytest.raises(RuntimeError, match="written by 4 processes with ZeRO stage 2; this run has 2"):
         ckpt.load_checkpoint(FakeEngine(world_size=2, zero_stage=2), info)
     # Stage 0 keeps whole states: a different process count loads (ranks without a state file get None).
-    _save(tmp_path, 6, FakeEngine(world_size=4, zero_stage=0))
+    save_fake_checkpoint(tmp_path, 6, FakeEngine(world_size=4, zero_stage=0))
     engine = FakeEngine(world_size=2)
     engine.global_rank = 1
     client, rank_state = ckpt.load_checkpoint(engine, ckpt.find_latest(tmp_path))

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from helpers import free_port
-from test_engine_train import DEMO_YAML, overrides
+from run_helpers import PRETRAIN_DEMO_YAML, pretrain_overrides
 
 from videomae.config import ConfigError, FinetuneConfig, PretrainConfig, load_config
 from videomae.data.demo import DemoConfig, write_demo_dataset
@@ -26,8 +26,10 @@ def _worker(rank: int, port: int, demo: str, out: str) -> None:
 
     record = {}
     for compiled in (False, True):
-        args = overrides(Path(demo), Path(out) / str(compiled), f"train.max_steps={STEPS}", "model.with_cp=true")
-        run = PretrainRun(load_config(DEMO_YAML, [*args, f"train.compile={str(compiled).lower()}"]))
+        args = pretrain_overrides(
+            Path(demo), Path(out) / str(compiled), f"train.max_steps={STEPS}", "model.with_cp=true"
+        )
+        run = PretrainRun(load_config(PRETRAIN_DEMO_YAML, [*args, f"train.compile={str(compiled).lower()}"]))
         summary = run.train()
         record[compiled] = {"losses": summary.losses, "counts": run.compile_counts, "total": compile_counts()}
     torch.save(record, Path(out) / "record.pt")

@@ -7,95 +7,27 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import free_port, load_deepspeed_file
+from helpers import load_deepspeed_file
+from run_helpers import PRETRAIN_DEMO_YAML, launch_pretrain, losses, pretrain_overrides, run_pretrain
 from safetensors.torch import load_file
 
 from videomae.config import load_config
-from videomae.data.demo import DemoConfig, write_demo_dataset
 from videomae.engine import checkpointing as ckpt
 from videomae.engine.trainer import find_resume_checkpoint
 from videomae.models import create_model
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-DEMO_YAML = ROOT / "launch/configs/pretrain/demo.yaml"
-MODEL = (
-    "model.overrides={img_size: 32, patch_size: 8, all_frames: 4, encoder_embed_dim: 32, encoder_depth: 1, "
-    "encoder_num_heads: 2, decoder_embed_dim: 32, decoder_num_heads: 2}"
-)
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("demo")
-    write_demo_dataset(out, DemoConfig(num_train=24, num_val=6, frames=16), workers=1)
-    return out
-
-
-def overrides(demo: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        f"output_dir={out}",
-        f"data.manifests=[{demo}/train_unlabeled.csv]",
-        f"data.data_root={demo}",
-        "data.input_size=32",
-        "data.num_frames=4",
-        "data.num_sample=2",
-        "data.num_workers=0",
-        MODEL,
-        "model.decoder_depth=1",
-        "train.batch_size=2",
-        "train.log_every=1",
-        "train.picture_every=0",
-        "train.warmup_steps=2",
-        "train.lr=0.1",
-        "precision=fp32",
-        *extra,
-    ]
-
-
-def launch(launcher: str, args: list[str], nproc: int = 1, timeout: int = 600, **popen) -> subprocess.Popen:
-    cmd = {
-        "python": [sys.executable],
-        "torchrun": [str(BIN / "torchrun"), f"--nproc_per_node={nproc}", f"--master_port={free_port()}"],
-        "deepspeed": [str(BIN / "deepspeed"), f"--num_gpus={nproc}", f"--master_port={free_port()}"],
-    }[launcher]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    return subprocess.Popen(
-        [*cmd, "launch/pretrain.py", "--config", str(DEMO_YAML), *args],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **popen,
-    )  # fmt: skip
-
-
-def run(launcher: str, args: list[str], nproc: int = 1, timeout: int = 600) -> str:
-    proc = launch(launcher, args, nproc)
-    output, _ = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, output[-4000:]
-    return output
-
-
-def losses(out: Path) -> dict[int, float]:
-    """Loss per step from metrics.jsonl; a resumed run appends, and its later lines win."""
-    values = {}
-    for line in (out / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        values[record["step"]] = float(record["loss"])
-    return values
 
 
 @pytest.mark.slow
 def test_deepspeed_launcher_zero3_bf16_two_processes_loss_goes_down(demo, tmp_path):
     out = tmp_path / "run"
-    args = overrides(demo, out, "deepspeed.zero_stage=3", "precision=bf16", "train.max_steps=16", "train.save_every=8",
-                     "train.picture_every=8", "train.picture_clips=2")  # fmt: skip
-    log = run("deepspeed", args, nproc=2)
+    args = pretrain_overrides(demo, out, "deepspeed.zero_stage=3", "precision=bf16", "train.max_steps=16",
+                              "train.save_every=8", "train.picture_every=8", "train.picture_clips=2")  # fmt: skip
+    log = run_pretrain("deepspeed", args, nproc=2)
     assert "2 processes" in log and "DeepSpeed ZeRO-3 bf16" in log
     seq = losses(out)
     assert sorted(seq) == list(range(1, 17))
@@ -105,7 +37,7 @@ def test_deepspeed_launcher_zero3_bf16_two_processes_loss_goes_down(demo, tmp_pa
     assert ckpt.find_latest(out / "checkpoints").meta["zero_stage"] == 3
     # Consolidated fp32 export of the partitioned model: every parameter, full shapes.
     weights = load_file(out / "export/model.safetensors")
-    cfg = load_config(DEMO_YAML, args)
+    cfg = load_config(PRETRAIN_DEMO_YAML, args)
     reference = create_model(cfg.model.name, **cfg.model.create_kwargs()).state_dict()
     params = {k for k in reference if not k.endswith("pos_embed")}  # fixed sinusoid tables are buffers
     assert params <= set(weights)
@@ -123,7 +55,11 @@ def test_deepspeed_launcher_zero3_bf16_two_processes_loss_goes_down(demo, tmp_pa
 @pytest.fixture(scope="module")
 def zero2_run(demo, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("zero2") / "run"
-    run("torchrun", overrides(demo, out, "deepspeed.zero_stage=2", "train.max_steps=6", "train.save_every=3"), nproc=2)
+    run_pretrain(
+        "torchrun",
+        pretrain_overrides(demo, out, "deepspeed.zero_stage=2", "train.max_steps=6", "train.save_every=3"),
+        nproc=2,
+    )
     return out
 
 
@@ -134,9 +70,9 @@ def test_zero_stages_two_processes(stage, demo, tmp_path, zero2_run):
         out = zero2_run
     else:
         out = tmp_path / "run"
-        run(
+        run_pretrain(
             "torchrun",
-            overrides(
+            pretrain_overrides(
                 demo, out, "deepspeed.zero_stage=1", "train.max_steps=6", "train.save_every=3", "train.grad_accum=2"
             ),
             2,
@@ -157,7 +93,7 @@ def test_checkpoint_killed_mid_write_is_ignored_and_resume_is_exact(zero2_run, t
     os.rename(out / "checkpoints/step_00000006", out / "checkpoints/step_00000006.tmp")
     os.remove(out / "checkpoints/step_00000006.tmp" / ckpt.COMMIT_FILE)
     (out / "metrics.jsonl").write_text("")
-    log = run("torchrun", cfg, nproc=2)
+    log = run_pretrain("torchrun", cfg, nproc=2)
     assert "resumed from" in log and "step_00000003" in log
     assert losses(out) == {s: v for s, v in losses(zero2_run).items() if s > 3}  # bit-identical in fp32
 
@@ -176,9 +112,9 @@ def test_killed_run_resumes_with_the_same_losses(demo, tmp_path):
     # One process, ZeRO-0, a loader worker (augmentation seeded per sample, not per worker).
     args = ["train.max_steps=12", "train.save_every=2", "data.num_workers=1", "deepspeed.zero_stage=0"]
     reference = tmp_path / "reference"
-    run("python", overrides(demo, reference, *args))
+    run_pretrain("python", pretrain_overrides(demo, reference, *args))
     out = tmp_path / "killed"
-    proc = launch("python", overrides(demo, out, *args))
+    proc = launch_pretrain("python", pretrain_overrides(demo, out, *args))
     deadline = time.time() + 300
     while ckpt.find_latest(out / "checkpoints") is None and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -186,21 +122,24 @@ def test_killed_run_resumes_with_the_same_losses(demo, tmp_path):
     proc.communicate()
     killed_at = ckpt.find_latest(out / "checkpoints")
     assert killed_at is not None and killed_at.step < 12, "the run finished before it could be killed"
-    run("python", overrides(demo, out, *args))
+    run_pretrain("python", pretrain_overrides(demo, out, *args))
     assert losses(out) == losses(reference)
 
 
 @pytest.mark.slow
 def test_nonfinite_loss_is_skipped_counted_and_stops_the_run_when_repeated(demo, tmp_path):
     out = tmp_path / "nan"
-    log = run("python", overrides(demo, out, "train.max_steps=3", "train.save_every=3", "train.inject_nan_at=[2]"))
+    log = run_pretrain(
+        "python", pretrain_overrides(demo, out, "train.max_steps=3", "train.save_every=3", "train.inject_nan_at=[2]")
+    )
     assert "step 2: non-finite loss/gradient, skipped (1 in a row)" in log
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]
     assert [r["nonfinite_skipped"] for r in records] == [0, 1, 1]
     assert all(r["loss"] == r["loss"] for r in records)  # every logged step is finite
-    proc = launch("python", overrides(demo, tmp_path / "stop", "train.max_steps=3", "train.inject_nan_at=[2]",
-                                      "train.max_nonfinite_steps=1"))  # fmt: skip
+    stop = pretrain_overrides(demo, tmp_path / "stop", "train.max_steps=3", "train.inject_nan_at=[2]",
+                              "train.max_nonfinite_steps=1")  # fmt: skip
+    proc = launch_pretrain("python", stop)
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode != 0 and "NonFiniteError: 1 consecutive non-finite steps" in output
 
@@ -209,20 +148,20 @@ def test_auto_resume_never_replaces_an_explicit_init(tmp_path):
     root = tmp_path / "checkpoints"
     (root / "step_00000004").mkdir(parents=True)
     (root / "step_00000004" / ckpt.COMMIT_FILE).write_text(json.dumps({"step": 4, "init": "a.safetensors"}))
-    same = load_config(DEMO_YAML, [f"output_dir={tmp_path}", "init=a.safetensors"])
+    same = load_config(PRETRAIN_DEMO_YAML, [f"output_dir={tmp_path}", "init=a.safetensors"])
     assert find_resume_checkpoint(same, root).step == 4
-    other = load_config(DEMO_YAML, [f"output_dir={tmp_path}", "init=b.safetensors"])
+    other = load_config(PRETRAIN_DEMO_YAML, [f"output_dir={tmp_path}", "init=b.safetensors"])
     with pytest.raises(RuntimeError, match="auto-resume never replaces an explicit init"):
         find_resume_checkpoint(other, root)
-    assert find_resume_checkpoint(load_config(DEMO_YAML, ["resume=never"]), root) is None
+    assert find_resume_checkpoint(load_config(PRETRAIN_DEMO_YAML, ["resume=never"]), root) is None
 
 
 @pytest.mark.slow
 def test_usr1_checkpoints_and_stops_then_the_rerun_finishes(demo, tmp_path):
     """What the sbatch trap relies on: SIGUSR1 -> checkpoint at the current step, exit 0; rerun resumes."""
     out = tmp_path / "preempted"
-    args = overrides(demo, out, "train.max_steps=400", "train.save_every=1000", "train.log_every=1")
-    proc = launch("python", args)
+    args = pretrain_overrides(demo, out, "train.max_steps=400", "train.save_every=1000", "train.log_every=1")
+    proc = launch_pretrain("python", args)
     deadline = time.time() + 300
     while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().count("\n") >= 3):
         assert proc.poll() is None and time.time() < deadline, "run ended before it could be signalled"
@@ -234,7 +173,7 @@ def test_usr1_checkpoints_and_stops_then_the_rerun_finishes(demo, tmp_path):
     stopped = ckpt.find_latest(out / "checkpoints")
     assert stopped is not None and 3 <= stopped.step < 400
     assert not (out / "export").exists()  # no export for an interrupted run
-    log = run("python", [*args, "train.max_steps=" + str(stopped.step + 2)])
+    log = run_pretrain("python", [*args, "train.max_steps=" + str(stopped.step + 2)])
     assert f"resumed from {stopped.path}" in log
     assert max(losses(out)) == stopped.step + 2
 
@@ -254,7 +193,7 @@ def test_resume_refuses_a_tampered_deepspeed_file(zero2_run, tmp_path):
     _Payload.marker = tmp_path / "pwned"
     states = out / "checkpoints/step_00000006/mp_rank_00_model_states.pt"
     torch.save({**load_deepspeed_file(states), "payload": _Payload()}, states)
-    proc = launch("torchrun", [*yaml_overrides_from(out), "train.max_steps=8"], nproc=2)
+    proc = launch_pretrain("torchrun", [*yaml_overrides_from(out), "train.max_steps=8"], nproc=2)
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode != 0
     assert f"{states}: refused to unpickle" in output, output[-3000:]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import load_deepspeed_file
-from test_engine_train import DEMO_YAML, ROOT, demo, losses, overrides, run  # noqa: F401  (demo is a fixture)
+from run_helpers import PRETRAIN_DEMO_YAML, ROOT, losses, pretrain_overrides, run_pretrain
 
 from videomae.engine import checkpointing as ckpt
 
@@ -188,7 +188,7 @@ def inspect_resume(args: list[str], out: Path) -> dict:
     """Build a 1-process run from ``args``, resume it and return what it loaded (in a fresh interpreter)."""
     dump = out / "inspect.pt"
     proc = subprocess.run(
-        [sys.executable, "-c", INSPECT, str(dump), str(DEMO_YAML), *args],
+        [sys.executable, "-c", INSPECT, str(dump), str(PRETRAIN_DEMO_YAML), *args],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -210,11 +210,11 @@ def sampler_state(run_dir: Path, step: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def zero2_two_processes(demo, tmp_path_factory) -> tuple[Path, list[str]]:  # noqa: F811
+def zero2_two_processes(demo, tmp_path_factory) -> tuple[Path, list[str]]:
     """8 steps of ZeRO-2 fp32 on 2 processes, checkpoints at 4 and 8."""
     out = tmp_path_factory.mktemp("zero2_uc") / "run"
-    args = overrides(demo, out, "deepspeed.zero_stage=2", "train.max_steps=8", "train.save_every=4")
-    run("torchrun", args, nproc=2)
+    args = pretrain_overrides(demo, out, "deepspeed.zero_stage=2", "train.max_steps=8", "train.save_every=4")
+    run_pretrain("torchrun", args, nproc=2)
     return out, args
 
 
@@ -227,7 +227,7 @@ def test_zero2_two_processes_resume_on_one(zero2_two_processes, tmp_path):
     shutil.rmtree(out / "checkpoints/step_00000008")
     one = [a.replace(str(reference), str(out)) for a in args]
     # Same effective batch on one process: 2 micro-batches of 2 per step instead of 2 ranks x 2.
-    log = run("torchrun", [*one, "train.grad_accum=2", "train.save_every=5", "train.keep_last=3"], nproc=1)
+    log = run_pretrain("torchrun", [*one, "train.grad_accum=2", "train.save_every=5", "train.keep_last=3"], nproc=1)
     assert "converting" in log and "resuming a 2-process checkpoint on 1 processes (epoch 0, 16 draws consumed)" in log
     assert "effective batch changes" not in log
     assert f"resumed from {out / 'checkpoints/step_00000004'} at step 4" in log
@@ -277,16 +277,16 @@ def test_zero2_universal_load_restores_exact_fp32_weights_and_run_state(zero2_tw
 
 
 @pytest.mark.slow
-def test_zero3_one_process_resumes_on_two(demo, tmp_path):  # noqa: F811
+def test_zero3_one_process_resumes_on_two(demo, tmp_path):
     out = tmp_path / "run"
-    one = overrides(
+    one = pretrain_overrides(
         demo, out, "deepspeed.zero_stage=3", "train.max_steps=3", "train.save_every=3", "train.grad_accum=2"
     )
-    run("torchrun", one, nproc=1)
+    run_pretrain("torchrun", one, nproc=1)
     before = losses(out)
     saved = consolidated(out / "checkpoints/step_00000003", stage=3)
     two = [a for a in one if not a.startswith("train.max_steps") and not a.startswith("train.grad_accum")]
-    log = run("torchrun", [*two, "train.max_steps=5"], nproc=2)
+    log = run_pretrain("torchrun", [*two, "train.max_steps=5"], nproc=2)
     assert "resuming a 1-process checkpoint on 2 processes (epoch 0, 12 draws consumed)" in log
     assert "effective batch changes" not in log
     after = losses(out)

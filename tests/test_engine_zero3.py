@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from helpers import free_port
+from run_helpers import PRETRAIN_DEMO_YAML, pretrain_overrides
 from safetensors.torch import load_file
-from test_engine_train import DEMO_YAML, overrides
 
 from videomae.checkpoint import load_pretrained
 from videomae.config import load_config
@@ -31,7 +31,9 @@ RUNS = {  # ZeRO-3 first: its model is built before any DeepSpeed engine exists 
 
 
 def _args(demo: Path, out: Path, name: str) -> list[str]:
-    return overrides(demo, out / name, "precision=bf16", f"train.max_steps={STEPS}", "train.lr=0.02", *RUNS[name])
+    return pretrain_overrides(
+        demo, out / name, "precision=bf16", f"train.max_steps={STEPS}", "train.lr=0.02", *RUNS[name]
+    )
 
 
 def _worker(rank: int, port: int, demo: str, out: str) -> None:
@@ -56,7 +58,7 @@ def _worker(rank: int, port: int, demo: str, out: str) -> None:
 
     record = {}
     for name in RUNS:
-        cfg = load_config(DEMO_YAML, _args(Path(demo), Path(out), name))
+        cfg = load_config(PRETRAIN_DEMO_YAML, _args(Path(demo), Path(out), name))
         run = Recording(cfg)
         calls = []
         run.engine.module.encoder.blocks[0].register_forward_pre_hook(lambda *_: calls.append(1))
@@ -69,7 +71,7 @@ def _worker(rank: int, port: int, demo: str, out: str) -> None:
             "export": summary.export_path,
         }
     # `init` weights into a model partitioned at construction: rank 0's export of the ZeRO-2 run, gathered back.
-    cfg = load_config(DEMO_YAML, _args(Path(demo), Path(out), "zero3_cp"))
+    cfg = load_config(PRETRAIN_DEMO_YAML, _args(Path(demo), Path(out), "zero3_cp"))
     ds_config = ds.build_ds_config(cfg.train, cfg.deepspeed, cfg.precision, 2, cfg.data.num_sample)
     with ds.partitioned_construction(ds_config):
         model = create_model(cfg.model.name, **cfg.model.create_kwargs())
@@ -108,7 +110,7 @@ def test_zero3_with_cp_partitions_at_construction_recomputes_and_follows_zero2(t
     assert zero3["losses"][STEPS] != zero3["losses"][1]
 
     # The consolidated export of the partitioned run loads back whole, every key with its full shape.
-    cfg = load_config(DEMO_YAML, _args(demo, tmp_path, "zero3_cp"))
+    cfg = load_config(PRETRAIN_DEMO_YAML, _args(demo, tmp_path, "zero3_cp"))
     model = create_model(cfg.model.name, **cfg.model.create_kwargs())
     reference = {k: v.shape for k, v in model.state_dict().items()}
     report = load_pretrained(model, zero3["export"], strict=True)

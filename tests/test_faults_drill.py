@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_engine_train import DEMO_YAML, ROOT, launch, losses, overrides
+from run_helpers import PRETRAIN_DEMO_YAML, ROOT, launch_pretrain, losses, pretrain_overrides
 
 from videomae.data.bad_samples import read_bad_samples
 from videomae.data.demo import DemoConfig, write_demo_dataset
@@ -46,7 +46,7 @@ def data(tmp_path_factory) -> Path:
 
 
 def _args(data: Path, out: Path, manifest: str, *extra: str) -> list[str]:
-    return overrides(data, out, f"data.manifests=[{data / manifest}]", "data.num_workers=1", *extra)
+    return pretrain_overrides(data, out, f"data.manifests=[{data / manifest}]", "data.num_workers=1", *extra)
 
 
 def _limit_file_size() -> None:
@@ -67,7 +67,7 @@ def _finish(proc: subprocess.Popen) -> tuple[int, str]:
 def test_bad_rows_counted_full_disk_named_and_resume_logs_each_step_once(data, tmp_path):
     out = tmp_path / "run"
     first = _args(data, out, "quarter_bad.csv", "train.max_steps=4", "train.save_every=2")
-    code, log = _finish(launch("torchrun", first, nproc=2))
+    code, log = _finish(launch_pretrain("torchrun", first, nproc=2))
     assert code == 0, log[-4000:]
     records = _records(out)
     assert [r["step"] for r in records] == [1, 2, 3, 4]
@@ -87,7 +87,7 @@ def test_bad_rows_counted_full_disk_named_and_resume_logs_each_step_once(data, t
     # The resumed run's checkpoint at step 6 hits the file-size limit on every rank that writes a big file
     # (loading in the training process: a worker's batch in shared memory is a file under the limit too).
     faulty = [*first[:-2], "train.max_steps=8", "train.save_every=3", "data.num_workers=0"]
-    code, log = _finish(launch("torchrun", faulty, nproc=2, preexec_fn=_limit_file_size))
+    code, log = _finish(launch_pretrain("torchrun", faulty, nproc=2, preexec_fn=_limit_file_size))
     assert code == 1, log[-4000:]
     root = out / "checkpoints"
     assert f"saving checkpoint {root / 'step_00000006'} failed: rank 0: file size limit reached writing " in log
@@ -99,7 +99,7 @@ def test_bad_rows_counted_full_disk_named_and_resume_logs_each_step_once(data, t
     before = losses(out)
     assert sorted(before) == [1, 2, 3, 4, 5, 6]  # steps 5 and 6 ran, their checkpoint did not make it
 
-    code, log = _finish(launch("torchrun", faulty, nproc=2))
+    code, log = _finish(launch_pretrain("torchrun", faulty, nproc=2))
     assert code == 0, log[-4000:]
     assert f"resumed from {root / 'step_00000004'}" in log
     steps = [r["step"] for r in _records(out)]
@@ -123,7 +123,7 @@ def test_mostly_bad_rows_stop_every_rank_with_the_rows_named(data, tmp_path):
     out = tmp_path / "run"
     args = _args(data, out, "mostly_bad.csv", "train.max_steps=50", "train.save_every=100",
                  "data.bad_sample_window=40", "data.max_consecutive_failures=1000")  # fmt: skip
-    code, log = _finish(launch("deepspeed", args, nproc=2))
+    code, log = _finish(launch_pretrain("deepspeed", args, nproc=2))
     assert code == 1, log[-4000:]
     message = log[log.index("BadSampleCeiling: ") :].splitlines()[0]
     assert "of the last" in message and "clip loads failed" in message and "data.bad_sample_ceiling=0.5" in message
@@ -143,7 +143,7 @@ def test_a_streak_of_unreadable_clips_stops_the_run_naming_it_in_train_log(data,
     out = tmp_path / "run"
     args = _args(data, out, "mostly_bad.csv", "train.max_steps=50", "data.max_consecutive_failures=2",
                  "data.bad_sample_ceiling=1.0")  # fmt: skip
-    code, log = _finish(launch("python", args))
+    code, log = _finish(launch_pretrain("python", args))
     assert code == 1, log[-4000:]
     line = next(x for x in (out / "train.log").read_text().splitlines() if "TooManyBadSamples: " in x)
     assert "2 clips in a row failed to load (last: " in line and f"{data / 'mostly_bad.csv'}:" in line, line
@@ -163,12 +163,12 @@ def _user_namespaces() -> bool:
 def test_a_full_tmpfs_during_a_save_says_no_space_left(data, tmp_path):
     mount, saved = tmp_path / "small", tmp_path / "saved"
     mount.mkdir()
-    args = overrides(data, mount, "train.max_steps=4", "train.save_every=2")
+    args = pretrain_overrides(data, mount, "train.max_steps=4", "train.save_every=2")
     # One checkpoint (about 0.9 MB for this model on one process) fits, the second does not. The tmpfs lives as
     # long as the namespace: the run folder is copied out before it ends.
     script = (
         f"mount -t tmpfs -o size=1200k tmpfs {mount} && cd {ROOT} && "
-        f"{sys.executable} launch/pretrain.py --config {DEMO_YAML} {' '.join(map(shlex.quote, args))}; rc=$?; "
+        f"{sys.executable} launch/pretrain.py --config {PRETRAIN_DEMO_YAML} {' '.join(map(shlex.quote, args))}; rc=$?; "
         f"cp -a {mount} {saved}; exit $rc"
     )
     proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],

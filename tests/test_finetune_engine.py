@@ -5,70 +5,17 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import free_port, load_deepspeed_file
+from helpers import load_deepspeed_file
+from run_helpers import FINETUNE_DEMO_YAML, ROOT, finetune_overrides, records, run_finetune
 from safetensors.torch import load_file
 
-from videomae.data.demo import DemoConfig, write_demo_dataset
 from videomae.engine import checkpointing as ckpt
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-DEMO_YAML = ROOT / "launch/configs/finetune/demo.yaml"
-TINY = "model.overrides={img_size: 32, patch_size: 8, all_frames: 4, embed_dim: 32, depth: 2, num_heads: 2}"
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("demo_ft")
-    write_demo_dataset(out, DemoConfig(num_train=24, num_val=6, frames=16), workers=1)
-    return out
-
-
-def overrides(demo: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        f"output_dir={out}",
-        f"data.manifests=[{demo}/train.csv]",
-        f"data.val_manifests=[{demo}/val.csv]",
-        f"data.data_root={demo}",
-        f"data.labels={demo}/labels.txt",
-        "data.input_size=32",
-        "data.num_frames=4",
-        "data.num_workers=0",
-        "data.num_sample=2",  # repeated sampling on, whatever the demo recipe uses
-        "data.test_num_segment=2",
-        TINY,
-        "train.batch_size=2",
-        "train.log_every=1",
-        "train.warmup_steps=2",
-        "train.eval_every=0",
-        *extra,
-    ]
-
-
-def run(args: list[str], launcher: str = "python", nproc: int = 1, timeout: int = 600) -> str:
-    cmd = {
-        "python": [sys.executable],
-        "deepspeed": [str(BIN / "deepspeed"), f"--num_gpus={nproc}", f"--master_port={free_port()}"],
-    }[launcher]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([*cmd, "launch/finetune.py", "--config", str(DEMO_YAML), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-4000:]
-    return output
-
-
-def records(out: Path) -> dict[int, dict]:
-    """metrics.jsonl by step; a resumed run appends, and its later lines win."""
-    return {r["step"]: r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
 
 
 def predictions(folder: Path) -> list[dict]:
@@ -80,10 +27,10 @@ def predictions(folder: Path) -> list[dict]:
 def reference(demo, tmp_path_factory) -> tuple[Path, list[str]]:
     """8 uninterrupted steps with mixup/cutmix, label smoothing, layer decay and EMA; checkpoints at 3, 6, 8."""
     out = tmp_path_factory.mktemp("ft_ref") / "run"
-    args = overrides(demo, out, "train.max_steps=8", "train.save_every=3", "train.keep_last=3", "train.ema=true",
-                     "train.ema_decay=0.9", "train.mixup=0.8", "train.cutmix=1.0", "train.layer_decay=0.75",
-                     "train.lr=0.05", "deepspeed.zero_stage=2")  # fmt: skip
-    run(args)
+    args = finetune_overrides(demo, out, "train.max_steps=8", "train.save_every=3", "train.keep_last=3",
+                              "train.ema=true", "train.ema_decay=0.9", "train.mixup=0.8", "train.cutmix=1.0",
+                              "train.layer_decay=0.75", "train.lr=0.05", "deepspeed.zero_stage=2")  # fmt: skip
+    run_finetune(args)
     return out, args
 
 
@@ -95,7 +42,7 @@ def test_resume_continues_at_the_right_step_with_ema_restored(reference, tmp_pat
     assert set(client["ema"]) == set(load_file(ref / "export/ema.safetensors"))
     assert client["config"]["train"]["ema_decay"] == 0.9
     out = tmp_path / "resumed"
-    log = run([a.replace(str(ref), str(out)) for a in args] + [f"resume={ref}/checkpoints/step_00000003"])
+    log = run_finetune([a.replace(str(ref), str(out)) for a in args] + [f"resume={ref}/checkpoints/step_00000003"])
     assert f"resumed from {ref}/checkpoints/step_00000003 at step 3" in log
     resumed, uninterrupted = records(out), records(ref)
     assert sorted(resumed) == [4, 5, 6, 7, 8]
@@ -122,14 +69,14 @@ def test_eval_only_scores_the_latest_checkpoint_or_init_like_the_training_run(re
     scratch = tmp_path / "eval_init"
     # Evaluating only needs no training manifests: the class list comes from data.labels.
     init = [f"init={ref}/export/model.safetensors", "data.manifests=[]", "--eval-only"]
-    run([a.replace(str(ref), str(scratch)) for a in args] + init)
+    run_finetune([a.replace(str(ref), str(scratch)) for a in args] + init)
     from_init = json.loads((scratch / "eval/metrics.json").read_text())
     assert from_init["weights"] == f"{ref}/export/model.safetensors"
     assert predictions(scratch / "eval") == rows
     assert not (scratch / "checkpoints").exists() and not (scratch / "metrics.jsonl").exists()
     # In the run's own folder: its newest checkpoint (step 8), whose fp32 weights are the export's.
     (ref / "eval/metrics.json").unlink()
-    run([*args, "--eval-only"])
+    run_finetune([*args, "--eval-only"])
     again = json.loads((ref / "eval/metrics.json").read_text())
     assert again["weights"] == str(ref / "checkpoints/step_00000008") and again["top1"] == final["top1"]
     assert predictions(ref / "eval") == rows
@@ -140,13 +87,13 @@ def test_two_ranks_under_the_deepspeed_launcher_fit_the_training_clips(demo, tmp
     """The engine learns on 2 processes: accuracy on the training clips (scored as a validation set, centre
     views) climbs far above chance (1/6) within 120 steps, and the loss falls."""
     out = tmp_path / "fit"
-    args = overrides(demo, out, "train.max_steps=120", "train.eval_every=40", "train.batch_size=4", "train.lr=3.2e-2",
-                     "train.smoothing=0", "train.warmup_steps=10", "train.save_every=1000", "train.save_best=false",
-                     "data.test_num_segment=1",
-                     "model.overrides={img_size: 32, patch_size: 8, all_frames: 4, embed_dim: 64, depth: 2, "
-                     "num_heads: 2}")  # fmt: skip
+    args = finetune_overrides(demo, out, "train.max_steps=120", "train.eval_every=40", "train.batch_size=4",
+                              "train.lr=3.2e-2", "train.smoothing=0", "train.warmup_steps=10", "train.save_every=1000",
+                              "train.save_best=false", "data.test_num_segment=1",
+                              "model.overrides={img_size: 32, patch_size: 8, all_frames: 4, embed_dim: 64, depth: 2, "
+                              "num_heads: 2}")  # fmt: skip
     args = [a.replace(f"data.val_manifests=[{demo}/val.csv]", f"data.val_manifests=[{demo}/train.csv]") for a in args]
-    log = run(args, launcher="deepspeed", nproc=2)
+    log = run_finetune(args, launcher="deepspeed", nproc=2)
     assert "2 processes, 120 steps" in log
     seq = records(out)
     assert [s for s in seq if "val_top1" in seq[s]] == [40, 80, 120]
@@ -172,8 +119,10 @@ torch.save({"groups": groups, "layers": run.engine.module.get_num_layers()}, sys
 @pytest.mark.slow
 def test_layer_decay_reaches_the_zero_optimizer_groups(demo, tmp_path):
     dump = tmp_path / "groups.pt"
-    args = overrides(demo, tmp_path / "run", "train.layer_decay=0.5", "train.max_steps=2", "deepspeed.zero_stage=2")
-    proc = subprocess.run([sys.executable, "-c", INSPECT_GROUPS, str(dump), str(DEMO_YAML), *args], cwd=ROOT,
+    args = finetune_overrides(
+        demo, tmp_path / "run", "train.layer_decay=0.5", "train.max_steps=2", "deepspeed.zero_stage=2"
+    )
+    proc = subprocess.run([sys.executable, "-c", INSPECT_GROUPS, str(dump), str(FINETUNE_DEMO_YAML), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     got = torch.load(dump)

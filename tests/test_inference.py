@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from test_data_datasets import csv_manifest
+from helpers import EXPORT_LABELS, TINY_GRID, csv_manifest
 
-from videomae.checkpoint import CheckpointError, export_weights
+from videomae.checkpoint import CheckpointError
 from videomae.data import readers
 from videomae.data.decoding import probe_video, read_frames
 from videomae.data.sampling import sample_test_indices
@@ -18,29 +17,6 @@ from videomae.data.transforms import EvalTransform
 from videomae.inference import extract_features, load_inference_model, predict_videos, sliding_clips
 from videomae.inference.features import feature_file_name
 from videomae.models import create_model
-
-TINY = dict(img_size=32, patch_size=8, all_frames=4)
-LABELS = ["archery", "bowling", "cooking", "dancing", "eating"]
-
-
-def _randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Spread-out random weights, so predictions differ between videos and views."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.2 + (1.0 if "norm" in name and "weight" in name else 0.0))
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("exports")
-    classifier = _randomise(create_model("vit_tiny_patch16_224", **TINY, num_classes=5), seed=0)
-    pretrain = _randomise(create_model("pretrain_videomae_tiny_patch16_224", **TINY), seed=1)
-    return {
-        "classifier": export_weights(classifier, root / "classifier.safetensors", {"label_names": LABELS}),
-        "pretrain": export_weights(pretrain, root / "pretrain.safetensors", {"step": 3}),
-    }
 
 
 def direct_probs(model: torch.nn.Module, path, segments: int, crops: int, rate: int) -> torch.Tensor:
@@ -55,7 +31,9 @@ def direct_probs(model: torch.nn.Module, path, segments: int, crops: int, rate: 
 
 def test_predict_equals_a_direct_forward_on_the_same_views(exports, media):
     model = load_inference_model(exports["classifier"])
-    assert model.is_classifier and model.label_names == LABELS and (model.num_frames, model.input_size) == (4, 32)
+    assert (
+        model.is_classifier and model.label_names == EXPORT_LABELS and (model.num_frames, model.input_size) == (4, 32)
+    )
     paths = [media["h264"], media["frames"], media["mpeg4_avi"]]
     predictions = predict_videos(model, paths, num_segments=2, num_crops=3, sampling_rate=2, batch_size=2)
     assert [p.path for p in predictions] == [str(p) for p in paths]
@@ -148,16 +126,16 @@ def test_each_video_is_decoded_once(exports, media, tmp_path, monkeypatch):
 
 
 def test_other_checkpoints_need_a_model_name(exports, tmp_path):
-    state = {"model": create_model("vit_tiny_patch16_224", **TINY, num_classes=5).state_dict()}
+    state = {"model": create_model("vit_tiny_patch16_224", **TINY_GRID, num_classes=5).state_dict()}
     torch.save(state, tmp_path / "release.pth")
     with pytest.raises(CheckpointError, match="--model NAME"):
         load_inference_model(tmp_path / "release.pth")
     model = load_inference_model(tmp_path / "release.pth", model_name="vit_tiny_patch16_224",
-                                 overrides=dict(TINY, num_classes=5))  # fmt: skip
+                                 overrides=dict(TINY_GRID, num_classes=5))  # fmt: skip
     assert model.is_classifier and model.label_names is None
     with pytest.raises(CheckpointError, match=r"leaves 4 tensors of vit_tiny_patch16_224 unfilled \(fc_norm"):
-        load_inference_model(exports["pretrain"], model_name="vit_tiny_patch16_224", overrides=TINY)
-    encoder = load_inference_model(exports["pretrain"], model_name="vit_tiny_patch16_224", overrides=TINY,
+        load_inference_model(exports["pretrain"], model_name="vit_tiny_patch16_224", overrides=TINY_GRID)
+    encoder = load_inference_model(exports["pretrain"], model_name="vit_tiny_patch16_224", overrides=TINY_GRID,
                                    allow_missing=("head.", "fc_norm."))  # fmt: skip
     assert any("fc_norm.weight: not in the checkpoint" in note for note in encoder.notes)
     with pytest.raises(CheckpointError, match="does not take"):

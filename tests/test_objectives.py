@@ -37,7 +37,9 @@ def _hand_targets(pixels: torch.Tensor, patch: int, tubelet: int, normalize: boo
                     for c in range(channels):
                         values = [
                             float(pixels[b, c, t * tubelet + p0, h * patch + p1, w * patch + p2])
-                            for p0 in range(tubelet) for p1 in range(patch) for p2 in range(patch)
+                            for p0 in range(tubelet)
+                            for p1 in range(patch)
+                            for p2 in range(patch)
                         ]
                         if normalize:
                             mean, std = statistics.fmean(values), statistics.stdev(values)

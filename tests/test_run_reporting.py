@@ -11,7 +11,7 @@ import re
 
 import pytest
 import torch
-from test_data_datasets import SMALL, csv_manifest
+from helpers import SMALL_CLIP, csv_manifest
 from torch.utils.data import DataLoader
 
 from videomae.data.bad_samples import TooManyBadSamples
@@ -29,7 +29,7 @@ def quarter_bad(tmp_path, media):
     good = [(media["h264"], "a"), (media["frames"], "b"), (media["mpeg4_avi"], "a")]
     bad = [(media["junk"], "a"), (media["truncated_mp4"], "b"), (media["empty"], "a"), (media["junk"], "b")]
     rows = [bad[i // 4] if i % 4 == 3 else good[i % 3] for i in range(16)]
-    ds = VideoClipDataset(csv_manifest(tmp_path / "m.csv", rows), **SMALL, run_dir=tmp_path / "run")
+    ds = VideoClipDataset(csv_manifest(tmp_path / "m.csv", rows), **SMALL_CLIP, run_dir=tmp_path / "run")
     return ds, {3, 7, 11, 15}
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_engines import FakeEngine, save_fake_checkpoint
 
 from videomae.checkpoint import CheckpointError
 from videomae.cli import main as cli_main
@@ -82,9 +83,7 @@ def test_universal_conversion_of_a_tampered_checkpoint_is_refused(tmp_path, evil
 
 
 def test_a_tampered_rank_state_is_refused_on_resume(tmp_path, evil):
-    from test_engine_checkpointing import FakeEngine, _save
-
-    info = ckpt.find_latest(_save(tmp_path, 4).parent)
+    info = ckpt.find_latest(save_fake_checkpoint(tmp_path, 4).parent)
     torch.save({"rng": evil}, info.path / "rank_state_00000.pt")
     with pytest.raises(CheckpointError, match="rank_state_00000.pt: refused to unpickle"):
         ckpt.load_checkpoint(FakeEngine(), info)

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_GRID, randomise_every_weight, write_zero0_run
+from run_helpers import finetune_overrides, run_finetune
 from safetensors.torch import load_file, save_file
-from test_checkpoint import _randomise
-from test_finetune_engine import demo  # noqa: F401  (a fixture)
 from transformers import VideoMAEConfig, VideoMAEForPreTraining, VideoMAEForVideoClassification
 
 from videomae.checkpoint import CheckpointError, export_weights, load_exported, load_pretrained
@@ -123,7 +123,9 @@ def test_tiny_models_of_each_size_give_transformers_outputs(size: str, kind: str
     widths = dict(embed_dim=4 * heads) if kind != "pretraining" else dict(encoder_embed_dim=4 * heads,
                                                                            decoder_embed_dim=4 * dec_heads)  # fmt: skip
     # layer scale (folded into the weights on export) in half of the cases
-    ours = _randomise(_build(size, kind, **tiny, **widths, init_values=0.1 if heads % 2 == 0 else 0.0), seed=1)
+    ours = randomise_every_weight(
+        _build(size, kind, **tiny, **widths, init_values=0.1 if heads % 2 == 0 else 0.0), seed=1
+    )
     write_hf_folder(ours, tmp_path / "hf", LABELS if kind != "pretraining" else None)
     hf = _hf_class(kind).from_pretrained(tmp_path / "hf").eval()
     got, raw, aligned = _outputs(ours, hf, kind, *_clips(patch))
@@ -196,13 +198,11 @@ def test_a_trained_export_through_the_cli_opens_in_transformers_with_the_same_lo
 
 
 def test_a_run_checkpoint_folder_exports_to_transformers(tmp_path: Path) -> None:
-    from test_cli_models import _zero0_run
-
-    pretrain = _randomise(create_model("pretrain_videomae_tiny_patch16_224", img_size=16, patch_size=8,
+    pretrain = randomise_every_weight(create_model("pretrain_videomae_tiny_patch16_224", img_size=16, patch_size=8,
                                        all_frames=4, decoder_depth=2), seed=3)  # fmt: skip
     section = {"name": "pretrain_videomae_tiny_patch16_224", "decoder_depth": 2,
                "overrides": dict(img_size=16, patch_size=8, all_frames=4)}  # fmt: skip
-    run = _zero0_run(tmp_path / "run", pretrain, section, 12)
+    run = write_zero0_run(tmp_path / "run", pretrain, section, 12)
     assert main(["export", str(run), str(tmp_path / "hf"), "--format", "transformers"]) == 0
     hf = VideoMAEForPreTraining.from_pretrained(tmp_path / "hf").eval()
     got, _, aligned = _outputs(pretrain, hf, "pretraining", *_clips(8))
@@ -216,7 +216,7 @@ def _hf_folder(path: Path, cls: type, seed: int, **config) -> torch.nn.Module:
     base = dict(image_size=16, patch_size=8, num_frames=4, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                 intermediate_size=256, decoder_hidden_size=32, decoder_num_hidden_layers=1,
                 decoder_num_attention_heads=2, decoder_intermediate_size=128, layer_norm_eps=1e-6)  # fmt: skip
-    hf = _randomise(cls(VideoMAEConfig(**{**base, **config})), seed)
+    hf = randomise_every_weight(cls(VideoMAEConfig(**{**base, **config})), seed)
     hf.save_pretrained(path)
     return hf
 
@@ -290,13 +290,11 @@ def test_crafted_config_json_is_refused_before_a_model_is_built(change, reason, 
 
 # ----------------------------------------------------------------------------------------------- the commands
 
-TINY = dict(img_size=32, patch_size=8, all_frames=4)
-
 
 def test_commands_take_a_folder_without_model_flags(media, tmp_path: Path, capsys) -> None:
     """predict names classes by id2label, info names the class, extract-features and visualize build the model from
     config.json: no --model, the same results as our export of the same weights."""
-    classifier = _randomise(create_model("vit_tiny_patch16_224", **TINY, num_classes=5), seed=7)
+    classifier = randomise_every_weight(create_model("vit_tiny_patch16_224", **TINY_GRID, num_classes=5), seed=7)
     write_hf_folder(classifier, tmp_path / "cls", LABELS)
     export_weights(classifier, tmp_path / "cls.safetensors", {"label_names": LABELS})  # the same weights, our format
     video = str(media["h264"])
@@ -314,7 +312,7 @@ def test_commands_take_a_folder_without_model_flags(media, tmp_path: Path, capsy
     text = capsys.readouterr().out
     assert "format:        transformers (classifier, VideoMAEForVideoClassification)" in text
     assert "model:         vit_tiny_patch16_224 (config.json)" in text and f"label names:   {', '.join(LABELS)}" in text
-    pretrain = _randomise(create_model("pretrain_videomae_tiny_patch16_224", **TINY), seed=8)
+    pretrain = randomise_every_weight(create_model("pretrain_videomae_tiny_patch16_224", **TINY_GRID), seed=8)
     write_hf_folder(pretrain, tmp_path / "pre")
     assert main(["info", str(tmp_path / "pre"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -337,14 +335,12 @@ def test_commands_take_a_folder_without_model_flags(media, tmp_path: Path, capsy
 
 
 @pytest.mark.slow
-def test_finetuning_run_from_a_folder_builds_the_folders_trunk(demo, tmp_path: Path) -> None:  # noqa: F811
+def test_finetuning_run_from_a_folder_builds_the_folders_trunk(demo, tmp_path: Path) -> None:
     """init= a transformers folder whose MLP ratio (2) is not the registered one: the run's classifier takes it."""
-    from test_finetune_engine import overrides, run
-
-    pretrain = _randomise(create_model("pretrain_videomae_tiny_patch16_224", **TINY, encoder_embed_dim=32,
-                                       mlp_ratio=2.0), seed=9)  # fmt: skip
+    pretrain = randomise_every_weight(create_model("pretrain_videomae_tiny_patch16_224", **TINY_GRID,
+                                                   encoder_embed_dim=32, mlp_ratio=2.0), seed=9)  # fmt: skip
     write_hf_folder(pretrain, tmp_path / "hf")
-    output = run(overrides(demo, tmp_path / "run", "train.max_steps=2", f"init={tmp_path / 'hf'}"))
+    output = run_finetune(finetune_overrides(demo, tmp_path / "run", "train.max_steps=2", f"init={tmp_path / 'hf'}"))
     assert f"initialising from {tmp_path / 'hf'}" in output
     trained, metadata = load_exported(tmp_path / "run/export/model.safetensors")
     classes = (demo / "labels.txt").read_text().splitlines()
