@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import MEGAMIND_CHECK, frame_ids, write_video
 
-from videomae.data import datasets as datasets_module
+from videomae.data import collate as collate_module
 from videomae.data.datasets import collate_clips
 from videomae.data.decoding import run_with_timeout
 from videomae.data.readers import KEEP_PACKETS, PyAVReader
@@ -98,7 +98,7 @@ def test_collate_in_a_worker_builds_the_batch_in_shared_memory(monkeypatch):
     ]
     plain = collate_clips(batch)
     assert not plain["video"].is_shared()
-    monkeypatch.setattr(datasets_module, "get_worker_info", lambda: object())
+    monkeypatch.setattr(collate_module, "get_worker_info", lambda: object())
     shared = collate_clips(batch)
     assert shared["video"].is_shared() and shared["video"].shape == (3, 3, 4, 8, 8)
     torch.testing.assert_close(shared["video"], plain["video"], atol=0, rtol=0)

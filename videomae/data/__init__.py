@@ -27,7 +27,8 @@ _EXPORTS = {
     ),
     "videomae.data.sampling": ("clip_span", "fit_sampling_rate", "sample_test_indices", "sample_train_indices"),
     "videomae.data.transforms": ("ClipRandAugment", "EvalTransform", "IMAGENET_MEAN", "IMAGENET_STD", "TrainTransform"),
-    "videomae.data.datasets": ("HybridVideoDataset", "SourceSpec", "VideoClipDataset", "collate_clips", "decode_clips"),
+    "videomae.data.collate": ("collate_clips",),
+    "videomae.data.datasets": ("HybridVideoDataset", "SourceSpec", "VideoClipDataset", "decode_clips"),
     "videomae.data.sampler": ("WeightedDistributedSampler",),
     "videomae.data.bad_samples": ("BadSampleLog", "TooManyBadSamples", "read_bad_samples"),
 }
