@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from videomae.config import load_config
-from videomae.engine import launcher
+from videomae.launching import launcher
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@
     python launch/stages.py --stages FILE --output-root runs/seed1 seed=1   # the same chain in another folder
 
 Every stage's config is loaded and checked before anything starts, and so are the files, model and output folder
-of every stage that will run (videomae.engine.preflight). Stages that are done (export written, same
+of every stage that will run (videomae.launching.preflight). Stages that are done (export written, same
 resolved config, same upstream) are skipped, so rerunning the command after a crash resumes where it stopped;
 ``<output_root>/stages.json`` records each stage's status, export, wall time and final metrics.
 """

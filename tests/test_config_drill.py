@@ -1,7 +1,7 @@
 """The config drill (issue 13): each bad config is refused (or warned about) with the key, file and line named and
 the fix, in ``--dry-run`` and before any process group, and nothing is written.
 
-Most cases call the loaders and :func:`videomae.engine.config_checks.config_findings` directly; two run the launch
+Most cases call the loaders and :func:`videomae.launching.config_checks.config_findings` directly; two run the launch
 script in a subprocess to show that nothing starts (no DeepSpeed import, no process group, no output folder).
 """
 
@@ -20,9 +20,9 @@ import torch
 from helpers import write_fake_demo_data
 
 from videomae.config import ConfigError, FinetuneConfig, PretrainConfig, load_config, load_finetune_config
-from videomae.engine import config_checks
-from videomae.engine.config_checks import config_findings
-from videomae.engine.findings import Finding
+from videomae.launching import config_checks
+from videomae.launching.config_checks import config_findings
+from videomae.launching.findings import Finding
 from videomae.masking import running_cell_mask, tube_mask
 from videomae.models import create_model
 from videomae.models.arguments import ModelArgumentError
@@ -382,7 +382,7 @@ def test_launch_refuses_a_clip_shape_before_any_process_group_and_warns_of_a_mas
 
 
 def test_doctor_shows_a_warning_as_warn(tmp_path, monkeypatch):
-    from videomae.engine.doctor import static_findings
+    from videomae.launching.doctor import static_findings
 
     monkeypatch.chdir(tmp_path)
     write_fake_demo_data(tmp_path)

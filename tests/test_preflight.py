@@ -1,4 +1,4 @@
-"""Preflight checks (videomae/engine/preflight.py): each check refuses a crafted bad input with the key, the file or
+"""Preflight checks (videomae/launching/preflight.py): each check refuses a crafted bad input with the key, the file or
 line and the fix; the shipped demo configs pass; a 2-process ``deepspeed`` launch with a missing manifest ends in
 seconds with one short message."""
 
@@ -19,7 +19,7 @@ from helpers import free_port, write_fake_demo_data
 from safetensors.torch import save_file
 
 from videomae.config import load_config, load_finetune_config
-from videomae.engine.preflight import Finding, _spread, format_failures, port_finding, preflight_findings
+from videomae.launching.preflight import Finding, _spread, format_failures, port_finding, preflight_findings
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -239,7 +239,7 @@ def test_port_taken_free_or_not_ours_to_check():
 
 
 def test_doctor_table_rows_are_the_findings(demo):
-    from videomae.engine.doctor import static_findings
+    from videomae.launching.doctor import static_findings
 
     cfg = load_config(PRETRAIN, ["output_dir=runs/x", "data.manifests=[missing.csv]"])
     rows = {row.check: row for row in static_findings(cfg)}

@@ -1,4 +1,5 @@
-"""``videomae doctor``: a run's preflight on the real launcher, backend and devices (:mod:`videomae.engine.doctor`)."""
+"""``videomae doctor``: a run's preflight on the real launcher, backend and devices
+(:mod:`videomae.launching.doctor`)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ PASS/WARN/FAIL table on rank 0, writes <output_dir>/doctor.json, exits 1 on any 
 
 def _run_doctor(args: argparse.Namespace) -> int:
     from videomae.config import ConfigError
-    from videomae.engine.doctor import load_run_config, run_doctor
+    from videomae.launching.doctor import load_run_config, run_doctor
 
     try:
         stage, cfg = load_run_config(args.config, args.overrides, args.stage)

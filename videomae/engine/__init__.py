@@ -9,7 +9,7 @@ micro-step, the shared backward/step), ``checkpointing`` (atomic checkpoints, au
 stage shares and the hooks a stage supplies), ``trainer`` (``run_pretraining``), ``finetune`` (``run_finetuning``,
 ``evaluate_only``) with ``finetune_data`` (labelled and evaluation sets), ``finetune_init`` (init with head remapping),
 ``finetune_recipe`` (Mixup/CutMix, losses, FLOPs), ``validation`` (multi-view scoring across ranks and eval
-files, on :mod:`videomae.evaluation`), ``launcher`` (what the
-``launch/*.py`` entry points share). Import the submodules directly; this package imports nothing, so
+files, on :mod:`videomae.evaluation`). The launch scripts' shared code, the checks before launch and ``videomae
+doctor`` are :mod:`videomae.launching`. Import the submodules directly; this package imports nothing, so
 ``videomae.engine.dist`` stays light.
 """

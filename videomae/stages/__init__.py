@@ -1,7 +1,8 @@
 """Progressive training as one declaration: a stages file chains pretrain -> post-pretrain -> fine-tune runs, each
 starting from the previous stage's exported weights.
 
-``spec`` reads and checks a stages file (:func:`load_recipe`), ``compat`` compares the encoders of chained stages,
+``spec`` reads and checks a stages file (:func:`load_recipe`; chained encoders compared by
+:mod:`videomae.launching.model_compat`),
 ``plan`` decides per stage (done, resume, afresh) and builds its command, ``runner`` runs the stages as subprocesses
 and writes ``stages.json`` (:func:`run_recipe`). ``launch/stages.py`` is the command line.
 """

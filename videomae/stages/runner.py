@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from videomae.engine.config_checks import config_findings
-from videomae.engine.findings import Finding
-from videomae.engine.preflight import format_failures, preflight_findings
+from videomae.launching.config_checks import config_findings
+from videomae.launching.findings import Finding
+from videomae.launching.preflight import format_failures, preflight_findings
 from videomae.stages.plan import DONE, Decision, build_command, plan, select
 from videomae.stages.spec import Recipe, Stage
 
@@ -76,7 +76,7 @@ def run_recipe(
         dry_run: check each stage that would run as its launch script's ``--dry-run`` does (the config against
             itself and the model), then print each stage's decision and exact command; run nothing.
         preflight: first check every stage that will run against the machine (manifests, model, output_dir...,
-            :mod:`videomae.engine.preflight`) and run nothing when one fails.
+            :mod:`videomae.launching.preflight`) and run nothing when one fails.
         execute: runs one command and returns its exit status (tests replace it).
         out: where progress lines go (default ``sys.stdout``).
 

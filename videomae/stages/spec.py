@@ -37,7 +37,7 @@ import yaml
 
 from videomae.config import ConfigError, config_to_dict, load_config, load_config_file, load_finetune_config
 from videomae.config.loading import parse_override, require
-from videomae.stages.compat import encoder_mismatch, encoder_shapes
+from videomae.launching.model_compat import encoder_mismatch, encoder_shapes
 
 __all__ = ["KINDS", "Recipe", "Stage", "StageSpec", "StagesError", "StagesSpec", "format_override", "load_recipe"]
 

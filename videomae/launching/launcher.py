@@ -1,9 +1,9 @@
 """What the ``launch/*.py`` entry points share: arguments, config errors before anything starts, the dry run.
 
 Each entry point is a few lines naming its config loader and its run function; the run is imported only after the
-config and the preflight checks (:mod:`videomae.engine.preflight`) have passed, so ``--dry-run``,
+config and the preflight checks (:mod:`videomae.launching.preflight`) have passed, so ``--dry-run``,
 ``--print-output-dir``, config errors and failed checks never load DeepSpeed. ``--dry-run`` runs the checks of the
-config against itself and its model (:mod:`videomae.engine.config_checks`: clip shape, model sizes, masks,
+config against itself and its model (:mod:`videomae.launching.config_checks`: clip shape, model sizes, masks,
 ``output_dir``), not those of the data and the machine, so it also works where the manifests are not.
 
 Every rank loads and checks the same config, and every rank exits with status 2 on a problem, but only global rank 0
@@ -66,17 +66,17 @@ def dry_run(cfg: Any) -> None:
 
 
 def _preflight(cfg: Any, script: str, eval_only: bool, dry: bool = False) -> bool:
-    """Run the preflight checks on this rank (``dry``: only the config's, :mod:`videomae.engine.config_checks`);
+    """Run the preflight checks on this rank (``dry``: only the config's, :mod:`videomae.launching.config_checks`);
     False (after :func:`_report`) when one failed, else True after rank 0 printed any warnings."""
     from videomae.engine.dist import resolve_env
-    from videomae.engine.findings import format_failures, format_warnings
+    from videomae.launching.findings import format_failures, format_warnings
 
     if dry:
-        from videomae.engine.config_checks import config_findings
+        from videomae.launching.config_checks import config_findings
 
         findings = config_findings(cfg)
     else:
-        from videomae.engine.preflight import preflight_findings
+        from videomae.launching.preflight import preflight_findings
 
         # Only global rank 0 binds the rendezvous port, on the master host, so only it can tell whether it is free.
         findings = preflight_findings(cfg, check_port=resolve_env().rank == 0, eval_only=eval_only, quick=True)

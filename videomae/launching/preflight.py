@@ -12,7 +12,7 @@ PASS/FAIL table. The checks:
 * ``resume`` names a complete checkpoint, auto-resume would not continue a run started from other ``init`` weights;
   ``init`` and ``distill.teacher`` are readable weights (file headers only, never the whole tensors);
 * the rendezvous port ``MASTER_PORT`` is free on this host (rank 0 only: it binds the port);
-* then the checks of the config against itself and its model (:mod:`videomae.engine.config_checks`, also run by
+* then the checks of the config against itself and its model (:mod:`videomae.launching.config_checks`, also run by
   ``--dry-run``): ``output_dir`` takes a new file; ``model.name`` is registered and the model builds on the
   ``meta`` device with ``model.overrides`` in range; the data's clips are the model's; the masks fit its token
   grid (the effective ratio reported, a warning when rounding strays far); a distillation teacher takes the same
@@ -35,12 +35,12 @@ from typing import Any
 from videomae.config import FinetuneConfig, ManifestSource
 from videomae.data.manifest import ManifestError, read_label_map, read_manifest
 from videomae.engine.checkpointing import find_resume_checkpoint
-from videomae.engine.config_checks import model_findings, output_dir_finding
 from videomae.engine.dist import resolve_env
-from videomae.engine.findings import Finding, format_failures
+from videomae.launching.config_checks import model_findings, output_dir_finding
+from videomae.launching.findings import Finding, format_failures
 
-# The model code (videomae.models, videomae.checkpoint, videomae.stages.compat) is imported only by the checks that
-# need it: with timm it takes ~3 s per process, more than every other check together.
+# The model code (videomae.models, videomae.checkpoint, videomae.launching.model_compat) is imported only by the
+# checks that need it: with timm it takes ~3 s per process, more than every other check together.
 
 __all__ = ["Finding", "format_failures", "port_finding", "preflight_findings"]
 

@@ -35,7 +35,7 @@ from videomae.config import ConfigError, load_config, load_finetune_config
 from videomae.engine import checkpointing as ckpt
 from videomae.engine import dist
 from videomae.engine.dist import all_gather_objects
-from videomae.engine.doctor_checks import (
+from videomae.launching.doctor_checks import (
     FAIL,
     PASS,
     WARN,
@@ -51,7 +51,7 @@ from videomae.engine.doctor_checks import (
     throughput_verdict,
     worker_rate,
 )
-from videomae.engine.preflight import preflight_findings
+from videomae.launching.preflight import preflight_findings
 
 __all__ = ["STEPS", "doctor_config", "load_run_config", "run_doctor", "static_findings"]
 
@@ -107,7 +107,7 @@ def doctor_config(cfg: Any, folder: Path) -> Any:
 def static_findings(cfg: Any) -> list[CheckResult]:
     """Rank 0's checks of the config and the data that need no process group (the launcher's preflight).
 
-    The one place where ``videomae.engine.preflight.preflight_findings(cfg, check_port=False)`` joins the table,
+    The one place where ``videomae.launching.preflight.preflight_findings(cfg, check_port=False)`` joins the table,
     each ``Finding(check, ok, detail, fix, warning)`` as ``CheckResult(check, PASS, WARN or FAIL, detail + fix)``.
     """
     rows = []

@@ -15,7 +15,7 @@
 * ``output_dir`` (or the nearest folder above it that exists) is a folder that takes a new file.
 
 The launchers run :func:`config_findings` in ``--dry-run``; before a launch
-:func:`videomae.engine.preflight.preflight_findings` runs them with the checks of the data and the machine.
+:func:`videomae.launching.preflight.preflight_findings` runs them with the checks of the data and the machine.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from videomae.config import ConfigError, FinetuneConfig
-from videomae.engine.findings import Finding
+from videomae.launching.findings import Finding
 
 # The model code is imported by the checks that need it (with timm, ~3 s per process).
 
@@ -48,8 +48,8 @@ def config_findings(cfg: Any) -> list[Finding]:
 
 def model_findings(cfg: Any) -> list[Finding]:
     """The model's name and arguments, then the clips, masks and teacher checked against the model it builds."""
+    from videomae.launching.model_compat import meta_model
     from videomae.models import list_models
-    from videomae.stages.compat import meta_model
 
     name = cfg.model.name
     registered = list_models()
