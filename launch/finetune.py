@@ -22,8 +22,8 @@ from videomae.launching import launcher
 def main(argv: list[str] | None = None) -> int:
     return launcher.main(
         argv, script="finetune.py", doc=__doc__, config_help="YAML config file (launch/configs/finetune/*.yaml)",
-        load=load_finetune_config, train="videomae.engine.finetune:run_finetuning",
-        evaluate="videomae.engine.finetune:evaluate_only",
+        load=load_finetune_config, train="videomae.methods.finetune:run_finetuning",
+        evaluate="videomae.methods.finetune:evaluate_only",
     )  # fmt: skip
 
 

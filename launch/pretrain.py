@@ -19,7 +19,7 @@ from videomae.launching import launcher
 def main(argv: list[str] | None = None) -> int:
     return launcher.main(
         argv, script="pretrain.py", doc=__doc__, config_help="YAML config file (launch/configs/pretrain/*.yaml)",
-        load=load_config, train="videomae.engine.trainer:run_pretraining",
+        load=load_config, train="videomae.methods.pretrain:run_pretraining",
     )  # fmt: skip
 
 

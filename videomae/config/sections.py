@@ -137,8 +137,6 @@ class TrainConfig:
     """Stop after this many consecutive steps with a non-finite loss or gradient (each is skipped)."""
     compile: bool = False
     """Wrap the model in ``torch.compile``."""
-    inject_nan_at: list[int] = field(default_factory=list)
-    """Testing hook: make the loss NaN once at each of these (1-based, as logged) steps; the step is retried."""
 
     def effective_batch(self, world_size: int, num_sample: int) -> int:
         """Samples per optimizer step used for lr scaling (see ``lr_scale_by``)."""
@@ -280,8 +278,6 @@ def validate_train(t: TrainConfig) -> None:
         require(t.warmup_steps >= 0, "train.warmup_steps", "an integer >= 0 or null", t.warmup_steps)
     if t.warmup_epochs is not None:
         require(t.warmup_epochs >= 0, "train.warmup_epochs", "a number >= 0 or null", t.warmup_epochs)
-    for i, step in enumerate(t.inject_nan_at):
-        require(step >= 1, f"train.inject_nan_at[{i}]", "a step number >= 1", step)
 
 
 def validate_deepspeed(ds: DeepSpeedConfig, compile_model: bool = False) -> None:
