@@ -106,10 +106,10 @@ def test_two_ranks_under_the_deepspeed_launcher_fit_the_training_clips(demo, tmp
 INSPECT_GROUPS = """
 import sys, torch
 from videomae.config import load_finetune_config
-from videomae.engine.finetune import FinetuneRun
+from videomae.methods.finetune import build_finetune_trainer
 from videomae.engine.optim import set_step_values
 
-run = FinetuneRun(load_finetune_config(sys.argv[2], sys.argv[3:]))
+run = build_finetune_trainer(load_finetune_config(sys.argv[2], sys.argv[3:]))
 set_step_values(run.engine.optimizer, 1e-3, 0.05)
 groups = [(g["layer_id"], g["lr"], g["weight_decay"]) for g in run.engine.optimizer.param_groups]
 torch.save({"groups": groups, "layers": run.engine.module.get_num_layers()}, sys.argv[1])

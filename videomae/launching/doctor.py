@@ -144,19 +144,13 @@ class StepClock:
 
 def _build_trainer(stage: str, cfg: Any) -> Trainer:
     """The run's trainer and method as training would build them."""
-    from videomae.engine.session import start_session
-    from videomae.engine.trainer import build_trainer
-
-    session = start_session(cfg)
     if stage == "pretrain":
-        from videomae.methods.pretrain import build_pretrain_method
+        from videomae.methods.pretrain import build_pretrain_trainer
 
-        method = build_pretrain_method(cfg, session)
-    else:
-        from videomae.methods.finetune import build_finetune_method
+        return build_pretrain_trainer(cfg)
+    from videomae.methods.finetune import build_finetune_trainer
 
-        method = build_finetune_method(cfg, session)
-    return build_trainer(session, method)
+    return build_finetune_trainer(cfg)
 
 
 def _cores_per_rank(local_world_size: int) -> int:

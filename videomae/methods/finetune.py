@@ -30,7 +30,7 @@ from videomae.engine.deepspeed_setup import whole_parameters
 from videomae.engine.layer_decay import param_groups_layer_decay
 from videomae.engine.method import LossOutput, Method, StepContext
 from videomae.engine.session import Session, start_session
-from videomae.engine.trainer import RunSummary, build_trainer, train
+from videomae.engine.trainer import RunSummary, Trainer, build_trainer
 from videomae.hf_folder import classifier_trunk
 from videomae.methods.distill import (
     TERM_METRICS,
@@ -53,7 +53,7 @@ from videomae.methods.finetune_recipe import (
 from videomae.methods.validation import engine_forward, evaluate, module_forward, write_eval_outputs
 from videomae.models import create_model
 
-__all__ = ["FinetuneMethod", "build_finetune_method", "evaluate_only", "run_finetuning"]
+__all__ = ["FinetuneMethod", "build_finetune_method", "build_finetune_trainer", "evaluate_only", "run_finetuning"]
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +270,13 @@ def build_finetune_method(cfg: FinetuneConfig, session: Session, eval_only: bool
     return FinetuneMethod(cfg, session, sets, teacher, teacher_dim)
 
 
+def build_finetune_trainer(cfg: FinetuneConfig, eval_only: bool = False) -> Trainer:
+    """A supervised run built on this rank (process group, sets, model, DeepSpeed engine), ready to
+    :meth:`~Trainer.fit` (``eval_only``: no training set)."""
+    session = start_session(cfg)
+    return build_trainer(session, build_finetune_method(cfg, session, eval_only))
+
+
 def run_finetuning(cfg: FinetuneConfig) -> RunSummary:
     """Fine-tune (or post-pretrain) a classifier on DeepSpeed as configured; every rank calls this.
 
@@ -277,8 +284,7 @@ def run_finetuning(cfg: FinetuneConfig) -> RunSummary:
         ConfigError: a setting that only shows up against the data or the device.
         NonFiniteError: ``train.max_nonfinite_steps`` consecutive non-finite steps.
     """
-    session = start_session(cfg)
-    return train(session, build_finetune_method(cfg, session))
+    return build_finetune_trainer(cfg).fit()
 
 
 def evaluate_only(cfg: FinetuneConfig) -> dict[str, Any] | None:
@@ -290,13 +296,11 @@ def evaluate_only(cfg: FinetuneConfig) -> dict[str, Any] | None:
     """
     if not (cfg.data.test_manifests or cfg.data.val_manifests):
         raise ConfigError("data.test_manifests: empty (and no data.val_manifests): nothing to evaluate on")
-    session = start_session(cfg)
-    method = build_finetune_method(cfg, session, eval_only=True)
-    trainer = build_trainer(session, method)
-    if session.resume_from is None and method.init_report is None:
+    trainer = build_finetune_trainer(cfg, eval_only=True)
+    if trainer.session.resume_from is None and trainer.method.init_report is None:
         raise ConfigError(
             f"init: nothing to evaluate: no checkpoint in {cfg.output_dir}/checkpoints, no init and no "
             f"{cfg.output_dir}/export/model.safetensors"
         )
     trainer.resume()
-    return method.test(trainer.state["step"])
+    return trainer.method.test(trainer.state["step"])

@@ -17,13 +17,13 @@ from videomae.engine.method import LossOutput, Method, StepContext
 from videomae.engine.optim import param_groups
 from videomae.engine.session import Session, start_session
 from videomae.engine.throughput import train_flops_per_clip
-from videomae.engine.trainer import RunSummary, train
+from videomae.engine.trainer import RunSummary, Trainer, build_trainer
 from videomae.masking import MaskGenerator
 from videomae.methods.pictures import ReconstructionPictures
 from videomae.models import create_model
 from videomae.objectives import MaskedPixelLoss
 
-__all__ = ["PretrainMethod", "build_pretrain_method", "run_pretraining"]
+__all__ = ["PretrainMethod", "build_pretrain_method", "build_pretrain_trainer", "run_pretraining"]
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,12 @@ class PretrainMethod(Method):
 
     Args:
         cfg: the resolved pretraining config.
-        train_set: the (hybrid) training set.
+        train_set: the (hybrid) training set (None: batches come from elsewhere, e.g. a benchmark's fixed batch).
     """
 
     name = "pretrain"
 
-    def __init__(self, cfg: PretrainConfig, train_set: HybridVideoDataset) -> None:
+    def __init__(self, cfg: PretrainConfig, train_set: HybridVideoDataset | None) -> None:
         self.cfg = cfg
         self.train_set = train_set
         self.ctx: StepContext | None = None
@@ -98,6 +98,12 @@ def build_pretrain_method(cfg: PretrainConfig, session: Session) -> PretrainMeth
     return PretrainMethod(cfg, build_dataset(cfg.data, session.output_dir, cfg.seed))
 
 
+def build_pretrain_trainer(cfg: PretrainConfig) -> Trainer:
+    """A pretraining run built on this rank (process group, model, DeepSpeed engine), ready to :meth:`~Trainer.fit`."""
+    session = start_session(cfg)
+    return build_trainer(session, build_pretrain_method(cfg, session))
+
+
 def run_pretraining(cfg: PretrainConfig) -> RunSummary:
     """Pretrain with dual masking on DeepSpeed as configured; every rank calls this.
 
@@ -105,5 +111,4 @@ def run_pretraining(cfg: PretrainConfig) -> RunSummary:
         ConfigError: a setting that only shows up against the data or the device.
         NonFiniteError: ``train.max_nonfinite_steps`` consecutive non-finite steps.
     """
-    session = start_session(cfg)
-    return train(session, build_pretrain_method(cfg, session))
+    return build_pretrain_trainer(cfg).fit()
