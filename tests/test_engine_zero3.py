@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from videomae.checkpoint import load_pretrained
 from videomae.config import load_config
+from videomae.config.batch_plan import batch_plan
 from videomae.data.demo import DemoConfig, write_demo_dataset
 from videomae.models import create_model
 
@@ -76,7 +77,7 @@ def _worker(rank: int, port: int, demo: str, out: str) -> None:
         }
     # `init` weights into a model partitioned at construction: rank 0's export of the ZeRO-2 run, gathered back.
     cfg = load_config(PRETRAIN_DEMO_YAML, _args(Path(demo), Path(out), "zero3_cp"))
-    ds_config = ds.build_ds_config(cfg.train, cfg.deepspeed, cfg.precision, 2, cfg.data.num_sample)
+    ds_config = ds.build_ds_config(cfg.train, cfg.deepspeed, cfg.precision, batch_plan(cfg, 2))
     with ds.partitioned_construction(ds_config):
         model = create_model(cfg.model.name, **cfg.model.create_kwargs())
     with ds.whole_parameters(model):

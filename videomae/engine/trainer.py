@@ -17,6 +17,7 @@ import torch
 
 from videomae.checkpoint import export_weights
 from videomae.config import ConfigError, config_to_dict, save_config
+from videomae.config.batch_plan import batch_plan
 from videomae.data.bad_samples import BAD_SAMPLES_FILE
 from videomae.disk_faults import SaveFailed, WriteGuard
 from videomae.engine import checkpointing as ckpt
@@ -168,7 +169,7 @@ class Trainer:
         log.info(
             "%d processes, %d steps (%d per epoch), peak lr %.3g = %.3g x %d / 256, DeepSpeed ZeRO-%d %s",
             env.world_size, self.total_steps, self.steps_per_epoch, self.peak_lr, cfg.train.lr,
-            cfg.train.effective_batch(env.world_size, cfg.data.num_sample), cfg.deepspeed.zero_stage, cfg.precision,
+            batch_plan(cfg, env.world_size).lr_batch, cfg.deepspeed.zero_stage, cfg.precision,
         )  # fmt: skip
         # SIGUSR1 only: SIGTERM also comes from launchers tearing down a failed job, when no checkpoint can be written.
         signal.signal(signal.SIGUSR1, self._on_signal)
@@ -354,14 +355,15 @@ def build_trainer(session: Session, method: Method) -> Trainer:
     """Build the model, the DeepSpeed engine, the sampler and the schedule for ``method`` (collective), and start
     the method on them (:meth:`Method.start`)."""
     cfg, env = session.cfg, session.env
-    t, d = cfg.train, cfg.data
+    t = cfg.train
     # A ZeRO checkpoint from another process count loads through a universal checkpoint, which DeepSpeed must know
     # about when the engine is created (a changed ZeRO stage is refused here, before anything heavy).
     resume_from = session.resume_from
     universal = resume_from is not None and ckpt.resume_needs_universal(
         resume_from, env.world_size, cfg.deepspeed.zero_stage
     )
-    ds_config = build_ds_config(t, cfg.deepspeed, cfg.precision, env.world_size, d.num_sample, universal)
+    plan = batch_plan(cfg, env.world_size)
+    ds_config = build_ds_config(t, cfg.deepspeed, cfg.precision, plan, universal)
     with partitioned_construction(ds_config):  # ZeRO-3: each rank only ever holds its share of the weights
         model = method.build_model()
     total, local = parameter_counts(model)
@@ -377,7 +379,7 @@ def build_trainer(session: Session, method: Method) -> Trainer:
                 f"{len(sampler)} samples each rank gets per epoch"
             )
         total_steps = t.max_steps if t.max_steps is not None else t.epochs * steps_per_epoch
-    peak_lr = t.absolute_lr(env.world_size, d.num_sample)
+    peak_lr = plan.peak_lr
     schedule = build_schedule(t, max(total_steps, 1), max(steps_per_epoch, 1), peak_lr)
     engine = initialize(model, method.param_groups(model), ds_config, t, cfg.deepspeed.offload_optimizer)
     compile_before = None

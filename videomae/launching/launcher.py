@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from videomae.config import ConfigError, config_to_dict
+from videomae.config.batch_plan import batch_plan
 
 __all__ = ["dry_run", "main", "parse_args"]
 
@@ -57,9 +58,10 @@ def dry_run(cfg: Any) -> None:
     for key, value in env.as_environ().items():
         print(f"{key}={value}")
     print(f"NUM_NODES={env.num_nodes}")
-    effective = cfg.train.effective_batch(env.world_size, cfg.data.num_sample)
-    print(f"EFFECTIVE_BATCH={effective}")
-    print(f"PEAK_LR={cfg.train.absolute_lr(env.world_size, cfg.data.num_sample):.6g}")
+    plan = batch_plan(cfg, env.world_size)
+    print(f"EFFECTIVE_BATCH={plan.lr_batch}")
+    print(f"CLIPS_PER_STEP={plan.clips_per_step}")
+    print(f"PEAK_LR={plan.peak_lr:.6g}")
     print(f"OUTPUT_DIR={cfg.output_dir}")
     print("--- config")
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
