@@ -7,8 +7,9 @@
     python launch/finetune.py --config FILE --eval-only [init=WEIGHTS]
 
 Overrides are dotted keys with YAML values: ``init=runs/demo/export/model.safetensors train.eval_every=50``.
-``--eval-only`` scores the run's newest checkpoint (else ``init``, else ``<output_dir>/export/model.safetensors``)
-on ``data.test_manifests`` (else ``data.val_manifests``) into ``<output_dir>/eval/``.
+``--eval-only`` scores ``init`` when given (a training run in the same output_dir is left alone), else the run's
+newest checkpoint, else ``<output_dir>/export/model.safetensors``, on ``data.test_manifests`` (else
+``data.val_manifests``) into ``<output_dir>/eval_only/``, beside the training run's own ``eval/``.
 """
 
 from __future__ import annotations

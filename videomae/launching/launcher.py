@@ -41,7 +41,8 @@ def parse_args(argv: list[str] | None, doc: str, config_help: str, eval_only: bo
     if eval_only:
         parser.add_argument(
             "--eval-only", action="store_true",
-            help="evaluate the run's newest checkpoint (else init, else its export) on the test set; no training",
+            help="evaluate init (else the run's newest checkpoint, else its export) on the test set into "
+            "<output_dir>/eval_only/; no training",
         )  # fmt: skip
     # The deepspeed launcher appends --local_rank=N; LOCAL_RANK in the environment says the same.
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)

@@ -11,6 +11,7 @@ EMA), and the weights are exported with their class names.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -237,8 +238,9 @@ class FinetuneMethod(Method):
             forwards["ema_"] = functools.partial(module_forward, self.ctx, self.ema.module)
         return forwards
 
-    def test(self, step: int) -> dict[str, Any] | None:
-        """Multi-view test of the test set (or the validation set) into ``eval/``; the summary (None: no set)."""
+    def test(self, step: int, folder: str = "eval") -> dict[str, Any] | None:
+        """Multi-view test of the test set (or the validation set) into ``<output_dir>/<folder>/``; the summary
+        (None: no set)."""
         test_set = self.sets.test
         if test_set is None:
             log.info("no data.test_manifests or data.val_manifests: final evaluation skipped")
@@ -249,9 +251,9 @@ class FinetuneMethod(Method):
         if dist.is_main():
             paths = [row.path for row in test_set.rows]
             for name, result in results.items():
-                folder = self.session.output_dir / "eval" / name.rstrip("_")
+                into = self.session.output_dir / folder / name.rstrip("_")
                 info = {"split": split, "step": step, "weights": self.weights if not name else "ema"}
-                summary[name.rstrip("_") or "model"] = write_eval_outputs(result, folder, self.class_names, paths, info)
+                summary[name.rstrip("_") or "model"] = write_eval_outputs(result, into, self.class_names, paths, info)
             views = (test_set.test_num_segment, test_set.test_num_crop)
             log.info("final %s evaluation (%d x %d views): %s", split, *views, summary)
         dist.barrier()
@@ -287,15 +289,22 @@ def run_finetuning(cfg: FinetuneConfig) -> RunSummary:
     return build_finetune_trainer(cfg).fit()
 
 
+EVAL_ONLY_FOLDER = "eval_only"
+"""Where ``--eval-only`` writes, beside (never over) the training run's own ``eval/``."""
+
+
 def evaluate_only(cfg: FinetuneConfig) -> dict[str, Any] | None:
-    """Score the run's newest checkpoint, else ``init``, else the run's ``export/model.safetensors`` on the test
-    set (or validation set) into ``eval/``, without training; every rank calls this.
+    """Score ``init`` when given, else the run's newest checkpoint, else the run's ``export/model.safetensors``, on
+    the test set (or validation set) into ``<output_dir>/eval_only/``, without training or writing checkpoints;
+    every rank calls this. With ``init``, a training run in the same ``output_dir`` is left alone (not resumed).
 
     Raises:
         ConfigError: nothing to evaluate (no checkpoint, no ``init``, no export) or no evaluation set.
     """
     if not (cfg.data.test_manifests or cfg.data.val_manifests):
         raise ConfigError("data.test_manifests: empty (and no data.val_manifests): nothing to evaluate on")
+    if cfg.init is not None:
+        cfg = dataclasses.replace(cfg, resume="never")
     trainer = build_finetune_trainer(cfg, eval_only=True)
     if trainer.session.resume_from is None and trainer.method.init_report is None:
         raise ConfigError(
@@ -303,4 +312,4 @@ def evaluate_only(cfg: FinetuneConfig) -> dict[str, Any] | None:
             f"{cfg.output_dir}/export/model.safetensors"
         )
     trainer.resume()
-    return trainer.method.test(trainer.state["step"])
+    return trainer.method.test(trainer.state["step"], EVAL_ONLY_FOLDER)

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from videomae.config import ConfigError, FinetuneDataConfig, ManifestSource
 from videomae.data import HybridVideoDataset, collate_clips
 from videomae.data.manifest import ManifestError, read_label_map
-from videomae.engine.data_setup import source_specs
+from videomae.engine.data_setup import hybrid_dataset
 
 __all__ = [
     "LabelledSets",
@@ -37,17 +37,7 @@ def _dataset(
 ) -> HybridVideoDataset:
     """A dataset over ``sources``; manifest and label problems are reported as a :class:`ConfigError` on ``key``."""
     try:
-        return HybridVideoDataset(
-            source_specs(sources, cfg.data_root),
-            num_frames=cfg.num_frames,
-            sampling_rate=cfg.sampling_rate,
-            input_size=cfg.input_size,
-            backend=cfg.decode_backend,
-            decode_timeout=cfg.decode_timeout_s or None,
-            max_consecutive_failures=cfg.max_consecutive_failures,
-            label_names=label_names,
-            **kwargs,
-        )
+        return hybrid_dataset(sources, cfg, label_names=label_names, **kwargs)
     except (OSError, ManifestError, ValueError) as err:
         raise ConfigError(f"{key}: {err}") from err
 
