@@ -1,7 +1,7 @@
 """The DeepSpeed trainer every training method shares (the methods themselves are :mod:`videomae.methods`).
 
 Modules, one job each: ``method`` (what a method supplies and the context it gets), ``session`` (process group,
-logging, seeds, resume point), ``trainer`` (engine, loop, resume, checkpoints, export), ``loop`` (the shared
+logging, seeds, resume point), ``trainer`` (engine, resume, checkpoints, export), ``epoch_loop`` (batches and steps of an epoch), ``loop`` (the shared
 backward/step), ``step_stats`` (step means and log windows), ``dist`` (process group, ranks from
 torchrun/deepspeed/SLURM; the only user of ``torch.distributed``), ``deepspeed_setup`` (DeepSpeed config from our
 dataclasses, ``initialize``, fp32 consolidation; the only importer of ``deepspeed``) behind ``ds_engine`` (the
