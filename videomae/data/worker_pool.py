@@ -20,13 +20,14 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 __all__ = ["JobFailed", "default_workers", "map_unordered"]
 
 _PR_SET_PDEATHSIG = 1
+_DEPTH = 2  # jobs sent ahead to each worker: the next one waits in its pipe while the parent handles a result
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,8 @@ def _work(conn: Connection, fn: Callable[[Any], Any], parent_pid: int, inherited
 class _Slot:
     process: Any
     conn: Connection
-    index: int | None = None
-    deadline: float = float("inf")
+    held: deque[int] = field(default_factory=deque)  # jobs sent, in order; the first is running
+    deadline: float = float("inf")  # of the running job
 
 
 def _context() -> Any:
@@ -124,46 +125,51 @@ def map_unordered(
         slot.process.join(1.0)  # not longer: a worker in uninterruptible I/O dies only when its read returns
         slot.conn.close()
 
+    def fail(i: int, slot: _Slot, reason: str, timed_out: bool = False) -> tuple[int, JobFailed]:
+        """Kill the slot's worker; its running job fails, the ones queued behind it go back to ``todo``."""
+        retire(slot)
+        slots[i] = None
+        todo.extendleft(reversed(list(slot.held)[1:]))
+        return slot.held[0], JobFailed(reason, timed_out)
+
     try:
         while True:
             for i, slot in enumerate(slots):
-                if todo and (slot is None or slot.index is None):
+                while todo and (slot is None or len(slot.held) < _DEPTH):
                     slot = slots[i] = slot or start()
-                    slot.index = todo.popleft()
-                    slot.deadline = time.monotonic() + timeout if timeout else float("inf")
-                    slot.conn.send((slot.index, jobs[slot.index]))
-            busy = [s for s in slots if s is not None and s.index is not None]
+                    if not slot.held:
+                        slot.deadline = time.monotonic() + timeout if timeout else float("inf")
+                    slot.held.append(todo.popleft())
+                    slot.conn.send((slot.held[-1], jobs[slot.held[-1]]))
+            busy = [s for s in slots if s is not None and s.held]
             if not busy:
                 return
             wait_s = min(s.deadline for s in busy) - time.monotonic()
             ready = set(wait([s.conn for s in busy], timeout=None if wait_s == float("inf") else max(wait_s, 0)))
             for i, slot in enumerate(slots):
-                if slot is None or slot.index is None:
+                if slot is None or not slot.held:
                     continue
                 if slot.conn in ready:
                     try:
                         index, result = slot.conn.recv()
                     except (EOFError, OSError):
-                        index, result = slot.index, JobFailed(_died(slot.process))
-                        retire(slot)
-                        slots[i] = None
-                    slot.index = None
+                        yield fail(i, slot, _died(slot.process))
+                        continue
+                    slot.held.popleft()
+                    slot.deadline = time.monotonic() + timeout if timeout and slot.held else float("inf")
                     yield index, result
                 elif time.monotonic() >= slot.deadline:
-                    index = slot.index
-                    retire(slot)
-                    slots[i] = None
-                    yield index, JobFailed(f"timed out after {timeout:g} s (its worker process was killed)", True)
+                    yield fail(i, slot, f"timed out after {timeout:g} s (its worker process was killed)", True)
     finally:
         live = [s for s in slots if s is not None]
         for slot in live:
-            if slot.index is None:
+            if not slot.held:
                 try:
                     slot.conn.send(None)
                 except OSError:
                     pass
         for slot in live:
-            slot.process.join(1.0 if slot.index is None else 0)
+            slot.process.join(0 if slot.held else 1.0)
             if slot.process.is_alive():
                 retire(slot)
             slot.conn.close()
