@@ -16,7 +16,7 @@ import pytest
 from conftest import write_frame_folder, write_video
 
 from videomae.cli import main
-from videomae.data import manifest_probe
+from videomae.data import manifest_build, manifest_probe
 from videomae.data.manifest_resume import ProbeLog, probe_log_path
 from videomae.data.manifest_shards import parse_shard, rejects_path
 from videomae.data.manifest_tools import build_manifest
@@ -93,9 +93,9 @@ def test_shards_merged_equal_the_unsharded_build(folder, reference, tmp_path, ca
 
 _SLOW_BUILD = """
 import sys, time
-from videomae.data import manifest_probe
+from videomae.data import manifest_build, manifest_probe
 probe = manifest_probe._probe
-manifest_probe._probe = lambda job: (time.sleep(0.3), probe(job))[1]
+manifest_probe._probe = lambda job: (time.sleep(0.15), probe(job))[1]
 from videomae.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -123,25 +123,56 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _stop_build_after(command: list[str], log: Path, rows: int, sig: int) -> tuple[int, str, list[int]]:
+    """Start the slowed build, send ``sig`` once ``log`` holds ``rows`` results; exit code, stderr, probers."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(_result_lines(log)) < rows and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    workers = _children(proc.pid)
+    os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=30)
+    time.sleep(0.3)
+    assert len(workers) == 2 and not any(_alive(pid) for pid in workers), "probers outlived their parent"
+    return proc.returncode, err, workers
+
+
+def test_an_interrupted_build_resumes_and_probes_only_the_rest(folder, reference, tmp_path, monkeypatch):
+    stream = manifest_build.probe_stream
+
+    def interrupted_after_5(*args):
+        for k, item in enumerate(stream(*args)):
+            if k == 5:
+                raise KeyboardInterrupt  # as Ctrl-C in the middle of the build
+            yield item
+
+    monkeypatch.setattr(manifest_build, "probe_stream", interrupted_after_5)
+    out = tmp_path / "m.csv"
+    with pytest.raises(manifest_build.BuildInterrupted, match="the results of 5 of 16 clips are kept in"):
+        build_manifest(folder, out, labels_from_subfolders=True, workers=2, progress=False)
+    assert not out.exists() and len(_result_lines(Path(probe_log_path(out)))) == 5
+    monkeypatch.setattr(manifest_build, "probe_stream", stream)
+    counter = tmp_path / "probed.txt"
+    _count_probes(monkeypatch, counter)
+    result = build_manifest(folder, out, labels_from_subfolders=True, workers=2, progress=False)
+    assert (result.resumed, result.probed, len(counter.read_text().splitlines())) == (5, 11, 11)
+    assert out.read_bytes() == reference.read_bytes()
+
+
+@pytest.mark.slow  # three builds in fresh interpreters: ~10 s on a busy 2-core machine
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_a_killed_build_resumes_and_probes_only_the_rest(folder, reference, tmp_path, monkeypatch):
+def test_a_stopped_then_killed_build_resumes_and_probes_only_the_rest(folder, reference, tmp_path, monkeypatch):
     out = tmp_path / "m.csv"
     log = Path(probe_log_path(out))
     command = [sys.executable, "-c", _SLOW_BUILD, "manifest", "build", str(folder), "-o", str(out)]
     command += ["--labels-from-subfolders", "--workers", "2", "--quiet"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while len(_result_lines(log)) < 4 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    workers = _children(proc.pid)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-    assert len(workers) == 2 and not out.exists()
-    time.sleep(0.5)
-    assert not any(_alive(pid) for pid in workers), "probe processes outlived their killed parent"
+    code, err, _ = _stop_build_after(command, log, 2, signal.SIGTERM)  # SLURM preemption: stops as Ctrl-C does
+    first = len(_result_lines(log))
+    assert code == 130 and f"the results of {first} of 16 clips are kept in {log}" in err and not out.exists()
+    code, _, _ = _stop_build_after(command, log, first + 3, signal.SIGKILL)  # the rerun resumes, then dies hard
     kept = len(_result_lines(log))
-    assert 4 <= kept < 16  # 14 videos, a frame folder and a junk file
+    assert code == -signal.SIGKILL and first + 3 <= kept < 16 and not out.exists()  # 14 videos, frames, junk
 
     counter = tmp_path / "probed.txt"
     _count_probes(monkeypatch, counter)

@@ -52,7 +52,6 @@ def _run_manifest_build(args: argparse.Namespace) -> int:
     import signal
     import sys
 
-    from videomae.data.manifest_build import BuildInterrupted
     from videomae.data.manifest_tools import build_manifest
 
     def stop(signum: int, frame: object) -> None:  # SLURM preemption / kill: stop as Ctrl-C does, log kept
@@ -73,8 +72,8 @@ def _run_manifest_build(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             shard=args.shard,
         )
-    except BuildInterrupted as stopped:
-        print(f"videomae manifest build: {stopped}", file=sys.stderr)
+    except KeyboardInterrupt as stopped:  # BuildInterrupted says what the probe log keeps
+        print(f"videomae manifest build: {stopped or 'interrupted before any clip was probed'}", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
