@@ -80,7 +80,8 @@ def test_shards_merged_equal_the_unsharded_build(folder, reference, tmp_path, ca
     shards = [_build(folder, tmp_path / f"s{i}.csv", shard=f"{i}/3", workers=1) for i in range(3)]
     sizes = [len(s.read_text().splitlines()) - 1 for s in shards]
     assert sum(sizes) == 15 and all(sizes)  # every clip in exactly one shard (the join refuses a repeat)
-    assert main(["manifest", "merge", *map(str, shards), "-o", str(tmp_path / "joined.csv")]) == 0
+    rejects = [rejects_path(s) for s in shards]  # what `merge shards/*.csv` passes too
+    assert main(["manifest", "merge", *map(str, shards), *rejects, "-o", str(tmp_path / "joined.csv")]) == 0
     assert "joined the shards into 15 rows" in capsys.readouterr().out
     assert (tmp_path / "joined.csv").read_bytes() == reference.read_bytes()
     assert Path(rejects_path(tmp_path / "joined.csv")).read_bytes() == Path(rejects_path(reference)).read_bytes()

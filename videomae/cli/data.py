@@ -110,9 +110,11 @@ def _run_manifest_check(args: argparse.Namespace) -> int:
 
 
 def _run_manifest_merge(args: argparse.Namespace) -> int:
-    from videomae.data.manifest_shards import is_shard_output, join_shards
+    from videomae.data.manifest_shards import is_shard_output, join_shards, rejects_path
     from videomae.data.manifest_tools import merge_manifests
 
+    companions = {rejects_path(m) for m in args.manifests}  # `merge shards/*.csv` also matches OUT.csv.rejects.csv
+    args.manifests = [m for m in args.manifests if m not in companions]
     shards = [is_shard_output(m) for m in args.manifests]
     if any(shards):
         if not all(shards) or args.label_map_out or args.label_maps or args.remap_dir:

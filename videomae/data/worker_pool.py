@@ -2,13 +2,15 @@
 
 ``concurrent.futures.ProcessPoolExecutor`` cannot stop one task: a file whose read blocks forever (a FIFO, a dead
 network mount, a decoder stuck in C code) holds its worker for good, and a worker that crashes (a decoder
-segfault) breaks the whole pool. Here each worker gets one job at a time over its own pipe, so the parent knows
-which job each worker holds and since when: a job past its timeout has its worker killed (SIGKILL) and replaced,
-a worker that dies costs only its job, and the other workers go on. Per-worker pipes (no shared queue) mean a
-killed worker can never leave a lock held that the others need.
+segfault) breaks the whole pool. Here each worker gets its jobs over its own pipe, at most two at a time (the one
+it runs and the next, so it never waits for the parent), so the parent knows which job each worker runs and since
+when: a job past its timeout has its worker killed (SIGKILL) and replaced, and the job queued behind it goes to
+another worker; a worker that dies costs only its job; the other workers go on. Per-worker pipes (no shared
+queue) mean a killed worker can never leave a lock held that the others need.
 
-Workers ignore Ctrl-C (the parent decides what happens), and on Linux they are killed by the kernel when the
-parent dies (``PR_SET_PDEATHSIG``), so a ``kill -9`` of the parent leaves no prober behind, hung or not.
+Workers ignore Ctrl-C and die quietly on SIGTERM (the parent decides what happens to the run), and on Linux they
+are killed by the kernel when the parent dies (``PR_SET_PDEATHSIG``), so a ``kill -9`` of the parent leaves no
+worker behind, hung or not.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _work(conn: Connection, fn: Callable[[Any], Any], parent_pid: int, inherited: list[Connection]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler forked from the parent
     _die_with_parent(parent_pid)
     for other in inherited:  # forked copies of the parent's pipe ends: closed, so a dead parent reads as EOF
         other.close()
@@ -101,9 +104,10 @@ def map_unordered(
 ) -> Iterator[tuple[int, Any]]:
     """Yield ``(index, fn(jobs[index]))`` for every job, in completion order, from ``workers`` processes.
 
-    ``fn`` must be a module-level function (picklable where processes are spawned). A job that raises, runs past
-    ``timeout`` seconds or whose worker dies yields a :class:`JobFailed` instead; its worker is killed and replaced.
-    Closing the iterator early (or an exception in the caller, Ctrl-C included) kills every worker.
+    ``fn`` must be a module-level function (picklable where processes are spawned). A job that runs past
+    ``timeout`` seconds (``None``: no limit) or whose worker dies yields a :class:`JobFailed` (the worker is killed
+    and replaced when more jobs remain); one that raises yields a :class:`JobFailed` naming the exception. Closing
+    the iterator early (or an exception in the caller, Ctrl-C included) stops every worker.
     """
     if workers < 1:
         raise ValueError(f"workers={workers}: need at least 1 worker process")
