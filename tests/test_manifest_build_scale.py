@@ -92,6 +92,17 @@ def test_shards_merged_equal_the_unsharded_build(folder, reference, tmp_path, ca
     assert "join on their own" in capsys.readouterr().err
 
 
+def test_the_sbatch_array_script_builds_its_shard_and_the_shards_join(folder, reference, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
+    env |= {"ROOT": str(folder), "OUT": str(tmp_path / "shards"), "SLURM_ARRAY_TASK_COUNT": "2"}
+    subprocess.run(["bash", "launch/slurm/manifest_build.sbatch", "--labels-from-subfolders", "--quiet"],
+                   cwd=ROOT, env=env | {"SLURM_ARRAY_TASK_ID": "1"}, check=True, capture_output=True)  # fmt: skip
+    _build(folder, tmp_path / "shards" / "shard_0.csv", shard="0/2")  # task 0, in this process: faster
+    shards = sorted(map(str, (tmp_path / "shards").glob("shard_*.csv")))  # the rejects files match the glob too
+    assert len(shards) == 4 and main(["manifest", "merge", *shards, "-o", str(tmp_path / "m.csv")]) == 0
+    assert (tmp_path / "m.csv").read_bytes() == reference.read_bytes()
+
+
 _SLOW_BUILD = """
 import sys, time
 from videomae.data import manifest_build, manifest_probe
