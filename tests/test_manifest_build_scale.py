@@ -92,6 +92,7 @@ def test_shards_merged_equal_the_unsharded_build(folder, reference, tmp_path, ca
     assert "join on their own" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch: ~5-9 s on a busy 2-core machine
 def test_the_sbatch_array_script_builds_its_shard_and_the_shards_join(folder, reference, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
     env |= {"ROOT": str(folder), "OUT": str(tmp_path / "shards"), "SLURM_ARRAY_TASK_COUNT": "2"}
