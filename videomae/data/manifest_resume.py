@@ -14,6 +14,7 @@ whose first run still lives) never interleave their lines.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -53,10 +54,11 @@ class ProbeLog:
         try:
             self._lock()
             self._file.seek(0)
-            text = self._file.read()
-            if text:
-                self._load(text, identity)
-                if not text.endswith("\n"):  # a line cut short by a kill: end it, so the next one starts clean
+            header = self._file.readline()
+            if header:
+                self._check_header(header, identity)
+                last = self._load()
+                if not last.endswith("\n"):  # a line cut short by a kill: end it, so the next one starts clean
                     self._file.write("\n")
             else:
                 self._file.write(json.dumps({"format": _FORMAT, **identity}) + "\n")
@@ -78,16 +80,17 @@ class ProbeLog:
                 f"{self.path} is being written by another build of the same output (same command still running?): "
                 "wait for it to finish, or stop it; this one would resume from its log"
             ) from None
+        except OSError as e:  # a file system without locks (some network mounts): go on unlocked
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
 
-    def _load(self, text: str, identity: dict) -> None:
-        lines = text.split("\n")
+    def _check_header(self, line: str, identity: dict) -> None:
         try:
-            header = json.loads(lines[0])
+            header = json.loads(line)
         except json.JSONDecodeError:
             header = None
-        if not isinstance(header, dict) or header.get("format") != _FORMAT:
+        if not isinstance(header, dict) or header.pop("format", None) != _FORMAT:
             raise ValueError(f"{self.path}: not a probe log of videomae manifest build; delete it or choose another -o")
-        header.pop("format")
         if header != identity:
             differ = ", ".join(
                 f"{k}: {header.get(k)!r} there, {identity.get(k)!r} now"
@@ -98,8 +101,13 @@ class ProbeLog:
                 f"{self.path} holds the probes of another build ({differ}): rerun that command to finish it, "
                 f"or delete {self.path} to start this build from scratch"
             )
-        for line in lines[1:]:
-            if not line:
+
+    def _load(self) -> str:
+        """Read the result lines after the header (line by line: a million-clip log is never held as one string);
+        returns the last line read."""
+        line = "\n"
+        for line in self._file:
+            if not line.strip():
                 continue
             try:
                 entry = json.loads(line)
@@ -111,6 +119,7 @@ class ProbeLog:
                 continue
             self.done[rel] = result
             self._timeouts[rel] = timeout
+        return line
 
     def result_for(self, rel: str, timeout: float | None) -> ProbeResult | None:
         """The logged result of clip ``rel``, or ``None`` when it must be probed: not logged yet, or timed out
