@@ -195,7 +195,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` through :func:`write_atomic`, synced to the storage before the rename."""
 
     def write(tmp: str) -> None:
-        with open(tmp, "w") as handle:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
