@@ -9,6 +9,7 @@ knowledge distillation from a frozen teacher classifier (off by default).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,6 +186,11 @@ class FinetuneConfig(RunConfig):
     def validate(self) -> None:
         """Range checks that types alone cannot express (see :func:`validate_finetune`)."""
         validate_finetune(self)
+
+    def for_evaluation(self) -> FinetuneConfig:
+        """The config of an ``--eval-only`` run: with ``init``, those weights are scored, so a training run in the
+        same ``output_dir`` is never resumed (``resume=never``)."""
+        return dataclasses.replace(self, resume="never") if self.init is not None else self
 
 
 def validate_finetune(cfg: FinetuneConfig) -> None:

@@ -147,6 +147,8 @@ def main(
         print(cfg.output_dir)
         return 0
     eval_only = getattr(args, "eval_only", False)
+    if eval_only:
+        cfg = cfg.for_evaluation()
     if not _preflight(cfg, script, eval_only, dry=args.dry_run):
         return 2
     if args.dry_run:

@@ -11,7 +11,6 @@ EMA), and the weights are exported with their class names.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -303,9 +302,7 @@ def evaluate_only(cfg: FinetuneConfig) -> dict[str, Any] | None:
     """
     if not (cfg.data.test_manifests or cfg.data.val_manifests):
         raise ConfigError("data.test_manifests: empty (and no data.val_manifests): nothing to evaluate on")
-    if cfg.init is not None:
-        cfg = dataclasses.replace(cfg, resume="never")
-    trainer = build_finetune_trainer(cfg, eval_only=True)
+    trainer = build_finetune_trainer(cfg.for_evaluation(), eval_only=True)
     if trainer.session.resume_from is None and trainer.method.init_report is None:
         raise ConfigError(
             f"init: nothing to evaluate: no checkpoint in {cfg.output_dir}/checkpoints, no init and no "
