@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from videomae.cli.arguments import add_frame_template
+
 __all__ = ["add_demo_data", "add_manifest"]
 
 
@@ -169,7 +171,7 @@ def add_manifest(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--workers", type=int, default=None, help="probe processes (default: the CPU cores this process may use)"
     )
-    b.add_argument("--frame-template", default="img_{:05d}.jpg", help="frame file names (default img_{:05d}.jpg)")
+    add_frame_template(b)
     b.add_argument(
         "--extensions",
         default=None,
@@ -214,7 +216,7 @@ def add_manifest(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--workers", type=int, default=None, help="probe processes (default: the CPU cores this process may use)"
     )
-    c.add_argument("--frame-template", default="img_{:05d}.jpg", help="frame file names (default img_{:05d}.jpg)")
+    add_frame_template(c)
     c.add_argument("--timeout", type=float, default=120.0, help="seconds per probe before a clip counts as bad")
     c.add_argument("--all", action="store_true", help="list every problem (default: the first 200)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -10,11 +10,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from videomae.data.frame_check import check_frame_folder
+from videomae.data.readers import DEFAULT_FRAME_TEMPLATE
 from videomae.data.worker_pool import JobFailed, default_workers, map_unordered
 
 __all__ = ["DEFAULT_FRAME_TEMPLATE", "ProbeJob", "ProbeResult", "probe_all", "probe_stream"]
-
-DEFAULT_FRAME_TEMPLATE = "img_{:05d}.jpg"
 
 
 @dataclass(frozen=True)
