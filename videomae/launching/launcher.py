@@ -73,10 +73,9 @@ def _preflight(cfg: Any, script: str, eval_only: bool, dry: bool = False) -> boo
     from videomae.launching.findings import format_failures, format_warnings
 
     if dry:
-        from videomae.launching.config_checks import config_findings
-        from videomae.launching.preflight import manifest_presence_findings
+        from videomae.launching.preflight import dry_run_findings
 
-        findings = manifest_presence_findings(cfg, eval_only) + config_findings(cfg)
+        findings = dry_run_findings(cfg, eval_only)
     else:
         from videomae.launching.preflight import preflight_findings
 

@@ -36,13 +36,20 @@ from videomae.config import FinetuneConfig, ManifestSource
 from videomae.data.manifest import ManifestError, read_label_map, read_manifest
 from videomae.engine.checkpointing import find_resume_checkpoint
 from videomae.engine.dist import resolve_env
-from videomae.launching.config_checks import model_findings, output_dir_finding
+from videomae.launching.config_checks import config_findings, model_findings, output_dir_finding
 from videomae.launching.findings import Finding, format_failures
 
 # The model code (videomae.models, videomae.checkpoint, videomae.launching.model_compat) is imported only by the
 # checks that need it: with timm it takes ~3 s per process, more than every other check together.
 
-__all__ = ["Finding", "format_failures", "manifest_presence_findings", "port_finding", "preflight_findings"]
+__all__ = [
+    "Finding",
+    "dry_run_findings",
+    "format_failures",
+    "manifest_presence_findings",
+    "port_finding",
+    "preflight_findings",
+]
 
 _MANIFEST_LISTS = ("manifests", "val_manifests", "test_manifests")
 _SHOWN_LINES = 3  # manifest problems quoted per manifest; `videomae manifest check` lists them all
@@ -79,6 +86,12 @@ def preflight_findings(
 
 
 # ---------------------------------------------------------------------------------------------------- data
+
+
+def dry_run_findings(cfg: Any, eval_only: bool = False) -> list[Finding]:
+    """The checks of ``--dry-run`` (launch scripts and stages alike): the manifests are listed and exist, then the
+    config against itself and its model (:func:`videomae.launching.config_checks.config_findings`)."""
+    return manifest_presence_findings(cfg, eval_only) + config_findings(cfg)
 
 
 def manifest_presence_findings(cfg: Any, eval_only: bool = False) -> list[Finding]:
