@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fine-tune (or post-pretrain) a video ViT classifier on DeepSpeed, and evaluate it with several views per video.
 
     deepspeed [--num_gpus N] launch/finetune.py --config launch/configs/finetune/demo.yaml [key=value ...]
