@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from videomae.config import DataConfig, ManifestSource
 from videomae.data import HybridVideoDataset, SourceSpec, WeightedDistributedSampler, collate_clips
 
-__all__ = ["SeededSamples", "build_dataset", "build_loader", "build_sampler", "hybrid_dataset", "source_specs"]
+__all__ = ["SeededSamples", "TrainLoader", "build_dataset", "build_sampler", "hybrid_dataset", "source_specs"]
 
 
 def source_specs(manifests: list[ManifestSource], data_root: str | None) -> list[SourceSpec]:
@@ -63,14 +63,16 @@ def build_sampler(dataset: HybridVideoDataset, rank: int, world_size: int, seed:
     return WeightedDistributedSampler(dataset, num_replicas=world_size, rank=rank, seed=seed, drop_last=True)
 
 
-class _Positioned(Sampler):
-    """Yields ``(position, index)``: this rank's running count in the epoch alongside the sampler's index."""
+class _EpochPositions(Sampler):
+    """Yields ``(epoch, position, index)`` for the sampler's current epoch: this rank's running count in the epoch
+    (from :attr:`start`) alongside the sampler's index."""
 
-    def __init__(self, base: Sampler[int], start: int) -> None:
-        self.base, self.start = base, start
+    def __init__(self, base: WeightedDistributedSampler) -> None:
+        self.base, self.start = base, 0
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return enumerate(iter(self.base), start=self.start)
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        epoch = self.base.epoch
+        return ((epoch, position, index) for position, index in enumerate(iter(self.base), start=self.start))
 
     def __len__(self) -> int:
         return len(self.base)
@@ -80,19 +82,20 @@ class SeededSamples(Dataset):
     """Runs ``dataset[index]`` with python/numpy/torch RNGs seeded from ``(seed, epoch, rank, position)``.
 
     Augmentation then depends only on where a sample sits in the run, not on which worker loads it or on when the
-    loader was created, so a resumed run sees exactly the clips an uninterrupted one would. The caller's RNG
-    states are restored afterwards (with ``num_workers=0`` the loading happens in the training process).
+    loader was created, so a resumed run sees exactly the clips an uninterrupted one would. The epoch comes with
+    each key (workers outlive epochs). The caller's RNG states are restored afterwards (with ``num_workers=0`` the
+    loading happens in the training process).
     """
 
-    def __init__(self, dataset: Dataset, seed: int, epoch: int, rank: int) -> None:
-        self.dataset, self.seed, self.epoch, self.rank = dataset, seed, epoch, rank
+    def __init__(self, dataset: Dataset, seed: int, rank: int) -> None:
+        self.dataset, self.seed, self.rank = dataset, seed, rank
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        position, index = key
-        sample_seed = hash((self.seed, self.epoch, self.rank, position)) & 0xFFFF_FFFF
+    def __getitem__(self, key: tuple[int, int, int]) -> Any:
+        epoch, position, index = key
+        sample_seed = hash((self.seed, epoch, self.rank, position)) & 0xFFFF_FFFF
         py_state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
             random.seed(sample_seed)
@@ -105,24 +108,38 @@ class SeededSamples(Dataset):
                 np.random.set_state(np_state)
 
 
-def build_loader(
-    dataset: Any, sampler: Any, cfg: DataConfig, batch_size: int, start_batch: int, seed: int, rank: int
-) -> DataLoader:
-    """Loader for the rest of the sampler's current epoch (set it and any resumed position before calling).
+class TrainLoader:
+    """The training batches of every epoch from one ``DataLoader`` whose workers live as long as the run (a new
+    epoch costs no worker start-up).
 
     Args:
-        start_batch: batches this rank already consumed in the epoch (positions of the per-sample seeds).
+        dataset: the training set.
+        sampler: its sampler (the trainer sets its epoch and any resumed position).
+        cfg: the data section (workers, decode timeout).
+        batch_size: videos per micro-step.
         seed: run seed; per-sample augmentation seeds derive from it (see :class:`SeededSamples`).
+        rank: this process's rank.
     """
-    workers = cfg.num_workers
-    return DataLoader(
-        SeededSamples(dataset, seed, sampler.epoch, rank),
-        batch_size=batch_size,
-        sampler=_Positioned(sampler, start_batch * batch_size),
-        num_workers=workers,
-        collate_fn=collate_clips,
-        drop_last=True,
-        pin_memory=torch.cuda.is_available(),
-        timeout=cfg.decode_timeout_s * batch_size if workers > 0 else 0,
-        persistent_workers=False,
-    )
+
+    def __init__(
+        self, dataset: Any, sampler: WeightedDistributedSampler, cfg: DataConfig, batch_size: int, seed: int, rank: int
+    ) -> None:
+        self.positions = _EpochPositions(sampler)
+        workers = cfg.num_workers
+        self.loader = DataLoader(
+            SeededSamples(dataset, seed, rank),
+            batch_size=batch_size,
+            sampler=self.positions,
+            num_workers=workers,
+            collate_fn=collate_clips,
+            drop_last=True,
+            pin_memory=torch.cuda.is_available(),
+            timeout=cfg.decode_timeout_s * batch_size if workers > 0 else 0,
+            persistent_workers=workers > 0,
+        )
+
+    def epoch(self, start_batch: int) -> Iterator[dict]:
+        """The batches of the rest of the sampler's current epoch (set it first), after the ``start_batch`` this
+        rank already consumed."""
+        self.positions.start = start_batch * self.loader.batch_size
+        return iter(self.loader)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from videomae.engine.bad_sample_meter import BadSampleMeter
 from videomae.engine.compiling import check_compiled
-from videomae.engine.data_setup import build_loader
+from videomae.engine.data_setup import TrainLoader
 from videomae.engine.logging_utils import MetricsWriter, Progress
 from videomae.engine.loop import MicroStep
 from videomae.engine.optim import set_step_values
@@ -27,6 +27,14 @@ class EpochLoop:
         self, trainer: Trainer, summary: RunSummary, metrics: MetricsWriter, bad: BadSampleMeter, progress: Progress
     ) -> None:
         self.trainer, self.summary, self.metrics, self.bad, self.progress = trainer, summary, metrics, bad, progress
+        cfg, train_set = trainer.cfg, trainer.method.train_set
+        self.loader = (
+            None
+            if train_set is None
+            else TrainLoader(
+                train_set, trainer.sampler, cfg.data, cfg.train.batch_size, cfg.seed, trainer.session.env.rank
+            )
+        )
         self.first_step_start = time.perf_counter()
 
     def run_epoch(self) -> bool:
@@ -34,14 +42,10 @@ class EpochLoop:
         trainer, t, state = self.trainer, self.trainer.cfg.train, self.trainer.state
         trainer.sampler.set_epoch(state["epoch"])
         trainer.loader_start = state["batches_in_epoch"]
-        cfg, env = trainer.cfg, trainer.session.env
-        loader = build_loader(
-            trainer.method.train_set, trainer.sampler, cfg.data, t.batch_size, state["batches_in_epoch"], cfg.seed,
-            env.rank,
-        )  # fmt: skip
+        env = trainer.session.env
         window, micro_losses, micro_metrics = LogWindow(), [], []
         fetch_start = time.perf_counter()
-        for batch in loader:
+        for batch in self.loader.epoch(state["batches_in_epoch"]):
             window.data_time += time.perf_counter() - fetch_start
             schedule = trainer.schedule
             set_step_values(trainer.engine.optimizer, schedule.lr(state["step"]), schedule.wd(state["step"]))
