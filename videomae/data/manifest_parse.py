@@ -14,7 +14,7 @@ from videomae.data.labels import resolve_labels
 from videomae.data.manifest_lines import clean_lines, csv_records, line_content, multiline_quote, split_lines
 from videomae.data.manifest_types import CSV_COLUMNS, LIST_FORMATS, ManifestError, ManifestFormatError, ManifestRow
 
-__all__ = ["detect_format", "parse_csv", "parse_list", "parse_text"]
+__all__ = ["check_header", "detect_format", "parse_csv", "parse_list", "parse_text", "parse_value"]
 
 _INT_COLUMNS = {"start": 0, "num_frames": 1, "width": 1, "height": 1}  # column -> smallest allowed value
 _FLOAT_COLUMNS = ("fps", "duration")
@@ -142,7 +142,7 @@ def parse_csv(path: str, contents: list[str]) -> tuple[list[ManifestRow], list[t
             continue
         if header is None:
             header, header_line = [f.strip().lower() for f in fields], line
-            problems = _check_header(header)
+            problems = check_header(header)
             if problems:
                 raise ManifestFormatError(path, [(line, p) for p in problems])
             continue
@@ -168,15 +168,8 @@ def parse_csv(path: str, contents: list[str]) -> tuple[list[ManifestRow], list[t
             errors.append((line, "empty path"))
         for col in CSV_COLUMNS[1:]:
             raw = values.pop(col, "")
-            if raw == "":
-                continue
-            if col in _INT_COLUMNS:
-                value = _parse_int(raw, col, _INT_COLUMNS[col], line, errors)
-            elif col in _FLOAT_COLUMNS:
-                value = _parse_float(raw, col, line, errors)
-            else:
-                value = raw
-            setattr(row, col, value)
+            if raw != "":
+                setattr(row, col, parse_value(col, raw, line, errors))
         row.extra = values
         rows.append(row)
     early = [e for e in errors if header is None or e[0] <= header_line]
@@ -185,7 +178,18 @@ def parse_csv(path: str, contents: list[str]) -> tuple[list[ManifestRow], list[t
     return rows, errors
 
 
-def _check_header(header: list[str]) -> list[str]:
+def parse_value(col: str, raw: str, line: int, errors: list[tuple[int, str]]) -> int | float | str | None:
+    """A standard column's non-empty, stripped CSV field as its type (``label`` stays the raw string, resolved by
+    :func:`~videomae.data.labels.resolve_labels`); a refused value appends ``(line, reason)`` and gives ``None``."""
+    if col in _INT_COLUMNS:
+        return _parse_int(raw, col, _INT_COLUMNS[col], line, errors)
+    if col in _FLOAT_COLUMNS:
+        return _parse_float(raw, col, line, errors)
+    return raw
+
+
+def check_header(header: list[str]) -> list[str]:
+    """The problems of a CSV header (lower-cased, stripped names); empty when it is usable."""
     problems = []
     if "path" not in header:
         other = next((name for sep, name in _OTHER_SEPARATORS if sep and any(sep in c for c in header)), None)
