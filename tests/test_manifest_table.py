@@ -13,7 +13,7 @@ import pytest
 
 from videomae.data.datasets import HybridVideoDataset, SourceSpec
 from videomae.data.manifest import ManifestError, ManifestRow, read_manifest, read_manifest_table, write_manifest
-from videomae.data.manifest_fast import fast_csv_table
+from videomae.data.manifest_fast import fast_table
 from videomae.data.manifest_table import ManifestTable, StringColumn
 
 ODD_PATHS = [
@@ -61,7 +61,7 @@ def test_every_field_round_trips_through_the_fast_path(tmp_path, data_root):
     manifest = tmp_path / "odd.csv"
     write_manifest(odd_rows(), manifest, label_names=names)
     # the file is clean CSV (quoted fields, unicode, long lines): the numpy path reads it, not the fallback
-    fast = fast_csv_table(str(manifest), "auto", None, data_root)
+    fast = fast_table(str(manifest), "auto", None, data_root)
     assert fast is not None
     careful = read_manifest(manifest, data_root)
     table = read_manifest_table(manifest, data_root)
@@ -102,7 +102,19 @@ CORPUS = {
     "all-empty row": "path,label\na.mp4,cat\n,\nb.mp4,dog\n",
     "quoted multiline text": 'path,text\na.mp4,"two\nlines"\nb.mp4,one\n',
     "extra + empty values": "path,split,label,source\na.mp4,train,,k400\nb.mp4,,cat,\n",
-    "list format": "a.mp4 0 -1\nb.mp4 0 -1\n",
+    "list path_start_total": "a.mp4 0 -1\nb.mp4 0 -1\n",
+    "list folder_total_label": "f/a 30 1\nf/b 40 0\n",
+    "list rule on a later line": "f/a 30 1\nf/b 0 -1\n",  # -1 on line 2 makes it path_start_total
+    "list path_label names": "a.mp4 cat\r\n\nb.mp4 dog\r\n",
+    "list one column": "a.mp4\nb.mp4\n",
+    "list unicode path": "vidéo.mp4 0 -1\n日本.mp4 3 100\n",
+    "list tabs": "a.mp4\t0\t-1\nb.mp4 0 -1\n",
+    "list double space": "a.mp4  0 -1\nb.mp4 0 -1\n",
+    "list unicode space": "a\u00a0b.mp4 0 -1\nc.mp4 0 -1\n",
+    "list bad total": "a.mp4 0 -1\nb.mp4 0 0\n",
+    "list negative start": "a.mp4 0 -1\nb.mp4 -2 5\n",
+    "list semicolons": "a;b.mp4 0 -1\nc.mp4 0 -1\n",
+    "list width": "a.mp4 0 -1\nb.mp4 0\n",
     "empty path": "path,label\n,cat\nb.mp4,dog\n",
     "bad int": "path,num_frames\na.mp4,ten\nb.mp4,0\n",
     "bad floats": "path,fps,duration\na.mp4,nan,inf\nb.mp4,-1,0\n",
@@ -128,14 +140,16 @@ CORPUS = {
 def test_fast_path_and_line_by_line_parser_agree(tmp_path, name):
     manifest = tmp_path / "m.csv"
     manifest.write_bytes(CORPUS[name].encode())
-    label_map = ["cat", "dog"] if name in ("ids and label map", "label outside map") else None
+    label_map = (
+        ["cat", "dog"] if name in ("ids and label map", "label outside map", "list folder_total_label") else None
+    )
 
     def outcome(read):
         try:
             result = read(manifest, "/root", label_map=label_map)
         except ManifestError as e:
             return type(e), str(e)
-        return list(result.rows), result.label_names
+        return list(result.rows), result.label_names, result.format
 
     assert outcome(read_manifest_table) == outcome(read_manifest)
 
@@ -146,14 +160,34 @@ def test_fast_path_takes_clean_files_and_leaves_the_rest():
         with open(path, "wb") as f:
             f.write(text.encode())
         try:
-            return fast_csv_table(path, "auto", None, None) is not None
+            return fast_table(path, "auto", None, None) is not None
         finally:
             os.remove(path)
 
     for name in ("plain", "no final newline", "crlf + bom", "blank lines", "one column", "unicode edges"):
         assert fast(CORPUS[name]), name
-    for name in ("padded fields", "quoted multiline text", "list format", "empty path", "bad int", "mixed labels"):
+    for name in ("list path_start_total", "list rule on a later line", "list path_label names", "list unicode path"):
+        assert fast(CORPUS[name]), name
+    for name in ("padded fields", "quoted multiline text", "empty path", "bad int", "mixed labels", "list tabs"):
         assert not fast(CORPUS[name]), name
+    for name in ("list double space", "list unicode space", "list bad total", "list semicolons", "list width"):
+        assert not fast(CORPUS[name]), name
+
+
+@pytest.mark.parametrize("format", ["csv", "path", "path_label", "path_start_total", "folder_total_label"])
+@pytest.mark.parametrize("name", ["plain", "list folder_total_label", "list path_label names", "list one column"])
+def test_an_explicit_format_reads_alike_both_ways(tmp_path, name, format):
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(CORPUS[name].encode())
+
+    def outcome(read):
+        try:
+            result = read(manifest, format=format)
+        except ManifestError as e:
+            return type(e), str(e)
+        return list(result.rows), result.label_names, result.format
+
+    assert outcome(read_manifest_table) == outcome(read_manifest)
 
 
 def two_sources(tmp_path) -> HybridVideoDataset:

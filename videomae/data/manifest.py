@@ -41,7 +41,7 @@ import io
 import os
 from collections.abc import Iterable, Sequence
 
-from videomae.data.manifest_fast import fast_csv_table
+from videomae.data.manifest_fast import fast_table
 from videomae.data.manifest_parse import parse_text
 from videomae.data.manifest_table import ManifestTable
 from videomae.data.manifest_types import (
@@ -127,18 +127,17 @@ def read_manifest_table(
     """:func:`read_manifest` into columns (a :class:`ManifestTable`, nothing per row): the same rows, labels and
     errors.
 
-    A CSV file whose every line is one record, without stray whitespace, is read with numpy (seconds for millions
-    of rows); any other file, and every file with a problem, goes through the line-by-line parser, which names the
-    line. Arguments, errors: as :func:`read_manifest`.
+    A file whose every line is one record, without stray whitespace (a CSV file, or a list with single spaces), is
+    read with numpy (seconds for millions of rows); any other file, and every file with a problem, goes through the
+    line-by-line parser, which names the line. Arguments, errors: as :func:`read_manifest`.
     """
     path = os.fspath(path)
     _check_format(format)
     names = read_label_map(label_map) if isinstance(label_map, (str, os.PathLike)) else label_map
-    if format in ("auto", "csv"):
-        root = os.fspath(data_root) if data_root is not None else None
-        table = fast_csv_table(path, format, list(names) if names is not None else None, root)
-        if table is not None:
-            return table
+    root = os.fspath(data_root) if data_root is not None else None
+    table = fast_table(path, format, list(names) if names is not None else None, root)
+    if table is not None:
+        return table
     return ManifestTable.from_manifest(
         read_manifest(path, data_root, format=format, label_map=names, max_errors=max_errors)
     )
