@@ -96,6 +96,7 @@ CORPUS = {
     "crlf + bom": "\ufeffpath,label\r\na.mp4,cat\r\nb.mp4,dog\r\n",
     "blank lines": "\npath,label\n\na.mp4,cat\n\n\nb.mp4,dog\n\n",
     "one column": "path\na.mp4\nb.mp4\n",
+    "quoted header": '"path","label"\n"a.mp4",cat\nb.mp4,dog\n',
     "odd numbers python accepts": "path,num_frames,start,fps\na.mp4,+12,0,1e1\nb.mp4,1_000,٣,.5\n",
     "padded fields": "path , label\n a.mp4 ,cat\nb.mp4,\u00a0dog\u00a0\n",
     "unicode edges": "path,label\nétoile.mp4,chat\nb.mp4,ñandú\n",
@@ -164,7 +165,15 @@ def test_fast_path_takes_clean_files_and_leaves_the_rest():
         finally:
             os.remove(path)
 
-    for name in ("plain", "no final newline", "crlf + bom", "blank lines", "one column", "unicode edges"):
+    for name in (
+        "plain",
+        "no final newline",
+        "crlf + bom",
+        "blank lines",
+        "one column",
+        "unicode edges",
+        "quoted header",
+    ):
         assert fast(CORPUS[name]), name
     for name in ("list path_start_total", "list rule on a later line", "list path_label names", "list unicode path"):
         assert fast(CORPUS[name]), name

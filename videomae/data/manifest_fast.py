@@ -1,18 +1,19 @@
-"""The fast path of :func:`~videomae.data.manifest.read_manifest_table`: a CSV manifest read with numpy.
+"""The fast path of :func:`~videomae.data.manifest.read_manifest_table`: a manifest read with numpy.
 
-It takes a file only when every line after the header is one record with the header's number of fields, no field
-has leading or trailing whitespace, and every value passes the line-by-line parser's own rules; then it gives the
-rows that parser would give. Everything else (list formats, blank lines, a record over several lines, a NUL byte,
-old Mac line endings, any invalid value) returns ``None`` and the caller reads the file line by line, which
-accepts what it can and names the line of every problem. So this module holds no rule of its own: values are
-checked by :func:`~videomae.data.manifest_parse.parse_value` and labels by
-:func:`~videomae.data.labels.resolve_labels`, each applied once per *distinct* value of the column; the conditions
-above only decide which files are simple enough to read in bulk.
+It takes a file only when every line is one record with the same number of fields (after a CSV header), no field
+has leading or trailing whitespace (lists: fields separated by single spaces), and every value passes the
+line-by-line parser's own rules; then it gives the rows that parser would give. Everything else (a record over
+several lines, a NUL byte, old Mac line endings, tabs in a list, any invalid value...) returns ``None`` and the
+caller reads the file line by line, which accepts what it can and names the line of every problem. So this module
+holds no rule of its own: values are checked by :func:`~videomae.data.manifest_parse.parse_value` /
+:func:`~videomae.data.manifest_parse.list_value`, labels by :func:`~videomae.data.labels.resolve_labels` and the
+three-column list rule by :func:`~videomae.data.manifest_parse.three_column_format`, each applied once per
+*distinct* value of a column; the conditions above only decide which files are simple enough to read in bulk.
 
-The work is a few passes of numpy over the file's bytes: line ends and commas are found with ``flatnonzero``, the
-commas of line ``i`` give its fields, and columns are gathered into the buffers of a
-:class:`~videomae.data.manifest_table.ManifestTable`. Lines that hold a quote are parsed one by one with :mod:`csv`
-(as the line-by-line parser does) and their fields appended to the buffer.
+The work is a few passes of numpy over the file's bytes: line ends and separators are found with ``flatnonzero``,
+the separators of line ``i`` give its fields, and columns are gathered into the buffers of a
+:class:`~videomae.data.manifest_table.ManifestTable`. CSV lines that hold a quote are parsed one by one with
+:mod:`csv` (as the line-by-line parser does) and their fields appended to the buffer.
 """
 
 from __future__ import annotations
@@ -196,6 +197,7 @@ def _fields(
     quoted = np.zeros(len(starts), bool)  # line j holds the positions starts[j] <= p < stops[j]
     if sep == _COMMA:
         quoted[np.searchsorted(stops, np.flatnonzero(buf == _QUOTE), side="right")] = True
+        quoted[:first_row] = False
     cuts = np.flatnonzero(buf == sep)
     line_of = np.searchsorted(stops, cuts, side="right")
     keep = ~quoted[line_of] & (line_of >= first_row)
