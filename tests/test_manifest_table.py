@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import random
 import sys
 
 import numpy as np
@@ -137,6 +138,15 @@ CORPUS = {
 }
 
 
+def outcome(read, manifest, *args, **kwargs) -> tuple:
+    """What ``read`` gives: the rows, class names and format, or the error's type and message."""
+    try:
+        result = read(manifest, *args, **kwargs)
+    except ManifestError as e:
+        return type(e), str(e)
+    return list(result.rows), result.label_names, result.format
+
+
 @pytest.mark.parametrize("name", list(CORPUS))
 def test_fast_path_and_line_by_line_parser_agree(tmp_path, name):
     manifest = tmp_path / "m.csv"
@@ -144,15 +154,8 @@ def test_fast_path_and_line_by_line_parser_agree(tmp_path, name):
     label_map = (
         ["cat", "dog"] if name in ("ids and label map", "label outside map", "list folder_total_label") else None
     )
-
-    def outcome(read):
-        try:
-            result = read(manifest, "/root", label_map=label_map)
-        except ManifestError as e:
-            return type(e), str(e)
-        return list(result.rows), result.label_names, result.format
-
-    assert outcome(read_manifest_table) == outcome(read_manifest)
+    expected = outcome(read_manifest, manifest, "/root", label_map=label_map)
+    assert outcome(read_manifest_table, manifest, "/root", label_map=label_map) == expected
 
 
 def test_fast_path_takes_clean_files_and_leaves_the_rest():
@@ -188,20 +191,12 @@ def test_fast_path_takes_clean_files_and_leaves_the_rest():
 def test_an_explicit_format_reads_alike_both_ways(tmp_path, name, format):
     manifest = tmp_path / "m.csv"
     manifest.write_bytes(CORPUS[name].encode())
-
-    def outcome(read):
-        try:
-            result = read(manifest, format=format)
-        except ManifestError as e:
-            return type(e), str(e)
-        return list(result.rows), result.label_names, result.format
-
-    assert outcome(read_manifest_table) == outcome(read_manifest)
+    assert outcome(read_manifest_table, manifest, format=format) == outcome(read_manifest, manifest, format=format)
 
 
 def two_sources(tmp_path) -> HybridVideoDataset:
     (tmp_path / "a.csv").write_text("path,label,num_frames\nx/1.mp4,dog,10\n/abs/2.mp4,cat,\n")
-    (tmp_path / "b.txt").write_text("v/3.mp4 1\nv/4.mp4 0\nv/5.mp4 1\n")  # a list file: the line-by-line path
+    (tmp_path / "b.txt").write_text("v/3.mp4 1\nv/4.mp4 0\nv/5.mp4 1\n")  # a list file
     return HybridVideoDataset(
         [SourceSpec(tmp_path / "a.csv", data_root="/data"), SourceSpec(tmp_path / "b.txt", label_map=["emu", "dog"])],
         num_frames=4,
@@ -308,3 +303,36 @@ def test_a_forked_worker_reading_every_row_does_not_grow(tmp_path):
 
     assert growth_of_a_forked_reader(read_every_object) > 10_000  # > 10 MB: copy-on-read of 100k row objects
     assert growth_of_a_forked_reader(read_every_row) < 2_000
+
+
+def random_manifest(rng: random.Random) -> str:
+    """A small CSV or list file of tricky fields (quotes, unicode, stray spaces, bad numbers), mostly well formed."""
+    tokens = ["a.mp4", "b c.mp4", '"q,uoted"', '"a""b"', "é.mp4", "1", "0", "-1", "7", "+3", "1_0", "cat", "dog", "",
+              " x", "x ", "1.5", "nan", "\u00a0y", 'z"z', "٣", "1e2", "Cat"]  # fmt: skip
+    if rng.random() < 0.6:
+        cols = rng.choice([["path", "label"], ["path", "num_frames", "label"], ["path", "start", "fps", "extra"],
+                           ["path", "text", "source"], ["Path", "duration", "width"], ["path"]])  # fmt: skip
+        lines = [",".join(cols)]
+        for _ in range(rng.randrange(1, 6)):
+            width = len(cols) if rng.random() < 0.9 else rng.randrange(1, 5)
+            lines.append(",".join(rng.choice(tokens) for _ in range(width)))
+    else:
+        columns, lines = rng.randrange(1, 4), []
+        for _ in range(rng.randrange(1, 6)):
+            width = columns if rng.random() < 0.9 else rng.randrange(1, 5)
+            sep = " " if rng.random() < 0.9 else rng.choice(["  ", "\t", "\u00a0"])
+            lines.append(sep.join(rng.choice(tokens).replace(",", "").replace(" ", "_") or "q" for _ in range(width)))
+    end = rng.choice(["\n", "\r\n", "\n"])
+    return rng.choice(["", "\ufeff"]) + end.join(lines) + rng.choice([end, "", end + end])
+
+
+def test_random_files_read_alike_both_ways(tmp_path):
+    rng, fast_files = random.Random(0), 0
+    manifest = tmp_path / "m.csv"
+    for _ in range(300):
+        manifest.write_bytes(random_manifest(rng).encode())
+        label_map = ["cat", "dog", "x"] if rng.random() < 0.2 else None
+        fast_files += fast_table(str(manifest), "auto", label_map, None) is not None
+        expected = outcome(read_manifest, manifest, "/root", label_map=label_map)
+        assert outcome(read_manifest_table, manifest, "/root", label_map=label_map) == expected, manifest.read_text()
+    assert fast_files > 30  # the fast path took a fair share of them
