@@ -33,7 +33,7 @@ from videomae.data.manifest_parse import (
     parse_value,
     three_column_format,
 )
-from videomae.data.manifest_table import FLOAT_COLUMNS, INT_COLUMNS, ManifestTable, StringColumn
+from videomae.data.manifest_table import FLOAT_COLUMNS, INT_COLUMNS, TEXT_COLUMNS, ManifestTable, StringColumn
 from videomae.data.manifest_types import ManifestError, ManifestRow
 
 __all__ = ["fast_table"]
@@ -46,7 +46,7 @@ _LIST_BREAKS[[_NEWLINE, _CR, _SPACE]] = False  # line endings (\r only in \r\n) 
 _UNICODE_SPACE = re.compile(r"[^\S\r\n ]")  # any other whitespace, as str.split() sees it
 _CHUNK = 1 << 16  # rows per gather step: bounds the temporary index arrays
 _MAX_VALUE_BYTES = 64  # value columns wider than this are left to the line-by-line parser
-_STANDARD = frozenset(("path", "source", "text") + INT_COLUMNS + FLOAT_COLUMNS)
+_STANDARD = frozenset(("path",) + TEXT_COLUMNS + INT_COLUMNS + FLOAT_COLUMNS)
 
 
 class _NotSimple(Exception):
@@ -103,7 +103,7 @@ def _csv_table(path: str, data: bytes, buf: np.ndarray, lines, header: list[str]
         paths=_paths(buf, *columns["path"]),
         lines=numbers_of_lines[1:],
         numbers=numbers,
-        texts={col: _gather(buf, *columns[col]) for col in ("source", "text") if col in columns},
+        texts={col: _gather(buf, *columns[col]) for col in TEXT_COLUMNS if col in columns},
         extra={col: _gather(buf, *span) for col, span in columns.items() if col not in _STANDARD},
         data_root=root,
     )

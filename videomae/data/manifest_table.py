@@ -1,14 +1,14 @@
 """Manifests held as columns: a few numpy arrays per manifest, nothing per row.
 
-A list of :class:`ManifestRow` objects costs over a kilobyte a row (1.65 GB for the 1.35 M clips of the VideoMAE V2
-hybrid), and a DataLoader worker that only reads the rows still copies every page they sit on, because reading an
-object writes its reference count (copy-on-read after ``fork``). A :class:`ManifestTable` keeps each column as one
-array: integers as ``int64`` with -1 for "absent" (every integer column is >= 0 when present), floats as
-``float64`` with NaN, strings as one UTF-8 ``bytes`` buffer plus ``int64`` offsets (:class:`StringColumn`).
+A list of :class:`ManifestRow` objects costs close to a kilobyte a row (1.2-1.65 GB for the 1.35 M clips of the
+VideoMAE V2 hybrid), and a DataLoader worker that only reads the rows still copies every page they sit on, because
+reading an object writes its reference count (copy-on-read after ``fork``). A :class:`ManifestTable` keeps each
+column as one array: integers as ``int64`` with -1 for "absent" (every integer column is >= 0 when present), floats
+as ``float64`` with NaN, strings as one UTF-8 ``bytes`` buffer plus ``int64`` offsets (:class:`StringColumn`).
 Reading row ``i`` slices those buffers and builds a short-lived :class:`ManifestRow`; nothing shared is written.
 
-:func:`~videomae.data.manifest.read_manifest_table` reads well-formed CSV files with numpy
-(:mod:`videomae.data.manifest_fast`) and any other file with the line-by-line parser of
+:func:`~videomae.data.manifest.read_manifest_table` reads well-formed files (CSV, or lists separated by single
+spaces) with numpy (:mod:`videomae.data.manifest_fast`) and any other file with the line-by-line parser of
 :func:`~videomae.data.manifest.read_manifest`, which also gives every error its line; both end in the same table.
 """
 
@@ -22,13 +22,14 @@ import numpy as np
 
 from videomae.data.manifest_types import Manifest, ManifestRow, join_data_root
 
-__all__ = ["FLOAT_COLUMNS", "INT_COLUMNS", "ManifestTable", "RowsView", "StringColumn"]
+__all__ = ["FLOAT_COLUMNS", "INT_COLUMNS", "TEXT_COLUMNS", "ManifestTable", "RowsView", "StringColumn"]
 
 INT_COLUMNS = ("start", "num_frames", "label", "width", "height")
 """Integer columns of a table (``int64``, -1: absent)."""
 FLOAT_COLUMNS = ("fps", "duration")
 """Float columns of a table (``float64``, NaN: absent)."""
-_TEXT_COLUMNS = ("source", "text")  # standard string columns: "" is absent (None in a row)
+TEXT_COLUMNS = ("source", "text")
+"""Standard string columns of a table (``""``: absent, ``None`` in a row)."""
 
 
 class StringColumn:
@@ -48,6 +49,7 @@ class StringColumn:
 
     @classmethod
     def from_strings(cls, strings: Iterable[str]) -> StringColumn:
+        """The column of ``strings``, in order."""
         encoded = [s.encode() for s in strings]
         offsets = np.zeros(len(encoded) + 1, np.int64)
         np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)), out=offsets[1:])
@@ -60,6 +62,7 @@ class StringColumn:
         return self.data[self.offsets[i] : self.offsets[i + 1]].decode()
 
     def nbytes(self) -> int:
+        """Bytes held: the buffer and the offsets."""
         return len(self.data) + self.offsets.nbytes
 
 
@@ -157,7 +160,7 @@ class ManifestTable:
                 numbers[col] = np.array([absent if v is None else v for v in values], dtype)
         texts = {
             col: StringColumn.from_strings(getattr(r, col) or "" for r in rows)
-            for col in _TEXT_COLUMNS
+            for col in TEXT_COLUMNS
             if any(getattr(r, col) for r in rows)
         }
         extra_columns = list(dict.fromkeys(k for r in rows for k in r.extra))
