@@ -221,6 +221,8 @@ def test_dataset_row_matches_the_parsed_rows(tmp_path):
     assert len(ds.rows) == len(ds) == 5 and ds.rows[-1].line == 3
     with pytest.raises(IndexError):
         ds.rows[5]
+    with pytest.raises(IndexError):
+        ds.row(-1)
 
 
 def test_pickled_dataset_stays_small(tmp_path):

@@ -188,6 +188,8 @@ class HybridVideoDataset(Dataset):
         """Row ``i``'s metadata, without opening its file: a fresh :class:`ManifestRow` with the path joined to its
         source's data root, the manifest file and line, and ``label`` in the dataset's label space (as
         ``labels[i]``; ``None`` when unlabelled)."""
+        if not 0 <= i < len(self.labels):
+            raise IndexError(f"row {i} out of range ({len(self.labels)} rows)")
         k = self._row_source[i]
         row = self._tables[k].row(i - self.source_offsets[k])
         row.label = int(self.labels[i]) if self.labels[i] >= 0 else None
