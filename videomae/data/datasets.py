@@ -85,6 +85,13 @@ class SourceSpec:
 class HybridVideoDataset(Dataset):
     """Clips from several manifests, each with its own root, weight / repeat, clip length, stride and template.
 
+    Rows are held as columns (:class:`~videomae.data.manifest_table.ManifestTable`, one per source): nothing per row
+    that DataLoader workers would copy by reading it; :meth:`row` gives one row's metadata.
+
+    Attributes:
+        labels: ``int64 [len]``: each row's class id in the dataset's label space (-1: unlabelled).
+        label_names: the class names (``None`` when labels are integer ids without names).
+
     Args:
         sources: the manifests (see :class:`SourceSpec`).
         num_frames: frames per clip (sources may override).
@@ -107,10 +114,6 @@ class HybridVideoDataset(Dataset):
             used as they are when no source names its classes.
         return_text: add the manifest's ``text`` (caption) to each sample.
         seed: seeds the choice of replacement clips.
-
-    Attributes:
-        labels: ``int64 [len]``: each row's class id in the dataset's label space (-1: unlabelled).
-        label_names: the class names (``None`` when labels are integer ids without names).
     """
 
     def __init__(
