@@ -44,7 +44,7 @@ def test_per_source_clip_settings_and_label_merge(tmp_path, media):
         input_size=32,
     )
     assert ds.label_names == ["cat", "dog", "emu"]
-    assert ds.labels == [0, 1, 1, 2]
+    assert ds.labels.tolist() == [0, 1, 1, 2]
     assert ds.source_sizes == [2, 2] and ds.source_weights == [2.0, 1.0]
     assert ds._clip_settings(3) == (4, 3, "img_{:05d}.jpg")
     unnamed = csv_manifest(tmp_path / "c.csv", [(media["h264"], 1)])
@@ -52,7 +52,7 @@ def test_per_source_clip_settings_and_label_merge(tmp_path, media):
         HybridVideoDataset([SourceSpec(a), SourceSpec(unnamed)], **SMALL_CLIP)
     # integer labels named by a label map merge by name (as Kinetics-400 lists with their label map)
     ds = HybridVideoDataset([SourceSpec(a), SourceSpec(unnamed, label_map=["yak", "emu"])], **SMALL_CLIP)
-    assert ds.label_names == ["cat", "dog", "emu", "yak"] and ds.labels == [0, 1, 2]
+    assert ds.label_names == ["cat", "dog", "emu", "yak"] and ds.labels.tolist() == [0, 1, 2]
 
 
 def test_multi_view_layout(tmp_path, media):

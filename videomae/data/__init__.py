@@ -13,8 +13,10 @@ _EXPORTS = {
         "Manifest",
         "ManifestError",
         "ManifestRow",
+        "ManifestTable",
         "read_label_map",
         "read_manifest",
+        "read_manifest_table",
         "write_manifest",
     ),
     "videomae.data.decoding": (

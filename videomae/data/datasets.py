@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -30,7 +30,9 @@ from torch.utils.data import Dataset
 from videomae.data.bad_samples import BadSampleLog
 from videomae.data.collate import collate_clips
 from videomae.data.decoding import DEFAULT_FRAME_TEMPLATE, DecodeError, open_reader, run_with_timeout
-from videomae.data.manifest import Manifest, ManifestRow, read_manifest
+from videomae.data.labels import merge_label_spaces
+from videomae.data.manifest import Manifest, ManifestRow, read_manifest_table
+from videomae.data.manifest_table import ManifestTable, RowsView
 from videomae.data.readers import ReaderError
 from videomae.data.sampling import sample_test_indices, sample_train_indices
 from videomae.data.transforms import EvalTransform, TrainTransform
@@ -82,6 +84,13 @@ class SourceSpec:
 
 class HybridVideoDataset(Dataset):
     """Clips from several manifests, each with its own root, weight / repeat, clip length, stride and template.
+
+    Rows are held as columns (:class:`~videomae.data.manifest_table.ManifestTable`, one per source): nothing per row
+    that DataLoader workers would copy by reading it; :meth:`row` gives one row's metadata.
+
+    Attributes:
+        labels: ``int64 [len]``: each row's class id in the dataset's label space (-1: unlabelled).
+        label_names: the class names (``None`` when labels are integer ids without names).
 
     Args:
         sources: the manifests (see :class:`SourceSpec`).
@@ -155,38 +164,51 @@ class HybridVideoDataset(Dataset):
         self.eval_transform = EvalTransform(input_size, short_side_size, test_num_crop)
         self.bad = BadSampleLog(run_dir, max_consecutive_failures)
 
-        manifests = [
-            s.manifest
+        # Rows live in columns (one ManifestTable per source): nothing per row that reading in a worker would copy.
+        self._tables = [
+            ManifestTable.from_manifest(s.manifest)
             if isinstance(s.manifest, Manifest)
-            else read_manifest(s.manifest, s.data_root, format=s.format, label_map=s.label_map)
+            else read_manifest_table(s.manifest, s.data_root, format=s.format, label_map=s.label_map)
             for s in self.sources
         ]
-        self.label_names, remaps = _merge_labels(manifests, label_names)
-        self.rows: list[ManifestRow] = []
-        self.labels: list[int] = []
-        self.source_sizes: list[int] = []
-        self._row_source: list[int] = []
-        for k, (manifest, remap) in enumerate(zip(manifests, remaps)):
-            self.rows += manifest.rows
-            self.labels += [
-                -1 if r.label is None else (remap[r.label] if remap is not None else r.label) for r in manifest.rows
-            ]
-            self.source_sizes.append(len(manifest.rows))
-            self._row_source += [k] * len(manifest.rows)
+        # a Manifest given in code is kept as its table only, so its row objects can be freed
+        self.sources = [
+            replace(s, manifest=t.path) if isinstance(s.manifest, Manifest) else s
+            for s, t in zip(self.sources, self._tables)
+        ]
+        self.label_names, self.labels = merge_label_spaces(self._tables, label_names)
+        self.source_sizes = [len(t) for t in self._tables]
         self.source_offsets = np.cumsum([0] + self.source_sizes[:-1]).tolist()
+        self._row_source = np.repeat(np.arange(len(self._tables), dtype=np.int32), self.source_sizes)
         self.source_weights = [s.weight for s in self.sources]
         self.source_repeats = [s.repeat for s in self.sources]
         self._known_bad: set[int] = set()
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.labels)
+
+    def row(self, i: int) -> ManifestRow:
+        """Row ``i``'s metadata, without opening its file: a fresh :class:`ManifestRow` with the path joined to its
+        source's data root, the manifest file and line, and ``label`` in the dataset's label space (as
+        ``labels[i]``; ``None`` when unlabelled)."""
+        if not 0 <= i < len(self.labels):
+            raise IndexError(f"row {i} out of range ({len(self.labels)} rows)")
+        k = self._row_source[i]
+        row = self._tables[k].row(i - self.source_offsets[k])
+        row.label = int(self.labels[i]) if self.labels[i] >= 0 else None
+        return row
+
+    @property
+    def rows(self) -> RowsView:
+        """All rows as a sequence of :meth:`row` (made on access; nothing is stored per row)."""
+        return RowsView(self.row, len(self))
 
     @property
     def num_classes(self) -> int:
         """Classes in the label space (0 when nothing is labelled)."""
         if self.label_names is not None:
             return len(self.label_names)
-        return max(self.labels, default=-1) + 1
+        return int(self.labels.max(initial=-1)) + 1
 
     def __getitem__(self, index: int) -> dict:
         i, failed = index, []
@@ -220,7 +242,7 @@ class HybridVideoDataset(Dataset):
         return self._transform(self._load(index))
 
     def _sample(self, i: int, video: torch.Tensor, valid: bool) -> dict:
-        sample = {"video": video, "label": self.labels[i], "index": i}
+        sample = {"video": video, "label": int(self.labels[i]), "index": i}
         if not self.train:
             sample["valid"] = valid
         if self.return_text:
@@ -306,35 +328,6 @@ class VideoClipDataset(HybridVideoDataset):
         **kwargs,
     ):
         super().__init__([SourceSpec(manifest, data_root=data_root, format=format)], **kwargs)
-
-
-def _merge_labels(
-    manifests: Sequence[Manifest], label_names: Sequence[str] | None
-) -> tuple[list[str] | None, list[list[int] | None]]:
-    """One label space for all sources: by class name when sources name their classes (as Kinetics-710 merges
-    400/600/700), else the integer labels as they are. Returns the names and, per source, old id -> new id."""
-    labelled = [m for m in manifests if any(r.label is not None for r in m.rows)]
-    named = [m for m in labelled if m.label_names is not None]
-    if not named and label_names is None:
-        return None, [None] * len(manifests)
-    if len(named) != len(labelled):
-        unnamed = [m.path for m in labelled if m.label_names is None]
-        raise ValueError(
-            f"cannot merge labels: {unnamed} have integer labels without class names while other "
-            "sources name their classes; give those manifests class-name labels or a label map"
-        )
-    names = list(label_names) if label_names is not None else sorted({n for m in named for n in m.label_names})
-    index = {n: i for i, n in enumerate(names)}
-    remaps: list[list[int] | None] = []
-    for m in manifests:
-        if m.label_names is None:
-            remaps.append(None)
-            continue
-        missing = [n for n in m.label_names if n not in index]
-        if missing:
-            raise ValueError(f"{m.path}: classes {missing[:10]} are not in the given label_names")
-        remaps.append([index[n] for n in m.label_names])
-    return names, remaps
 
 
 def decode_clips(

@@ -11,10 +11,24 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from videomae.data.manifest_types import ManifestRow
 
-__all__ = ["LABEL_RULE", "label_kind", "label_rule_violation", "normalize_class_name", "resolve_labels"]
+if TYPE_CHECKING:
+    from videomae.data.manifest_table import ManifestTable
+
+__all__ = [
+    "LABEL_RULE",
+    "label_kind",
+    "label_rule_violation",
+    "merge_label_spaces",
+    "normalize_class_name",
+    "resolve_labels",
+]
 
 LABEL_RULE = "a manifest's labels are all integer class ids (0, 1, ...) or all class names"
 _ID = re.compile(r"-?[0-9]+")
@@ -122,3 +136,46 @@ def resolve_labels(
         else:
             r.label = index[str(r.label)]
     return rows, names
+
+
+def merge_label_spaces(
+    manifests: Sequence[ManifestTable], label_names: Sequence[str] | None
+) -> tuple[list[str] | None, np.ndarray]:
+    """One label space for several manifests: by class name when they name their classes (as Kinetics-710 merges
+    400/600/700), else the integer labels as they are.
+
+    Args:
+        manifests: the sources, in order.
+        label_names: a fixed class list (default: the sorted union of the sources' class names).
+
+    Returns:
+        The class names (``None``: integer labels without names) and every row's id in that space, concatenated
+        over the sources (``int64``, -1 for unlabelled rows).
+
+    Raises:
+        ValueError: some sources name their classes and others have bare integer labels, or a source has classes
+            that ``label_names`` lacks.
+    """
+    labelled = [m for m in manifests if (m.labels >= 0).any()]
+    named = [m for m in labelled if m.label_names is not None]
+    if not named and label_names is None:
+        return None, np.concatenate([m.labels for m in manifests])
+    if len(named) != len(labelled):
+        unnamed = [m.path for m in labelled if m.label_names is None]
+        raise ValueError(
+            f"cannot merge labels: {unnamed} have integer labels without class names while other "
+            "sources name their classes; give those manifests class-name labels or a label map"
+        )
+    names = list(label_names) if label_names is not None else sorted({n for m in named for n in m.label_names})
+    index = {n: i for i, n in enumerate(names)}
+    merged = []
+    for m in manifests:
+        labels = m.labels
+        if m.label_names:  # old id -> new id, unlabelled rows stay -1
+            missing = [n for n in m.label_names if n not in index]
+            if missing:
+                raise ValueError(f"{m.path}: classes {missing[:10]} are not in the given label_names")
+            remap = np.array([index[n] for n in m.label_names], np.int64)
+            labels = np.where(labels >= 0, remap[np.maximum(labels, 0)], -1)
+        merged.append(labels)
+    return names, np.concatenate(merged)

@@ -14,7 +14,17 @@ from videomae.data.labels import resolve_labels
 from videomae.data.manifest_lines import clean_lines, csv_records, line_content, multiline_quote, split_lines
 from videomae.data.manifest_types import CSV_COLUMNS, LIST_FORMATS, ManifestError, ManifestFormatError, ManifestRow
 
-__all__ = ["detect_format", "parse_csv", "parse_list", "parse_text"]
+__all__ = [
+    "LIST_FIELDS",
+    "check_header",
+    "detect_format",
+    "list_value",
+    "parse_csv",
+    "parse_list",
+    "parse_text",
+    "parse_value",
+    "three_column_format",
+]
 
 _INT_COLUMNS = {"start": 0, "num_frames": 1, "width": 1, "height": 1}  # column -> smallest allowed value
 _FLOAT_COLUMNS = ("fps", "duration")
@@ -83,9 +93,7 @@ def detect_format(path: str, contents: list[str]) -> str:
         return "path_label"
     if width == 3:
         cols = [ln.split() for _, ln in lines]
-        if any(c[2] == "-1" for c in cols) or all(c[1] in ("0", "1") for c in cols):
-            return "path_start_total"
-        return "folder_total_label"
+        return three_column_format({c[1] for c in cols}, {c[2] for c in cols})
     raise ManifestFormatError(
         path,
         [
@@ -96,6 +104,11 @@ def detect_format(path: str, contents: list[str]) -> str:
             )
         ],
     )
+
+
+def three_column_format(seconds: set[str], thirds: set[str]) -> str:
+    """The rule for three-column lists, from the values of their second and third columns."""
+    return "path_start_total" if "-1" in thirds or seconds <= {"0", "1"} else "folder_total_label"
 
 
 def _refuse_other_separators(path: str, lines: list[tuple[int, str]]) -> None:
@@ -142,7 +155,7 @@ def parse_csv(path: str, contents: list[str]) -> tuple[list[ManifestRow], list[t
             continue
         if header is None:
             header, header_line = [f.strip().lower() for f in fields], line
-            problems = _check_header(header)
+            problems = check_header(header)
             if problems:
                 raise ManifestFormatError(path, [(line, p) for p in problems])
             continue
@@ -168,15 +181,8 @@ def parse_csv(path: str, contents: list[str]) -> tuple[list[ManifestRow], list[t
             errors.append((line, "empty path"))
         for col in CSV_COLUMNS[1:]:
             raw = values.pop(col, "")
-            if raw == "":
-                continue
-            if col in _INT_COLUMNS:
-                value = _parse_int(raw, col, _INT_COLUMNS[col], line, errors)
-            elif col in _FLOAT_COLUMNS:
-                value = _parse_float(raw, col, line, errors)
-            else:
-                value = raw
-            setattr(row, col, value)
+            if raw != "":
+                setattr(row, col, parse_value(col, raw, line, errors))
         row.extra = values
         rows.append(row)
     early = [e for e in errors if header is None or e[0] <= header_line]
@@ -185,7 +191,18 @@ def parse_csv(path: str, contents: list[str]) -> tuple[list[ManifestRow], list[t
     return rows, errors
 
 
-def _check_header(header: list[str]) -> list[str]:
+def parse_value(col: str, raw: str, line: int, errors: list[tuple[int, str]]) -> int | float | str | None:
+    """A standard column's non-empty, stripped CSV field as its type (``label`` stays the raw string, resolved by
+    :func:`~videomae.data.labels.resolve_labels`); a refused value appends ``(line, reason)`` and gives ``None``."""
+    if col in _INT_COLUMNS:
+        return _parse_int(raw, col, _INT_COLUMNS[col], line, errors)
+    if col in _FLOAT_COLUMNS:
+        return _parse_float(raw, col, line, errors)
+    return raw
+
+
+def check_header(header: list[str]) -> list[str]:
+    """The problems of a CSV header (lower-cased, stripped names); empty when it is usable."""
     problems = []
     if "path" not in header:
         other = next((name for sep, name in _OTHER_SEPARATORS if sep and any(sep in c for c in header)), None)
@@ -208,28 +225,43 @@ def _check_header(header: list[str]) -> list[str]:
     return problems
 
 
+LIST_FIELDS = {
+    "path": ("path",),
+    "path_label": ("path", "label"),
+    "path_start_total": ("path", "start", "total"),
+    "folder_total_label": ("path", "total", "label"),
+}
+"""The fields of each list format, in line order."""
+
+
+def list_value(format: str, field: str, raw: str, line: int, errors: list[tuple[int, str]]) -> tuple[str, object]:
+    """A list-format field as ``(ManifestRow attribute, value)``; ``label`` stays the raw string (resolved by
+    :func:`~videomae.data.labels.resolve_labels`); a refused value appends ``(line, reason)`` and gives ``None``."""
+    if field == "start":
+        return "start", _parse_int(raw, "start", 0, line, errors)
+    if field == "total":
+        if format == "path_start_total" and raw == "-1":  # -1: the whole video
+            return "num_frames", None
+        return "num_frames", _parse_int(raw, "total", 1, line, errors)
+    return field, raw
+
+
 def parse_list(path: str, contents: list[str], format: str) -> tuple[list[ManifestRow], list[tuple[int, str]]]:
     """Rows of one of the original space-separated list formats."""
-    width = {"path": 1, "path_label": 2, "path_start_total": 3, "folder_total_label": 3}[format]
+    fields_of = LIST_FIELDS[format]
     errors: list[tuple[int, str]] = []
     rows: list[ManifestRow] = []
     for line, ln in enumerate(contents, 1):
         fields = ln.split()
         if not fields:
             continue
-        if len(fields) != width:
-            errors.append((line, f"{len(fields)} columns, format {format!r} has {width}"))
+        if len(fields) != len(fields_of):
+            errors.append((line, f"{len(fields)} columns, format {format!r} has {len(fields_of)}"))
             continue
         row = ManifestRow(path=fields[0], line=line)
-        if format == "path_label":
-            row.label = fields[1]  # type: ignore[assignment]  # resolved in resolve_labels
-        elif format == "path_start_total":
-            row.start = _parse_int(fields[1], "start", 0, line, errors)
-            if fields[2] != "-1":
-                row.num_frames = _parse_int(fields[2], "total", 1, line, errors)
-        elif format == "folder_total_label":
-            row.num_frames = _parse_int(fields[1], "total", 1, line, errors)
-            row.label = fields[2]  # type: ignore[assignment]
+        for name, raw in zip(fields_of[1:], fields[1:]):
+            attr, value = list_value(format, name, raw, line, errors)
+            setattr(row, attr, value)
         rows.append(row)
     return rows, errors
 

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["CSV_COLUMNS", "LIST_FORMATS", "Manifest", "ManifestError", "ManifestFormatError", "ManifestRow"]
+__all__ = [
+    "CSV_COLUMNS",
+    "LIST_FORMATS",
+    "Manifest",
+    "ManifestError",
+    "ManifestFormatError",
+    "ManifestRow",
+    "join_data_root",
+]
 
 CSV_COLUMNS = ("path", "start", "num_frames", "label", "source", "text", "fps", "width", "height", "duration")
 LIST_FORMATS = ("path", "path_label", "path_start_total", "folder_total_label")
+
+
+def join_data_root(root: str | None, path: str) -> str:
+    """A manifest path as the dataset opens it: relative paths joined to ``data_root`` (when it is set)."""
+    return os.path.join(root, path) if root and not os.path.isabs(path) else path
 
 
 class ManifestError(ValueError):

@@ -27,6 +27,8 @@ from torch.utils.data import Dataset, Sampler
 
 __all__ = ["WeightedDistributedSampler", "source_quotas"]
 
+_CHUNK = 4096
+
 
 def source_quotas(
     sizes: list[int], weights: list[float], repeats: list[float | None], num_samples: int | None = None
@@ -100,6 +102,10 @@ class WeightedDistributedSampler(Sampler[int]):
 
     def global_indices(self) -> list[int]:
         """This epoch's full list of draws over all ranks (before sharding)."""
+        return self._global_draws().tolist()
+
+    def _global_draws(self) -> torch.Tensor:
+        """:meth:`global_indices` as an ``int64`` tensor (8 bytes a draw, not a Python int each)."""
         g = self._generator()
         draws = []
         for size, offset, quota in zip(self.sizes, self.offsets, self.quotas):
@@ -114,23 +120,24 @@ class WeightedDistributedSampler(Sampler[int]):
         flat = torch.cat(draws)
         if self.shuffle:
             flat = flat[torch.randperm(len(flat), generator=g)]
-        return flat.tolist()
+        return flat
 
-    def _rank_indices(self, offset: int) -> list[int]:
-        rest = self.global_indices()[offset:]
+    def _rank_indices(self, offset: int) -> torch.Tensor:
+        rest = self._global_draws()[offset:]
         if self.drop_last:
             rest = rest[: len(rest) - len(rest) % self.num_replicas]
-        elif rest and len(rest) % self.num_replicas:
+        elif len(rest) and len(rest) % self.num_replicas:
             pad = self.num_replicas - len(rest) % self.num_replicas
-            rest += (rest * (pad // len(rest) + 1))[:pad]
+            rest = torch.cat([rest, rest.repeat(pad // len(rest) + 1)[:pad]])
         return rest[self.rank :: self.num_replicas]
 
     def __iter__(self) -> Iterator[int]:
         self._iter_offset, self._offset = self._offset, 0
         self._yielded = 0
-        for i in self._rank_indices(self._iter_offset):
-            self._yielded += 1
-            yield i
+        for chunk in self._rank_indices(self._iter_offset).split(_CHUNK):  # Python ints made a chunk at a time
+            for i in chunk.tolist():
+                self._yielded += 1
+                yield i
 
     def __len__(self) -> int:
         rest = max(self.total - max(self._offset, self._iter_offset), 0)

@@ -99,5 +99,5 @@ def predict_videos(
         result = accumulator.compute()
         scores = dict(zip(result.indices.tolist(), result.scores))
     return [
-        VideoPrediction(i, row.path, scores.get(i), views if i in scores else 0) for i, row in enumerate(dataset.rows)
+        VideoPrediction(i, dataset.row(i).path, scores.get(i), views if i in scores else 0) for i in range(len(dataset))
     ]

@@ -170,10 +170,10 @@ def decode_sample(dataset: Any, count: int, rank: int, world: int) -> list[Manif
     quotas = source_quotas(dataset.source_sizes, dataset.source_weights, dataset.source_repeats)
     samples = []
     for k, (size, offset) in enumerate(zip(dataset.source_sizes, dataset.source_offsets)):
-        name = dataset.rows[offset].manifest if size else str(dataset.sources[k].manifest)
+        name = dataset.row(offset).manifest if size else str(dataset.sources[k].manifest)
         sample = ManifestSample(name, quotas[k] / max(sum(quotas), 1))
         for j in sample_positions(size, count, rank, world):
-            row, start = dataset.rows[offset + j], time.perf_counter()
+            row, start = dataset.row(offset + j), time.perf_counter()
             sample.rows += 1
             try:
                 video = dataset.load_clip(offset + j)  # (C, T, H, W) or (S, C, T, H, W)
