@@ -82,7 +82,7 @@ class BadSampleMeter:
 
     def _message(self) -> str:
         seen = dict.fromkeys(i for rows in dist.all_gather_objects(self.first_rows) for i in rows)
-        named = [self.dataset.rows[i] for i in list(seen)[:_NAMED]]
+        named = [self.dataset.row(i) for i in list(seen)[:_NAMED]]
         where = f"; every bad row is listed in {self.run_dir}/{BAD_SAMPLES_FILE}" if self.run_dir is not None else ""
         return (
             f"{self._window_bad} of the last {self._window_loads} clip loads failed "

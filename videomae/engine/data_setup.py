@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,6 +126,7 @@ class TrainLoader:
         self, dataset: Any, sampler: WeightedDistributedSampler, cfg: DataConfig, batch_size: int, seed: int, rank: int
     ) -> None:
         self.positions = _EpochPositions(sampler)
+        self.started = False
         workers = cfg.num_workers
         self.loader = DataLoader(
             SeededSamples(dataset, seed, rank),
@@ -142,4 +144,10 @@ class TrainLoader:
         """The batches of the rest of the sampler's current epoch (set it first), after the ``start_batch`` this
         rank already consumed."""
         self.positions.start = start_batch * self.loader.batch_size
+        if self.loader.num_workers > 0 and not self.started:
+            # The workers fork at the first iteration: objects that exist then are never collected in them, so the
+            # collector's bookkeeping writes do not copy the parent's pages into every worker (copy-on-read).
+            gc.collect()
+            gc.freeze()
+        self.started = True
         return iter(self.loader)

@@ -72,7 +72,7 @@ def build_labelled_dataset(
         "data.manifests", cfg.manifests, cfg, label_names, num_sample=cfg.num_sample, train=True,
         hflip_prob=cfg.hflip_prob, run_dir=output_dir, seed=seed, **augment,
     )  # fmt: skip
-    if not any(label >= 0 for label in dataset.labels):
+    if not (dataset.labels >= 0).any():
         raise ConfigError("data.manifests: no row has a label; supervised training needs a label column")
     return dataset
 
