@@ -13,7 +13,7 @@ from videomae.objectives import (
     masked_input_pixels,
     patch_pixel_targets,
     patchify,
-    predictions_to_pixels,
+    target_space_reconstruction,
     unpatchify,
 )
 
@@ -112,11 +112,12 @@ def test_perfect_prediction_reconstructs_the_input(tiny_pixels: torch.Tensor) ->
     kept = ~decode_mask
     perfect = patch_pixel_targets(videos, 2, 2)[kept].reshape(2, 4, 24)
     assert MaskedPixelLoss(2, 2)(perfect, videos, mask, decode_mask).item() == pytest.approx(0.0, abs=1e-10)
-    picture = predictions_to_pixels(perfect, videos, mask, decode_mask, 2, 2)
-    shown = patchify(picture, 2, 2)
+    target, shown, scored = target_space_reconstruction(perfect, videos, mask, decode_mask, 2, 2)
+    shown, target = patchify(shown, 2, 2), patchify(target, 2, 2)
+    known = kept | ~mask  # predicted or visible tokens show the target; the rest flat (0: grey)
+    assert torch.allclose(shown[known], target[known], atol=1e-6)
+    assert torch.all(shown[~known] == 0)
+    assert torch.equal(scored, kept & mask)
     original = patchify(tiny_pixels, 2, 2)
-    known = kept | ~mask  # predicted or visible tokens show the truth; the rest is grey
-    assert torch.allclose(shown[known], original[known], atol=1e-4)
-    assert torch.all(shown[~known] == 0.5)
     masked = patchify(masked_input_pixels(videos, mask, 2, 2), 2, 2)
     assert torch.all(masked[mask] == 0.5) and torch.allclose(masked[~mask], original[~mask], atol=1e-6)
