@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_GRID
+from helpers import TINY_GRID, imagenet_normalise
 from PIL import Image
 from run_helpers import PRETRAIN_DEMO_YAML
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -34,12 +34,6 @@ from videomae.objectives import (
     target_space_reconstruction,
     unpatchify,
 )
-
-
-def _normalise(pixels: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1, 1)
-    std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1, 1)
-    return (pixels - mean) / std
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +74,7 @@ def test_an_untrained_model_is_not_closer_than_the_baseline(demo_clips, seed):
 def test_a_decoder_predicting_the_target_beats_the_baseline_by_hand(normalize):
     pixels = torch.rand(2, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0))  # grid (2, 2, 2) of 4 px patches
     pixels[1, :, :2, :4, :4] = 0.25  # a flat hidden patch: its normalised target is 0
-    videos = _normalise(pixels)
+    videos = imagenet_normalise(pixels)
     mask = torch.tensor([[1, 0, 1, 1] * 2, [1, 1, 0, 1] * 2], dtype=torch.bool)  # tube masks, 3 of 4 hidden
     errors = reconstruction_errors(_truth(videos, mask, normalize, 4), videos, mask, None, 4, 2, normalize)
     assert errors["recon_mse"] == pytest.approx(0.0, abs=1e-10)
