@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Pretrain a video ViT with VideoMAE V2 dual masking on DeepSpeed.
 
     deepspeed [--num_gpus N] launch/pretrain.py --config launch/configs/pretrain/demo.yaml [key=value ...]
@@ -19,7 +20,7 @@ from videomae.launching import launcher
 def main(argv: list[str] | None = None) -> int:
     return launcher.main(
         argv, script="pretrain.py", doc=__doc__, config_help="YAML config file (launch/configs/pretrain/*.yaml)",
-        load=load_config, train="videomae.engine.trainer:run_pretraining",
+        load=load_config, train="videomae.methods.pretrain:run_pretraining",
     )  # fmt: skip
 
 

@@ -21,10 +21,10 @@ from videomae.data.datasets import decode_clips
 from videomae.data.manifest import ManifestRow
 from videomae.data.sampling import sample_test_indices
 from videomae.data.transforms import EvalTransform
-from videomae.engine import pictures as engine_pictures
 from videomae.engine.logging_utils import MetricsWriter, Picture
 from videomae.evaluation.pictures import LABEL_WIDTH, reconstruction_grid, row_labels
 from videomae.masking import tube_mask
+from videomae.methods import pictures as method_pictures
 from videomae.models import create_model
 from videomae.objectives import (
     neighbour_mean,
@@ -174,7 +174,7 @@ def test_a_picture_step_goes_to_metrics_jsonl_and_tensorboard(tmp_path, monkeypa
 
     model = create_model("pretrain_videomae_tiny_patch16_224", **TINY_GRID)  # grid (2, 4, 4)
     clips = [torch.randn(3, 4, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
-    pictures = engine_pictures.ReconstructionPictures(clips, model, MaskConfig(ratio=0.75), tmp_path / "pictures")
+    pictures = method_pictures.ReconstructionPictures(clips, model, MaskConfig(ratio=0.75), tmp_path / "pictures")
     figures = pictures.save(_StubEngine(8, 2), 8)
     assert set(figures) == {"recon_mse", "recon_baseline_mse", "recon_picture"}
     assert figures["recon_mse"] == 0.0 and 0.9 < figures["recon_baseline_mse"] < 1.0  # (n - 1) / n, n = 128
@@ -194,7 +194,7 @@ def test_a_picture_step_goes_to_metrics_jsonl_and_tensorboard(tmp_path, monkeypa
     (image,) = events.Images("pictures/recon_picture")
     assert (image.step, image.width, image.height) == (8, on_disk.shape[1], on_disk.shape[0])
     # Another rank: the same figures (the same control flow on every rank), no picture drawn.
-    monkeypatch.setattr(engine_pictures.dist, "is_main", lambda: False)
+    monkeypatch.setattr(method_pictures.dist, "is_main", lambda: False)
     other = pictures.save(_StubEngine(8, 2), 16)
     assert other == {"recon_mse": 0.0, "recon_baseline_mse": figures["recon_baseline_mse"]}
     assert not (tmp_path / "pictures/step_00000016.png").exists()
