@@ -94,3 +94,13 @@ def write_zero0_run(root: Path, model: torch.nn.Module, config_model: dict, step
     torch.save(state, folder / "mp_rank_00_model_states.pt")
     (folder / "COMMITTED").write_text(json.dumps({"step": step, "world_size": 1, "zero_stage": 0}))
     return root
+
+
+def imagenet_normalise(pixels: torch.Tensor) -> torch.Tensor:
+    """0..1 pixels ``[B, 3, T, H, W]`` normalised as the models take them (ImageNet mean and std, from timm)."""
+    import torch
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1, 1)
+    return (pixels - mean) / std

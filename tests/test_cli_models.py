@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from videomae.cli import main
 from videomae.data.decoding import read_frames
 from videomae.data.sampling import sample_test_indices
 from videomae.data.transforms import EvalTransform
+from videomae.evaluation.pictures import LABEL_WIDTH
 from videomae.inference import load_inference_model, predict_videos
 from videomae.models import create_model
 
@@ -73,13 +75,19 @@ def test_visualize_writes_a_picture_whose_first_row_is_the_clip(exports, media, 
     out = tmp_path / "pictures" / "recon.png"
     assert main(["visualize", str(exports["pretrain"]), str(media["h264"]), str(out), "--sampling-rate", "3"]) == 0
     image = np.asarray(Image.open(out))
-    assert image.shape == (3 * 32, 4 * 32, 3)  # rows: original, masked, reconstruction; 4 frames of 32 px
+    # rows: original, visible input, normalised target, reconstruction and error; labels, then 4 frames of 32 px
+    assert image.shape == (5 * 32, LABEL_WIDTH + 4 * 32, 3)
     clip = sample_test_indices(64, 4, 3)[0]  # the centred clip; its 4 frames are all shown
     original = EvalTransform(32).crops(read_frames(media["h264"], clip))[0]  # (T, C, 32, 32) uint8
     expected = original.permute(2, 0, 3, 1).reshape(32, 4 * 32, 3).numpy()  # frames side by side
-    assert np.abs(image[:32].astype(int) - expected.astype(int)).max() <= 1
-    grey = (image[32:64] == 128).all(axis=-1).mean()  # hidden tubes are drawn grey: 14 of the 16 (90%, rounded)
+    assert np.abs(image[:32, LABEL_WIDTH:].astype(int) - expected.astype(int)).max() <= 1
+    grey = (image[32:64, LABEL_WIDTH:] == 128).all(axis=-1).mean()  # hidden tubes are grey: 14 of 16 (90%, rounded)
     assert 14 / 16 - 0.02 <= grey <= 14 / 16 + 0.02
+    printed = capsys.readouterr().out
+    assert "original | visible input | reconstruction | error" in printed
+    recon, baseline = map(float, re.search(r"reconstruction ([\d.]+), baseline ([\d.]+)", printed).groups())
+    assert 0.5 < baseline <= 127 / 128 + 1e-4  # a flat patch (0 in normalised space): the target's variance
+    assert recon > baseline  # random weights: no better than the baseline
     assert main(["visualize", str(exports["classifier"]), str(media["h264"]), str(out)]) == 2
     assert "needs a pretraining checkpoint" in capsys.readouterr().err
 

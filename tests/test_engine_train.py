@@ -42,12 +42,15 @@ def test_deepspeed_launcher_zero3_bf16_two_processes_loss_goes_down(demo, tmp_pa
     params = {k for k in reference if not k.endswith("pos_embed")}  # fixed sinusoid tables are buffers
     assert params <= set(weights)
     assert all(weights[k].dtype == torch.float32 and weights[k].shape == reference[k].shape for k in params)
-    # Pictures: 2 clips x 3 rows (original, masked, reconstruction) of 32 px, 4 frames wide.
+    # Pictures: 2 clips x 5 labelled rows (original, visible input, normalised target, reconstruction, error) of
+    # 32 px, 4 frames wide.
     from PIL import Image
+
+    from videomae.evaluation.pictures import LABEL_WIDTH
 
     pictures = sorted((out / "pictures").glob("*.png"))
     assert [p.name for p in pictures] == ["step_00000000.png", "step_00000008.png", "step_00000016.png"]
-    assert Image.open(pictures[-1]).size == (4 * 32, 2 * 3 * 32)
+    assert Image.open(pictures[-1]).size == (LABEL_WIDTH + 4 * 32, 2 * 5 * 32)
     saved = load_config(out / "config.yaml")
     assert saved == cfg
 

@@ -6,22 +6,16 @@ import statistics
 
 import pytest
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from helpers import imagenet_normalise
 
 from videomae.objectives import (
     MaskedPixelLoss,
     masked_input_pixels,
     patch_pixel_targets,
     patchify,
-    predictions_to_pixels,
+    target_space_reconstruction,
     unpatchify,
 )
-
-
-def _normalise(pixels: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1, 1)
-    std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1, 1)
-    return (pixels - mean) / std
 
 
 def _hand_targets(pixels: torch.Tensor, patch: int, tubelet: int, normalize: bool) -> list[list[list[float]]]:
@@ -65,7 +59,7 @@ def test_patchify_layout_and_round_trip(tiny_pixels: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("normalize", [True, False])
 def test_targets_equal_hand_computation(tiny_pixels: torch.Tensor, normalize: bool) -> None:
-    targets = patch_pixel_targets(_normalise(tiny_pixels), patch_size=2, tubelet_size=2, normalize=normalize)
+    targets = patch_pixel_targets(imagenet_normalise(tiny_pixels), patch_size=2, tubelet_size=2, normalize=normalize)
     expected = torch.tensor(_hand_targets(tiny_pixels, 2, 2, normalize))
     assert torch.allclose(targets, expected, atol=1e-4)
 
@@ -73,7 +67,7 @@ def test_targets_equal_hand_computation(tiny_pixels: torch.Tensor, normalize: bo
 def test_loss_without_decoder_mask_is_mse_on_hidden_tokens(tiny_pixels: torch.Tensor) -> None:
     mask = torch.tensor([[1, 0, 1, 0, 1, 0, 1, 0], [0, 1, 1, 0, 0, 1, 1, 0]], dtype=torch.bool)
     pred = torch.randn(2, 4, 24, generator=torch.Generator().manual_seed(1))
-    loss = MaskedPixelLoss(patch_size=2, tubelet_size=2)(pred, _normalise(tiny_pixels), mask)
+    loss = MaskedPixelLoss(patch_size=2, tubelet_size=2)(pred, imagenet_normalise(tiny_pixels), mask)
     targets = _hand_targets(tiny_pixels, 2, 2, True)
     squared = []
     for b in range(2):
@@ -87,7 +81,7 @@ def test_dual_masking_loss_counts_only_hidden_and_kept_tokens(tiny_pixels: torch
     mask = torch.tensor([[1, 1, 1, 0, 1, 1, 1, 0], [1, 1, 0, 1, 1, 1, 1, 0]], dtype=torch.bool)
     decode_mask = torch.tensor([[0, 1, 1, 0, 1, 0, 0, 1], [1, 0, 0, 1, 0, 1, 1, 0]], dtype=torch.bool)
     pred = torch.randn(2, 4, 24, generator=torch.Generator().manual_seed(2))
-    loss = MaskedPixelLoss(patch_size=2, tubelet_size=2)(pred, _normalise(tiny_pixels), mask, decode_mask)
+    loss = MaskedPixelLoss(patch_size=2, tubelet_size=2)(pred, imagenet_normalise(tiny_pixels), mask, decode_mask)
     targets = _hand_targets(tiny_pixels, 2, 2, True)
     squared = []
     for b in range(2):
@@ -102,21 +96,22 @@ def test_loss_refuses_predictions_of_the_wrong_token_count(tiny_pixels: torch.Te
     mask = torch.zeros(2, 8, dtype=torch.bool)
     mask[:, :4] = True
     with pytest.raises(ValueError, match="do not match"):
-        MaskedPixelLoss(2, 2)(torch.zeros(2, 3, 24), _normalise(tiny_pixels), mask)
+        MaskedPixelLoss(2, 2)(torch.zeros(2, 3, 24), imagenet_normalise(tiny_pixels), mask)
 
 
 def test_perfect_prediction_reconstructs_the_input(tiny_pixels: torch.Tensor) -> None:
-    videos = _normalise(tiny_pixels)
+    videos = imagenet_normalise(tiny_pixels)
     mask = torch.tensor([[1, 1, 1, 0, 1, 1, 1, 0]] * 2, dtype=torch.bool)
     decode_mask = torch.tensor([[0, 1, 0, 1, 0, 1, 0, 1]] * 2, dtype=torch.bool)
     kept = ~decode_mask
     perfect = patch_pixel_targets(videos, 2, 2)[kept].reshape(2, 4, 24)
     assert MaskedPixelLoss(2, 2)(perfect, videos, mask, decode_mask).item() == pytest.approx(0.0, abs=1e-10)
-    picture = predictions_to_pixels(perfect, videos, mask, decode_mask, 2, 2)
-    shown = patchify(picture, 2, 2)
+    target, shown, scored = target_space_reconstruction(perfect, videos, mask, decode_mask, 2, 2)
+    shown, target = patchify(shown, 2, 2), patchify(target, 2, 2)
+    known = kept | ~mask  # predicted or visible tokens show the target; the rest flat (0: grey)
+    assert torch.allclose(shown[known], target[known], atol=1e-6)
+    assert torch.all(shown[~known] == 0)
+    assert torch.equal(scored, kept & mask)
     original = patchify(tiny_pixels, 2, 2)
-    known = kept | ~mask  # predicted or visible tokens show the truth; the rest is grey
-    assert torch.allclose(shown[known], original[known], atol=1e-4)
-    assert torch.all(shown[~known] == 0.5)
     masked = patchify(masked_input_pixels(videos, mask, 2, 2), 2, 2)
     assert torch.all(masked[mask] == 0.5) and torch.allclose(masked[~mask], original[~mask], atol=1e-6)

@@ -204,7 +204,7 @@ def _run_visualize(args: argparse.Namespace) -> int:
     model = _load(args)
     normalize = model.run_setting("normalize_target", section="loss")
     try:
-        image = reconstruction_picture(
+        picture = reconstruction_picture(
             model,
             args.video,
             mask_ratio=args.mask_ratio,
@@ -216,8 +216,14 @@ def _run_visualize(args: argparse.Namespace) -> int:
         )
     except DecodeError as err:
         raise ValueError(str(err)) from None
-    save_reconstruction(args.out, image)
-    print(f"wrote {args.out} ({image.shape[1]} x {image.shape[0]}): original | masked input | reconstruction")
+    save_reconstruction(args.out, picture.image)
+    height, width = picture.image.shape[:2]
+    print(f"wrote {args.out} ({width} x {height}): original | visible input | reconstruction | error")
+    space = "normalised pixels" if normalize is not False else "0..1 pixels"
+    print(
+        f"hidden patches, MSE in {space}: reconstruction {picture.recon_mse:.4f}, baseline "
+        f"{picture.recon_baseline_mse:.4f} (each hidden patch flat in the colour of the visible ones around it)"
+    )
     return 0
 
 
@@ -226,7 +232,10 @@ def add_visualize(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "visualize",
         help="reconstruction picture of a video by a pretraining checkpoint",
-        description="Rows: original, masked input (tube mask), reconstruction of the centred clip of VIDEO.",
+        description="Rows: original, visible input (tube mask), reconstruction and error of the centred clip of "
+        "VIDEO (with normalised targets: the normalised target, reconstruction and error, each patch standardised, "
+        "as the model predicts it); prints the MSE over hidden patches of the reconstruction and of a baseline "
+        "that fills each hidden patch with the colour of the visible ones around it.",
     )
     _add_model_args(p)
     p.add_argument("video", help="video file or frame folder")

@@ -42,7 +42,14 @@ from videomae.config.pretrain import (
     load_config,
     validate,
 )
-from videomae.config.sections import DataConfig, DeepSpeedConfig, ManifestSource, RunConfig, TrainConfig
+from videomae.config.sections import (
+    DataConfig,
+    DeepSpeedConfig,
+    LoggingConfig,
+    ManifestSource,
+    RunConfig,
+    TrainConfig,
+)
 
 __all__ = [
     "ConfigError",
@@ -53,6 +60,7 @@ __all__ = [
     "FinetuneDataConfig",
     "FinetuneModelConfig",
     "FinetuneTrainConfig",
+    "LoggingConfig",
     "LossConfig",
     "ManifestSource",
     "MaskConfig",

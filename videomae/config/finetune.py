@@ -20,11 +20,13 @@ from videomae.config.loading import ConfigError, load_config_file, require
 from videomae.config.sections import (
     DataConfig,
     DeepSpeedConfig,
+    LoggingConfig,
     ManifestSource,
     RunConfig,
     TrainConfig,
     validate_data,
     validate_deepspeed,
+    validate_logging,
     validate_manifests,
     validate_train,
 )
@@ -182,6 +184,7 @@ class FinetuneConfig(RunConfig):
     train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def validate(self) -> None:
         """Range checks that types alone cannot express (see :func:`validate_finetune`)."""
@@ -203,6 +206,7 @@ def validate_finetune(cfg: FinetuneConfig) -> None:
     validate_data(d)
     validate_train(t)
     validate_deepspeed(cfg.deepspeed, cfg.train.compile)
+    validate_logging(cfg.logging)
     validate_manifests("data.val_manifests", d.val_manifests)
     validate_manifests("data.test_manifests", d.test_manifests)
     for key, value in [("data.test_num_segment", d.test_num_segment), ("data.test_num_crop", d.test_num_crop)]:

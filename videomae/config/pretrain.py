@@ -13,10 +13,12 @@ from videomae.config.loading import build_config, load_config_file, require
 from videomae.config.sections import (
     DataConfig,
     DeepSpeedConfig,
+    LoggingConfig,
     RunConfig,
     TrainConfig,
     validate_data,
     validate_deepspeed,
+    validate_logging,
     validate_train,
 )
 
@@ -102,6 +104,7 @@ class PretrainConfig(RunConfig):
     loss: LossConfig = field(default_factory=LossConfig)
     train: PretrainTrainConfig = field(default_factory=PretrainTrainConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def validate(self) -> None:
         """Range checks that types alone cannot express (see :func:`validate`)."""
@@ -117,6 +120,7 @@ def validate(cfg: PretrainConfig) -> None:
     validate_data(cfg.data)
     validate_train(cfg.train)
     validate_deepspeed(cfg.deepspeed, cfg.train.compile)
+    validate_logging(cfg.logging)
     require(cfg.train.picture_clips >= 1, "train.picture_clips", "an integer >= 1", cfg.train.picture_clips)
     require(cfg.train.picture_every >= 0, "train.picture_every", "an integer >= 0 (0: never)", cfg.train.picture_every)
     if cfg.model.decoder_depth is not None:

@@ -6,20 +6,24 @@ The batch and learning-rate arithmetic (clips per step, ``lr_scale_by``, the pea
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from videomae.config.loading import require
+from videomae.config.loading import ConfigError, require
 
 __all__ = [
     "DataConfig",
     "DeepSpeedConfig",
+    "LoggingConfig",
     "ManifestSource",
     "RunConfig",
     "TrainConfig",
     "validate_data",
     "validate_deepspeed",
+    "validate_logging",
     "validate_manifests",
     "validate_train",
 ]
@@ -166,6 +170,18 @@ class DeepSpeedConfig:
 
 
 @dataclass
+class LoggingConfig:
+    """Where metrics and pictures go besides ``metrics.jsonl`` and TensorBoard, which every run writes."""
+
+    wandb: bool = False
+    """Also log to Weights & Biases (``pip install videomae[wandb]``): the scalars of ``metrics.jsonl``, the
+    pictures and the resolved config, with its files under ``OUTPUT_DIR/wandb/``. Offline unless ``WANDB_MODE`` is
+    set (``wandb sync`` uploads later)."""
+    wandb_project: str = "videomae"
+    """Weights & Biases project of the run (the run is named after ``output_dir``)."""
+
+
+@dataclass
 class RunConfig:
     """The top-level keys of every stage (each stage adds its sections)."""
 
@@ -295,3 +311,17 @@ def validate_deepspeed(ds: DeepSpeedConfig, compile_model: bool = False) -> None
         some = "nvme only with deepspeed.offload_optimizer or deepspeed.offload_param true"
         require(ds.offload_optimizer or ds.offload_param, "deepspeed.offload_device", some, ds.offload_device)
         require(bool(ds.nvme_path), "deepspeed.nvme_path", "a folder when deepspeed.offload_device=nvme", ds.nvme_path)
+
+
+def validate_logging(lg: LoggingConfig) -> None:
+    """The ``logging`` section: wandb must be importable when asked for (it is an optional dependency).
+
+    Raises:
+        ConfigError: naming the key and the fix.
+    """
+    if lg.wandb and importlib.util.find_spec("wandb") is None:
+        raise ConfigError(
+            f"logging.wandb: true needs `pip install wandb` (or `pip install videomae[wandb]`), which is not "
+            f"installed for {sys.executable}; install it, or set logging.wandb=false"
+        )
+    require(bool(lg.wandb_project.strip()), "logging.wandb_project", "a project name", lg.wandb_project)

@@ -1,4 +1,5 @@
-"""Rank-aware logging and the metric sinks (``metrics.jsonl``, TensorBoard, progress bar) of rank 0."""
+"""Rank-aware logging and the metric sinks of rank 0: ``metrics.jsonl``, TensorBoard, Weights & Biases (optional),
+the progress bar."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ import logging
 import math
 import os
 import sys
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
+from videomae.config import LoggingConfig
 from videomae.disk_faults import write_text_atomic
 
-__all__ = ["AppendLineHandler", "MetricsWriter", "Progress", "setup_logging"]
+__all__ = ["AppendLineHandler", "MetricsWriter", "Picture", "Progress", "setup_logging"]
 
 
 def setup_logging(rank: int, log_file: str | Path | None = None, level: int = logging.INFO) -> None:
@@ -62,19 +67,45 @@ class AppendLineHandler(logging.Handler):
         super().close()
 
 
+@dataclass
+class Picture:
+    """An image among a step's values: ``metrics.jsonl`` records its ``path``, TensorBoard and wandb the pixels."""
+
+    image: np.ndarray
+    """uint8 ``[H, W, 3]``."""
+    path: str
+    """Where the PNG was written, relative to the run folder."""
+
+
 class MetricsWriter:
-    """Appends one JSON object per logged step to ``metrics.jsonl`` and mirrors scalars to TensorBoard.
+    """The one place a run's figures go: ``metrics.jsonl`` (one JSON object per logged step), TensorBoard scalars and
+    images, and Weights & Biases when ``sinks.wandb`` is set (the same scalars and pictures).
 
     A run that resumes at ``start_step`` first drops the rows of later steps (they were logged before an
     interruption and are about to be run again), rewriting the file atomically, and has TensorBoard hide its
     events of those steps; so the file holds each step once, as logged by the run that completed it. Only rank 0
     writes; on other ranks every method does nothing.
+
+    Weights & Biases logs offline into ``OUTPUT_DIR/wandb/`` unless ``WANDB_MODE`` is set (the log says so):
+    compute nodes often have no network, where an online start would wait and fail.
+    ``wandb sync OUTPUT_DIR/wandb/offline-run-*`` uploads later; ``WANDB_MODE=online`` logs live. A resumed run
+    continues the same wandb run (its id is kept in ``OUTPUT_DIR/wandb/run_id``); wandb keeps a step's first values
+    there, ``metrics.jsonl`` those of the rerun.
     """
 
-    def __init__(self, output_dir: str | Path, enabled: bool, tensorboard: bool = True, start_step: int = 0) -> None:
+    def __init__(
+        self,
+        output_dir: str | Path,
+        enabled: bool,
+        tensorboard: bool = True,
+        start_step: int = 0,
+        sinks: LoggingConfig | None = None,
+        run_config: dict[str, Any] | None = None,
+    ) -> None:
         self.enabled = enabled
         self._file = None
         self._tb = None
+        self._wandb = None
         if not enabled:
             return
         output_dir = Path(output_dir)
@@ -86,18 +117,41 @@ class MetricsWriter:
 
             # purge_step: TensorBoard hides this run's earlier events from that step on.
             self._tb = SummaryWriter(log_dir=str(output_dir / "tensorboard"), purge_step=start_step + 1)
+        if sinks is not None and sinks.wandb:
+            self._wandb = _start_wandb(output_dir, sinks.wandb_project, run_config or {})
 
     def write(self, step: int, values: dict[str, Any]) -> None:
-        """Record ``values`` (numbers, or strings for the JSON only) at optimizer step ``step``."""
+        """Record ``values`` at optimizer step ``step``: numbers (also to TensorBoard and wandb), strings (the JSON
+        only) and :class:`Picture` (its path in the JSON, the image to TensorBoard and wandb)."""
         if not self.enabled:
             return
         record = {"step": step, **{k: _jsonable(v) for k, v in values.items()}}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+        scalars = {
+            f"train/{key}": value
+            for key, value in values.items()
+            if isinstance(value, int | float) and math.isfinite(value)
+        }
         if self._tb is not None:
-            for key, value in values.items():
-                if isinstance(value, int | float) and math.isfinite(value):
-                    self._tb.add_scalar(f"train/{key}", value, step)
+            for tag, value in scalars.items():
+                self._tb.add_scalar(tag, value, step)
+        if self._wandb is not None and scalars:
+            self._wandb.log(scalars, step=step)
+        for key, value in values.items():
+            if isinstance(value, Picture):
+                self.write_image(step, key, value.image)
+
+    def write_image(self, step: int, tag: str, image: np.ndarray) -> None:
+        """Send a uint8 ``[H, W, 3]`` image to TensorBoard and wandb as ``pictures/{tag}`` at step ``step``."""
+        if not self.enabled:
+            return
+        if self._tb is not None:
+            self._tb.add_image(f"pictures/{tag}", image, step, dataformats="HWC")
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb.log({f"pictures/{tag}": wandb.Image(image)}, step=step)
 
     def close(self) -> None:
         """Flush and close the sinks."""
@@ -107,6 +161,34 @@ class MetricsWriter:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def _start_wandb(output_dir: Path, project: str, run_config: dict[str, Any]) -> Any:
+    """A wandb run writing under ``output_dir/wandb``; offline unless ``WANDB_MODE`` is set (logged)."""
+    import wandb
+
+    log = logging.getLogger(__name__)
+    folder = output_dir / "wandb"
+    folder.mkdir(parents=True, exist_ok=True)
+    id_file = folder / "run_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else ""
+    if not run_id:
+        run_id = uuid.uuid4().hex[:8]
+        write_text_atomic(id_file, run_id + "\n")
+    mode = os.environ.get("WANDB_MODE")
+    if not mode:
+        mode = "offline"
+        log.info("wandb: WANDB_MODE is not set, so logging offline into %s (`wandb sync %s/offline-run-*` uploads; "
+                 "WANDB_MODE=online logs live)", folder, folder)  # fmt: skip
+    run = wandb.init(
+        dir=str(output_dir), project=project, name=output_dir.name, id=run_id, resume="allow", mode=mode,
+        config=run_config, settings=wandb.Settings(console="off"),
+    )  # fmt: skip
+    log.info("wandb: run %s (%s) in %s", run_id, mode, folder)
+    return run
 
 
 def _drop_rows_after(path: Path, step: int) -> None:
@@ -133,6 +215,8 @@ def _step_of(line: str) -> int | None:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, Picture):
+        return value.path
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no NaN/inf
     return value

@@ -11,7 +11,7 @@ from videomae.data.datasets import decode_clips
 from videomae.data.manifest import ManifestRow
 from videomae.data.sampling import sample_test_indices
 from videomae.data.transforms import EvalTransform
-from videomae.evaluation.pictures import reconstruction_grid
+from videomae.evaluation.pictures import ReconstructionPicture, reconstruction_grid
 from videomae.inference.loading import InferenceModel
 from videomae.masking import tube_mask
 from videomae.models import PretrainVisionTransformer
@@ -30,8 +30,9 @@ def reconstruction_picture(
     seed: int = 0,
     normalize_target: bool = True,
     backend: str = "auto",
-) -> torch.Tensor:
-    """Rows original | masked input | reconstruction of the centred clip of ``video`` under a tube mask.
+) -> ReconstructionPicture:
+    """The labelled rows of :func:`~videomae.evaluation.pictures.reconstruction_grid` (original, visible input,
+    reconstruction, error) of the centred clip of ``video`` under a tube mask, and its errors against the baseline.
 
     The decoder predicts every hidden token (no decoder mask), as the training pictures do.
 
@@ -42,12 +43,12 @@ def reconstruction_picture(
         sampling_rate: frame stride of the clip.
         num_frames_shown: evenly spaced frames in the picture.
         seed: seeds the mask.
-        normalize_target: the model was trained on per-patch normalised pixels (de-normalised with the visible
-            patches' statistics for display).
+        normalize_target: the model was trained on per-patch normalised pixels (shown and scored in that space).
         backend: ``"auto"``, ``"decord"`` or ``"pyav"``.
 
     Returns:
-        uint8 image ``[3 * S, num_frames_shown * S, 3]`` (``S``: the model's input size).
+        The picture (uint8 ``[rows * S, LABEL_WIDTH + num_frames_shown * S, 3]``, ``S``: the model's input size) with
+        ``recon_mse`` and ``recon_baseline_mse``.
 
     Raises:
         CheckpointError: the model is not a pretraining model.

@@ -1,5 +1,5 @@
 """Reconstruction pictures during pretraining: fixed clips under fixed masks, one PNG per picture step
-(:mod:`videomae.evaluation.pictures` draws them)."""
+(:mod:`videomae.evaluation.pictures` draws them), with the reconstruction error against the flat baseline."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import torch
 from videomae.config import MaskConfig
 from videomae.engine import dist
 from videomae.engine.ds_engine import TrainingEngine
+from videomae.engine.logging_utils import Picture
 from videomae.engine.loop import compute_dtype
 from videomae.evaluation.pictures import reconstruction_grid, save_reconstruction
 from videomae.masking import MaskGenerator
+from videomae.objectives import reconstruction_errors
 
 __all__ = ["ReconstructionPictures"]
 
@@ -34,16 +36,30 @@ class ReconstructionPictures:
         self.out, self.normalize_target = Path(out), normalize_target
 
     @torch.no_grad()
-    def save(self, engine: TrainingEngine, step: int) -> None:
-        """Reconstruct with the engine's current weights and write ``step_{step:08d}.png`` (collective)."""
-        # Every rank runs the forward (ZeRO-3 gathers parameters collectively); rank 0 writes the file.
+    def save(self, engine: TrainingEngine, step: int) -> dict[str, Any]:
+        """Reconstruct with the engine's current weights and write ``step_{step:08d}.png`` (collective).
+
+        Returns:
+            The figures for ``metrics.jsonl``, the same keys on every rank: ``recon_mse`` and
+            ``recon_baseline_mse`` (:func:`videomae.objectives.reconstruction_errors`), and on rank 0
+            ``recon_picture``, a :class:`~videomae.engine.logging_utils.Picture` that
+            :class:`~videomae.engine.logging_utils.MetricsWriter` sends to TensorBoard and wandb.
+        """
+        # Every rank runs the forward (ZeRO-3 gathers parameters collectively) and scores it (a few clips on the
+        # host: cheap), so every rank returns the same figures; rank 0 draws and writes the picture.
         device = engine.device
         engine.eval()
         pred = engine(self.videos.to(device, compute_dtype(engine)), self.mask.to(device), None)
         engine.train()
-        if dist.is_main():
-            image = reconstruction_grid(
-                self.videos, self.mask, None, pred.float().cpu(), self.patch_size, self.tubelet_size,
-                normalize_target=self.normalize_target,
-            )  # fmt: skip
-            save_reconstruction(self.out / f"step_{step:08d}.png", image)
+        pred = pred.float().cpu()
+        if not dist.is_main():
+            return reconstruction_errors(
+                pred, self.videos, self.mask, None, self.patch_size, self.tubelet_size, self.normalize_target
+            )
+        picture = reconstruction_grid(
+            self.videos, self.mask, None, pred, self.patch_size, self.tubelet_size,
+            normalize_target=self.normalize_target,
+        )  # fmt: skip
+        name = f"step_{step:08d}.png"
+        save_reconstruction(self.out / name, picture.image)
+        return {**picture.metrics(), "recon_picture": Picture(picture.image.numpy(), f"{self.out.name}/{name}")}

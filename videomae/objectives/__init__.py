@@ -1,21 +1,26 @@
 """Training objectives, one module per method."""
 
-from videomae.objectives.masked_pixels import (
-    MaskedPixelLoss,
-    decoded_positions,
-    masked_input_pixels,
-    predictions_to_pixels,
-)
+from videomae.objectives.masked_pixels import MaskedPixelLoss, decoded_positions
 from videomae.objectives.pixels import denormalize, patch_pixel_targets, patchify, unpatchify
+from videomae.objectives.reconstruction import (
+    baseline_predictions,
+    masked_input_pixels,
+    neighbour_mean,
+    reconstruction_errors,
+    target_space_reconstruction,
+)
 
 __all__ = [
     "MaskedPixelLoss",
+    "baseline_predictions",
     "decoded_positions",
     "denormalize",
     "masked_input_pixels",
+    "neighbour_mean",
     "patch_pixel_targets",
     "patchify",
-    "predictions_to_pixels",
+    "reconstruction_errors",
+    "target_space_reconstruction",
     "unpatchify",
 ]
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import torch
-from einops import rearrange
 from torch import nn
 
 from videomae.masking import decoded_positions
-from videomae.objectives.pixels import denormalize, patch_pixel_targets, patchify, unpatchify
+from videomae.objectives.pixels import patch_pixel_targets
 
-__all__ = ["MaskedPixelLoss", "decoded_positions", "masked_input_pixels", "predictions_to_pixels"]
+__all__ = ["MaskedPixelLoss", "decoded_positions"]
 
 
 def _select(tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -57,49 +56,3 @@ class MaskedPixelLoss(nn.Module):
         weight = _select(mask, predicted).float()  # (B, N_dec): 1 where the token was also hidden
         # Guarding the denominator keeps a batch whose kept tokens were all visible finite (loss 0).
         return (per_token * weight).sum() / weight.sum().clamp_min(1.0)
-
-
-def predictions_to_pixels(
-    pred: torch.Tensor,
-    videos: torch.Tensor,
-    mask: torch.Tensor,
-    decode_mask: torch.Tensor | None,
-    patch_size: int,
-    tubelet_size: int,
-    normalize_target: bool = True,
-    fill: float = 0.5,
-) -> torch.Tensor:
-    """Reconstruction as 0..1 pixels ``[B, C, T, H, W]``, for pictures.
-
-    Tokens visible to the encoder show the input; hidden tokens the decoder predicted show the prediction
-    (mapped back through each token's own pixel mean and std when the target was normalised); hidden tokens
-    it did not predict are filled with ``fill`` grey.
-    """
-    channels = videos.shape[1]
-    grid = _grid(videos, patch_size, tubelet_size)
-    pixels = patchify(denormalize(videos.float()), patch_size, tubelet_size)  # (B, N, P*C)
-    pixels = rearrange(pixels, "b n (p c) -> b n p c", c=channels)
-    predicted = decoded_positions(mask, decode_mask)
-    guess = rearrange(pred.detach().float(), "b n (p c) -> b n p c", c=channels)  # (B, N_dec, P, C)
-    if normalize_target:
-        source = _select(pixels, predicted)
-        guess = guess * source.var(dim=-2, unbiased=True, keepdim=True).sqrt() + source.mean(dim=-2, keepdim=True)
-    out = torch.where(mask[..., None, None], torch.full_like(pixels, fill), pixels)
-    out[predicted] = guess.reshape(-1, *guess.shape[2:]).to(out.dtype)
-    out[~mask] = pixels[~mask]  # a decoder keeping a visible token still shows the true input there
-    return unpatchify(rearrange(out, "b n p c -> b n (p c)"), grid, patch_size, tubelet_size, channels).clamp(0, 1)
-
-
-def masked_input_pixels(
-    videos: torch.Tensor, mask: torch.Tensor, patch_size: int, tubelet_size: int, fill: float = 0.5
-) -> torch.Tensor:
-    """What the encoder sees, as 0..1 pixels ``[B, C, T, H, W]``: hidden tokens filled with ``fill`` grey."""
-    channels = videos.shape[1]
-    pixels = patchify(denormalize(videos.float()), patch_size, tubelet_size)  # (B, N, P*C)
-    pixels = pixels.masked_fill(mask[..., None], fill)
-    return unpatchify(pixels, _grid(videos, patch_size, tubelet_size), patch_size, tubelet_size, channels)
-
-
-def _grid(videos: torch.Tensor, patch_size: int, tubelet_size: int) -> tuple[int, int, int]:
-    _, _, frames, height, width = videos.shape
-    return frames // tubelet_size, height // patch_size, width // patch_size
