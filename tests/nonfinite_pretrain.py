@@ -27,9 +27,9 @@ class NonFiniteAt(PretrainMethod):
         super().__init__(method.cfg, method.train_set)
         self.steps, self.done, self.next_step = steps, set(), 1
 
-    def begin(self, step: int) -> None:
-        super().begin(step)
+    def begin(self, step: int) -> dict[str, Any]:
         self.next_step = step + 1
+        return super().begin(step)
 
     def after_step(self, step: int) -> dict[str, float]:
         self.next_step = step + 1

@@ -121,7 +121,8 @@ def losses(out: Path) -> dict[int, float]:
     values = {}
     for line in (out / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
-        values[record["step"]] = float(record["loss"])
+        if "loss" in record:  # not the step-0 row of the pictures' figures
+            values[record["step"]] = float(record["loss"])
     return values
 
 

@@ -51,6 +51,9 @@ def test_deepspeed_launcher_zero3_bf16_two_processes_loss_goes_down(demo, tmp_pa
     pictures = sorted((out / "pictures").glob("*.png"))
     assert [p.name for p in pictures] == ["step_00000000.png", "step_00000008.png", "step_00000016.png"]
     assert Image.open(pictures[-1]).size == (LABEL_WIDTH + 4 * 32, 2 * 5 * 32)
+    rows = {r["step"]: r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+    assert all(rows[s]["recon_picture"] == f"pictures/step_{s:08d}.png" for s in (0, 8, 16))
+    assert rows[0]["recon_mse"] > rows[0]["recon_baseline_mse"]  # the untrained model: no better than the baseline
     saved = load_config(out / "config.yaml")
     assert saved == cfg
 

@@ -56,10 +56,16 @@ def test_failed_loads_in_worker_processes_reach_the_batch(quarter_bad):
 
 
 class _Rows:
+    """What the meter reads of a dataset: one row's metadata by index."""
+
     def __init__(self, n: int) -> None:
+        self.n = n
+
+    def row(self, i: int):
         from videomae.data.manifest import ManifestRow
 
-        self.rows = [ManifestRow(path=f"/data/v{i}.mp4", line=i + 2, manifest="/data/m.csv") for i in range(n)]
+        assert 0 <= i < self.n
+        return ManifestRow(path=f"/data/v{i}.mp4", line=i + 2, manifest="/data/m.csv")
 
 
 def _batch(*bad_rows: int) -> dict:

@@ -91,8 +91,10 @@ class Method:
         """Forward and loss of one loader batch through ``ctx.engine``; no backward (the trainer runs it)."""
         raise NotImplementedError
 
-    def begin(self, step: int) -> None:
-        """Before the first step of this process; ``step`` is where the run starts (0, or the resumed step)."""
+    def begin(self, step: int) -> dict[str, Any]:
+        """Before the first step of this process; ``step`` is where the run starts (0, or the resumed step). Returns
+        figures of the model as it starts (e.g. the step-0 pictures' errors); a non-empty dict is logged at ``step``."""
+        return {}
 
     def after_step(self, step: int) -> dict[str, float]:
         """After optimizer step ``step`` (1-based), before it is logged and checkpointed: per-step updates (EMA,

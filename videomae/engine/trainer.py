@@ -173,13 +173,16 @@ class Trainer:
         # SIGUSR1 only: SIGTERM also comes from launchers tearing down a failed job, when no checkpoint can be written.
         signal.signal(signal.SIGUSR1, self._on_signal)
         summary = RunSummary(start_step=self.state["step"])
-        metrics = MetricsWriter(out, enabled=dist.is_main(), start_step=self.state["step"])
+        metrics = MetricsWriter(out, enabled=dist.is_main(), start_step=self.state["step"], sinks=cfg.logging,
+                                run_config=config_to_dict(cfg))  # fmt: skip
         bad_samples = BadSampleMeter(self.method.train_set, cfg.train.batch_size, cfg.data.bad_sample_ceiling,
                                      cfg.data.bad_sample_window, out)  # fmt: skip
         progress = Progress(self.total_steps, self.state["step"], enabled=dist.is_main(), desc=self.method.name)
         loop = EpochLoop(self, summary, metrics, bad_samples, progress)
         try:
-            self.method.begin(self.state["step"])
+            first = self.method.begin(self.state["step"])
+            if first:  # figures of the model before its first step (pictures at step 0)
+                metrics.write(self.state["step"], first)
             while self.state["step"] < self.total_steps and not summary.stopped_early:
                 summary.stopped_early = loop.run_epoch()
             summary.step, summary.nonfinite_skipped = self.state["step"], self.state["nonfinite_total"]

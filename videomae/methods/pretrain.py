@@ -78,13 +78,14 @@ class PretrainMethod(Method):
         pred = engine(videos.to(self.ctx.compute_dtype), mask, decode_mask)  # (B*S, N_dec, tubelet*p*p*C)
         return LossOutput(self.loss_fn(pred.float(), videos, mask, decode_mask))
 
-    def begin(self, step: int) -> None:
+    def begin(self, step: int) -> dict[str, Any]:
         if self.pictures is not None and step == 0:
-            self.pictures.save(self.ctx.engine, 0)
+            return self.pictures.save(self.ctx.engine, 0)
+        return {}
 
-    def after_step(self, step: int) -> dict[str, float]:
+    def after_step(self, step: int) -> dict[str, Any]:
         if self.pictures is not None and step % self.cfg.train.picture_every == 0:
-            self.pictures.save(self.ctx.engine, step)
+            return self.pictures.save(self.ctx.engine, step)
         return {}
 
     def export_metadata(self, step: int) -> dict[str, Any]:
