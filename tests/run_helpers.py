@@ -99,6 +99,23 @@ def launch_pretrain(
     )  # fmt: skip
 
 
+def kill_run(proc: subprocess.Popen) -> None:
+    """``kill -9`` a launched run: its process group and every process under it (``torchrun`` starts its workers
+    in sessions of their own, out of the group's reach)."""
+    import signal
+
+    import psutil
+
+    below = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for child in below:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.communicate()
+
+
 def run_pretrain(launcher: str, args: list[str], nproc: int = 1, timeout: int = 600) -> str:
     """Run ``launch/pretrain.py`` to the end; its output, asserted to have succeeded."""
     proc = launch_pretrain(launcher, args, nproc)

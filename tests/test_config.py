@@ -116,6 +116,11 @@ def test_parse_override_reads_exponents_as_floats():
         ("mask.type=block", "mask.type", "'tube', 'random'"),
         ("data.manifests=[{pth: a.csv}]", "data.manifests[0].pth", "allowed keys: path"),
         ("data.manifests=[{path: a.csv, weight: -1}]", "data.manifests[0].weight", "> 0"),
+        (
+            "data.manifests=[{path: a.csv, short_video: stretch}]",
+            "data.manifests[0].short_video",
+            "allowed values: 'reject', 'shrink_stride', 'loop', 'pad'",
+        ),
         ("data.manifests=a.csv", "data.manifests", "expected a list"),
         ("train.betas=[0.9]", "train.betas", "two numbers"),
         ("train.epochs=3", "train.max_steps", "exactly one of"),

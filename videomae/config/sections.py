@@ -47,6 +47,12 @@ class ManifestSource:
     """Temporal stride for this source; ``None`` uses ``data.sampling_rate``."""
     frame_template: str | None = None
     """File name template of frame folders, e.g. ``img_{:05d}.jpg``; ``None`` uses the reader's default."""
+    short_video: Literal["reject", "shrink_stride", "loop", "pad"] = "shrink_stride"
+    """A video shorter than its clip (``(num_frames - 1) * sampling_rate + 1`` frames): ``shrink_stride`` shrinks
+    the stride until it fits (fewer than ``num_frames`` frames: a bad sample); ``loop`` keeps the stride and repeats
+    the frames that fit from the first; ``pad`` repeats the last of them; ``reject`` makes it a bad sample (replaced
+    in training). Each clip that needed the policy is counted; its row is written once to ``short_videos.csv``
+    (rejected ones to ``bad_samples.csv``)."""
 
     @classmethod
     def from_shorthand(cls, path: str) -> ManifestSource:

@@ -17,7 +17,7 @@ import os
 
 from videomae.data.manifest import ManifestRow
 
-__all__ = ["BAD_SAMPLES_FILE", "BadSampleLog", "TooManyBadSamples", "read_bad_samples"]
+__all__ = ["BAD_SAMPLES_FILE", "BadSampleLog", "TooManyBadSamples", "append_row_once", "read_bad_samples", "read_rows"]
 
 BAD_SAMPLES_FILE = "bad_samples.csv"
 _COLUMNS = ("manifest", "line", "path", "error")
@@ -55,7 +55,7 @@ class BadSampleLog:
         key = (row.manifest, row.line, row.path)
         if key not in self._seen:
             self._seen.add(key)
-            if self.path is None or self._append(key, error):
+            if self.path is None or append_row_once(self.path, key, getattr(error, "reason", error)):
                 logger.warning(
                     "bad sample %s:%d (%s): %s; %s",
                     row.manifest,
@@ -76,30 +76,36 @@ class BadSampleLog:
         """A clip loaded: reset the consecutive-failure count."""
         self.consecutive = 0
 
-    def _append(self, key: tuple[str, int, str], error: BaseException) -> bool:
-        """Append ``key`` unless some process already did; returns whether this call wrote it."""
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        with open(self.path, "a+", encoding="utf-8", newline="") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                f.seek(0)
-                existing = {(r["manifest"], int(r["line"]), r["path"]) for r in csv.DictReader(f)}
-                if key in existing:
-                    return False
-                writer = csv.writer(f, lineterminator="\n")
-                if f.tell() == 0:
-                    writer.writerow(_COLUMNS)
-                writer.writerow([key[0], key[1], key[2], " ".join(str(getattr(error, "reason", error)).split())])
-                f.flush()
-                return True
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+
+def append_row_once(path: str, key: tuple[str, int, str], reason: object) -> bool:
+    """Append the manifest row ``key = (manifest, line, path)`` with ``reason`` to the CSV file ``path`` (columns
+    ``manifest, line, path, error``) unless some process already did; returns whether this call wrote it."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a+", encoding="utf-8", newline="") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            f.seek(0)
+            existing = {(r["manifest"], int(r["line"]), r["path"]) for r in csv.DictReader(f)}
+            if key in existing:
+                return False
+            writer = csv.writer(f, lineterminator="\n")
+            if f.tell() == 0:
+                writer.writerow(_COLUMNS)
+            writer.writerow([key[0], key[1], key[2], " ".join(str(reason).split())])
+            f.flush()
+            return True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def read_bad_samples(run_dir: str | os.PathLike) -> list[dict[str, str]]:
-    """The rows of ``<run_dir>/bad_samples.csv`` (empty when nothing failed)."""
-    path = os.path.join(os.fspath(run_dir), BAD_SAMPLES_FILE)
+def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a file :func:`append_row_once` writes (empty when it does not exist)."""
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
+
+
+def read_bad_samples(run_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of ``<run_dir>/bad_samples.csv`` (empty when nothing failed)."""
+    return read_rows(os.path.join(os.fspath(run_dir), BAD_SAMPLES_FILE))

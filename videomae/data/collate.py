@@ -18,7 +18,8 @@ def collate_clips(batch: Sequence[dict]) -> dict:
         repeated per view), plus ``"text": list[str]`` when the samples carry text and ``"valid": bool [B*S]``
         when they carry a validity flag (test mode; rows of unreadable videos are False and must be skipped);
         always ``"bad_rows": long [K]``, the dataset indices of the K clips that failed to load and were replaced
-        in this batch (built in the DataLoader worker, so the count reaches the training process exactly).
+        in this batch (built in the DataLoader worker, so the count reaches the training process exactly), and
+        ``"short_rows": long [J]``, those of the J clips that needed their source's short-video policy.
     """
     videos, labels, indices, texts, valid = [], [], [], [], []
     flagged = any("valid" in b for b in batch)
@@ -53,5 +54,6 @@ def collate_clips(batch: Sequence[dict]) -> dict:
         out["text"] = texts
     if flagged:
         out["valid"] = torch.tensor(valid, dtype=torch.bool)
-    out["bad_rows"] = torch.tensor([i for b in batch for i in b.get("bad_rows", ())], dtype=torch.long)
+    for key in ("bad_rows", "short_rows"):
+        out[key] = torch.tensor([i for b in batch for i in b.get(key, ())], dtype=torch.long)
     return out

@@ -9,17 +9,18 @@ sample that replaces bad clips carries their indices as ``"bad_rows"`` (batched 
 
 Construction reads and validates the manifests only; no file is opened or probed, and decoders are created inside
 ``__getitem__`` (in the DataLoader worker). A clip that cannot be loaded (missing, corrupt, fewer than
-``min_frames`` decodable frames, or slower than ``decode_timeout``) is recorded by
-:class:`~videomae.data.bad_samples.BadSampleLog`. In training it is replaced by a clip from the same source, chosen
-deterministically from ``(seed, index, attempt)``. In testing it is never replaced (another video's scores would
-land under this index): the sample comes back with ``"valid": False``, its own index and label, and a zero video of
-the usual shape, so evaluation can skip it and count the unreadable videos.
+``min_frames`` decodable frames, rejected by its source's ``short_video`` policy, or slower than ``decode_timeout``)
+is recorded by :class:`~videomae.data.bad_samples.BadSampleLog`. In training it is replaced by a clip from the same
+source, a pure function of ``(seed, epoch, index, attempt)`` and of which rows load (:mod:`.replacement`). A clip
+that needed another short-video policy carries ``"short_rows"`` (:mod:`.short_video`). In testing a bad clip is
+never replaced (another video's scores would land under this index): the sample comes back with ``"valid": False``,
+its own index and label, and a zero video of the usual shape, so evaluation can skip it and count the unreadable
+videos.
 """
 
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -34,7 +35,9 @@ from videomae.data.labels import merge_label_spaces
 from videomae.data.manifest import Manifest, ManifestRow, read_manifest_table
 from videomae.data.manifest_table import ManifestTable, RowsView
 from videomae.data.readers import ReaderError
+from videomae.data.replacement import Attempts, KnownBad, replacement_row
 from videomae.data.sampling import sample_test_indices, sample_train_indices
+from videomae.data.short_video import ShortVideoLog, check_policy, default_min_frames, short_video_clip
 from videomae.data.transforms import EvalTransform, TrainTransform
 
 __all__ = ["HybridVideoDataset", "SourceSpec", "VideoClipDataset", "collate_clips", "decode_clips"]
@@ -58,6 +61,7 @@ class SourceSpec:
         label_map: class names of this manifest (file with one per line, or a list): gives integer labels names,
             so they merge by name with other sources (e.g. Kinetics-400 lists with their label map).
         name: name in logs (default: the manifest file name).
+        short_video: policy for videos shorter than the clip (see ``videomae.data.sampling``).
     """
 
     manifest: str | os.PathLike | Manifest
@@ -70,8 +74,10 @@ class SourceSpec:
     format: str = "auto"
     label_map: str | os.PathLike | Sequence[str] | None = None
     name: str | None = None
+    short_video: str = "shrink_stride"
 
     def __post_init__(self):
+        check_policy(self.short_video, f"SourceSpec({self.manifest})")
         if not self.weight > 0:
             raise ValueError(f"SourceSpec({self.manifest}): weight={self.weight} must be > 0")
         if self.repeat is not None and not self.repeat > 0:
@@ -107,13 +113,13 @@ class HybridVideoDataset(Dataset):
         frame_template: default file-name template of frame folders.
         backend: ``"auto"``, ``"decord"`` or ``"pyav"``.
         decode_timeout: seconds before a clip load is abandoned as bad (``None``: no limit; costs a thread hand-off).
-        min_frames: clips with fewer decodable frames are bad (default: the clip's ``num_frames``).
-        run_dir: run folder for ``bad_samples.csv``.
+        min_frames: clips with fewer decodable frames are bad (default: ``short_video.default_min_frames``).
+        run_dir: run folder for ``bad_samples.csv`` and ``short_videos.csv``.
         max_consecutive_failures: loads failing in a row (per worker) before the run is stopped.
         label_names: fixed class list; default: merged by class name over the sources (sorted), or integer labels
             used as they are when no source names its classes.
         return_text: add the manifest's ``text`` (caption) to each sample.
-        seed: seeds the choice of replacement clips.
+        seed: seeds the choice of replacement clips (with the epoch, see :meth:`set_epoch`).
     """
 
     def __init__(
@@ -182,7 +188,9 @@ class HybridVideoDataset(Dataset):
         self._row_source = np.repeat(np.arange(len(self._tables), dtype=np.int32), self.source_sizes)
         self.source_weights = [s.weight for s in self.sources]
         self.source_repeats = [s.repeat for s in self.sources]
-        self._known_bad: set[int] = set()
+        self.short = ShortVideoLog(run_dir)
+        self.epoch = 0
+        self._known_bad = KnownBad(len(self))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -210,26 +218,32 @@ class HybridVideoDataset(Dataset):
             return len(self.label_names)
         return int(self.labels.max(initial=-1)) + 1
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next samples belong to: bad clips' replacements are drawn from it (with the seed)."""
+        self.epoch = epoch
+
     def __getitem__(self, index: int) -> dict:
-        i, failed = index, []
+        i, attempts = index, Attempts(self._known_bad)
         while True:
             row = self.rows[i]
             try:
-                frames = self._load(i)
+                frames, short = attempts.load(i, row.path, self._load)
             except DecodeError as e:
-                self._known_bad.add(i)
-                failed.append(i)
+                attempts.fail(i, e)
                 # record() raises TooManyBadSamples after too many failures in a row
                 if not self.train:
                     self.bad.record(row, e, outcome="returned as an invalid sample (evaluation never substitutes)")
                     return self._sample(i, self._invalid_video(i), valid=False)
                 self.bad.record(row, e)
-                i = self._replacement(index, len(failed))
+                i = self._replacement(index, len(attempts.failed))
                 continue
             self.bad.success()
             sample = self._sample(i, self._transform(frames), valid=True)
-            if failed:  # the rows that failed before this one loaded: the training loop counts them
-                sample["bad_rows"] = failed
+            if attempts.failed:  # the rows that failed before this one loaded: the training loop counts them
+                sample["bad_rows"] = attempts.failed
+            if short is not None:  # this clip needed its source's short-video policy
+                self.short.record(self.rows[i], short)
+                sample["short_rows"] = [i]
             return sample
 
     def load_clip(self, index: int) -> torch.Tensor:
@@ -239,7 +253,7 @@ class HybridVideoDataset(Dataset):
         Raises:
             DecodeError: the row's file is missing, corrupt, too short or too slow to decode.
         """
-        return self._transform(self._load(index))
+        return self._transform(self._load(index)[0])
 
     def _sample(self, i: int, video: torch.Tensor, valid: bool) -> dict:
         sample = {"video": video, "label": int(self.labels[i]), "index": i}
@@ -257,31 +271,36 @@ class HybridVideoDataset(Dataset):
         video = torch.zeros((views, 3, num_frames, size, size), dtype=torch.float32)
         return video[0] if views == 1 else video
 
-    def _clip_settings(self, i: int) -> tuple[int, int, str]:
+    def _clip_settings(self, i: int) -> tuple[int, int, str, str]:
         spec = self.sources[self._row_source[i]]
         return (
             spec.num_frames or self.num_frames,
             spec.sampling_rate or self.sampling_rate,
             spec.frame_template or self.frame_template,
+            spec.short_video,
         )
 
-    def _load(self, i: int) -> list[torch.Tensor]:
-        """Decode the frames of every view of clip ``i``: a list of ``uint8 [T, H, W, C]`` (one per segment)."""
-        num_frames, rate, template = self._clip_settings(i)
+    def _load(self, i: int) -> tuple[list[torch.Tensor], str | None]:
+        """Decode the frames of every view of clip ``i``: a list of ``uint8 [T, H, W, C]`` (one per segment), and
+        what the short-video policy did (``None``: the clip fit the video)."""
+        num_frames, rate, template, policy = self._clip_settings(i)
+        row, short = self.rows[i], None
 
         def views_for(n: int) -> list[list[int]]:
+            nonlocal short
+            short = short_video_clip(row.path, n, num_frames, rate, policy)  # raises under "reject"
             if self.train:
-                return [sample_train_indices(n, num_frames, rate)]
-            return sample_test_indices(n, num_frames, rate, self.test_num_segment)
+                return [sample_train_indices(n, num_frames, rate, short_video=policy)]
+            return sample_test_indices(n, num_frames, rate, self.test_num_segment, short_video=policy)
 
-        min_frames = self.min_frames if self.min_frames is not None else num_frames
+        min_frames = self.min_frames if self.min_frames is not None else default_min_frames(policy, num_frames)
         frames, positions = decode_clips(
-            self.rows[i], views_for, backend=self.backend, frame_template=template, min_frames=min_frames,
+            row, views_for, backend=self.backend, frame_template=template, min_frames=min_frames,
             timeout=self.decode_timeout,
         )  # fmt: skip
         if len(positions) == 1 and positions[0] == list(range(len(frames))):  # the usual training clip: no copy
-            return [frames]
-        return [frames[p] for p in positions]
+            return [frames], short
+        return [frames[p] for p in positions], short
 
     def _transform(self, views: list[torch.Tensor]) -> torch.Tensor:
         if self.train:
@@ -297,16 +316,10 @@ class HybridVideoDataset(Dataset):
         return out[0] if out.shape[0] == 1 else out
 
     def _replacement(self, index: int, attempt: int) -> int:
-        """A deterministic stand-in for a bad clip: another row of the same source, avoiding known bad rows."""
+        """Attempt ``attempt``'s stand-in for bad row ``index``: another row of its source, drawn from ``(seed,
+        epoch, index, attempt)`` alone (a known-bad stand-in is skipped by the caller, never redrawn)."""
         k = self._row_source[index]
-        size, offset = self.source_sizes[k], self.source_offsets[k]
-        rng = random.Random(f"{self.seed}:{index}:{attempt}")
-        candidate = offset + rng.randrange(size)
-        for _ in range(8):
-            if candidate not in self._known_bad:
-                break
-            candidate = offset + rng.randrange(size)
-        return candidate
+        return replacement_row(self.seed, self.epoch, index, attempt, self.source_offsets[k], self.source_sizes[k])
 
 
 class VideoClipDataset(HybridVideoDataset):

@@ -36,6 +36,7 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_FRAME_TEMPLATE",
     "DecodeError",
+    "DecodeTimeout",
     "VideoInfo",
     "decord_available",
     "open_reader",
@@ -56,6 +57,10 @@ class DecodeError(RuntimeError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class DecodeTimeout(DecodeError):
+    """A clip took longer than the timeout to decode (it may load next time, unlike a corrupt file)."""
 
 
 @dataclass(frozen=True)
@@ -312,4 +317,4 @@ def run_with_timeout(fn: Callable[[], T], timeout: float | None, path: str = "")
             f"{stuck} decode threads are stuck in this process (last on {path}); the storage or the decoder "
             "is hanging, stopping instead of leaking more threads"
         )
-    raise DecodeError(path, f"decoding timed out after {timeout:g} s")
+    raise DecodeTimeout(path, f"decoding timed out after {timeout:g} s")

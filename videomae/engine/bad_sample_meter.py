@@ -6,7 +6,8 @@ reaches the training process exactly and for free. :class:`BadSampleMeter` adds 
 run sums the step's figures over ranks in the all-reduce it does anyway for the loss, and hands the global figures
 back with :meth:`BadSampleMeter.end_step`. Every rank therefore holds the same numbers and takes the same decision
 at the same step boundary: when the failed share of the last ``window`` loads passes ``ceiling``, every rank raises
-:class:`BadSampleCeiling` naming the first bad manifest rows.
+:class:`BadSampleCeiling` naming the first bad manifest rows. Clips that needed their source's short-video policy
+(``batch["short_rows"]``) are counted alike (:meth:`BadSampleMeter.take_short`); they are no failures.
 """
 
 from __future__ import annotations
@@ -42,14 +43,16 @@ class BadSampleMeter:
     def __init__(self, dataset: Any, batch_size: int, ceiling: float, window: int, run_dir: Any = None) -> None:
         self.dataset, self.batch_size, self.ceiling, self.window = dataset, batch_size, ceiling, window
         self.run_dir = run_dir
-        self.bad = self.loads = 0  # this rank's, since the last step
+        self.bad = self.loads = self.short = 0  # this rank's, since the last step
         self.first_rows: list[int] = []  # this rank's first distinct bad rows, for the message
         self._steps: deque[tuple[int, int]] = deque()  # (bad, loads) of recent steps, all ranks
         self._window_bad = self._window_loads = 0
 
     def add_batch(self, batch: dict) -> None:
-        """Count one micro-batch's failed loads (its ``bad_rows``, a CPU tensor: no device sync)."""
-        rows = batch.get("bad_rows")
+        """Count one micro-batch's failed loads and short-video clips (its ``bad_rows`` and ``short_rows``, CPU
+        tensors: no device sync)."""
+        rows, short = batch.get("bad_rows"), batch.get("short_rows")
+        self.short += 0 if short is None else short.numel()
         count = 0 if rows is None else rows.numel()
         self.bad += count
         self.loads += self.batch_size + count
@@ -62,6 +65,11 @@ class BadSampleMeter:
         figures = (self.bad, self.loads)
         self.bad = self.loads = 0
         return figures
+
+    def take_short(self) -> int:
+        """This rank's clips that needed a short-video policy since the last call (to be summed over ranks), reset."""
+        count, self.short = self.short, 0
+        return count
 
     def end_step(self, bad: int, loads: int) -> None:
         """Record a step's figures summed over ranks (identical on every rank); stop when past the ceiling.
