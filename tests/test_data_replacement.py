@@ -25,7 +25,7 @@ from videomae.data.demo import DemoConfig, write_demo_dataset
 from videomae.data.replacement import replacement_row
 from videomae.data.sampler import WeightedDistributedSampler
 from videomae.engine import checkpointing as ckpt
-from videomae.engine.data_setup import build_loader
+from videomae.engine.data_setup import TrainLoader
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +115,11 @@ def test_epoch_changes_the_stand_ins_and_setting_it_back_restores_them(rows, tmp
 def _loader_batches(rows: list[tuple], tmp_path: Path, workers: int) -> list[dict]:
     ds = _dataset(rows, tmp_path, f"workers_{workers}")
     sampler = WeightedDistributedSampler(ds, num_replicas=1, rank=0, seed=7, drop_last=True)
+    loader = TrainLoader(ds, sampler, DataConfig(num_workers=workers, decode_timeout_s=30), 4, seed=7, rank=0)
     batches = []
-    for epoch in range(2):
+    for epoch in range(2):  # the same workers serve both epochs: the epoch travels with each sample's key
         sampler.set_epoch(epoch)
-        ds.set_epoch(epoch)
-        cfg = DataConfig(num_workers=workers, decode_timeout_s=30)
-        batches += list(build_loader(ds, sampler, cfg, batch_size=4, start_batch=0, seed=7, rank=0))
+        batches += list(loader.epoch(start_batch=0))
     return batches
 
 

@@ -29,6 +29,7 @@ def source_specs(manifests: list[ManifestSource], data_root: str | None) -> list
             num_frames=src.num_frames,
             sampling_rate=src.sampling_rate,
             frame_template=src.frame_template,
+            short_video=src.short_video,
         )
         for src in manifests
     ]
@@ -102,6 +103,7 @@ class SeededSamples(Dataset):
             random.seed(sample_seed)
             np.random.seed(sample_seed)
             torch.manual_seed(sample_seed)
+            self.dataset.set_epoch(epoch)  # a bad row's stand-in is drawn from (seed, epoch, index)
             try:
                 return self.dataset[index]
             finally:

@@ -63,11 +63,14 @@ class EpochLoop:
                 micro_metrics.append(result.metrics)
             if result.boundary and not result.skipped:
                 state["step"] += 1
-                loss, metrics, (bad, loads) = step_means(micro_losses, micro_metrics, self.bad.take_step())
+                counts = (*self.bad.take_step(), self.bad.take_short())
+                loss, metrics, (bad, loads, short) = step_means(micro_losses, micro_metrics, counts)
                 self.summary.losses[state["step"]] = loss
                 window.add(loss, metrics)
                 window.bad_samples += bad
                 state["bad_samples_total"] += bad
+                window.short_videos += short
+                state["short_videos_total"] += short
                 micro_losses, micro_metrics = [], []
                 window = self.after_step(window, result)
                 self.bad.end_step(bad, loads)  # every rank stops here together when most loads fail
@@ -115,6 +118,8 @@ class EpochLoop:
                 "overflow_skipped": state["overflow_total"],
                 "bad_samples": window.bad_samples,
                 "bad_samples_total": state["bad_samples_total"],
+                "short_videos": window.short_videos,
+                "short_videos_total": state["short_videos_total"],
                 **window.means(),
                 **extra,
             }

@@ -19,6 +19,7 @@ class LogWindow:
         self.metrics: dict[str, list[float]] = {}  # the method's per-step figures (LossOutput.metrics)
         self.clips, self.data_time, self.start = 0, 0.0, time.perf_counter()
         self.bad_samples = 0  # clips that failed to load and were replaced (all ranks)
+        self.short_videos = 0  # clips of videos shorter than a clip, served by their source's short_video policy
 
     def add(self, loss: float, metrics: dict[str, float]) -> None:
         """Record one optimizer step's loss and figures."""

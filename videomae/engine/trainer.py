@@ -65,7 +65,7 @@ class RunSummary:
 def fresh_run_state() -> dict[str, int]:
     """The run counters a checkpoint stores (``run_state``) at the start of a run."""
     return {"step": 0, "epoch": 0, "batches_in_epoch": 0, "nonfinite_total": 0, "overflow_total": 0,
-            "bad_samples_total": 0}  # fmt: skip
+            "bad_samples_total": 0, "short_videos_total": 0}  # fmt: skip
 
 
 @dataclass
