@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "launch/configs/pretrain/demo.yaml"
+DEMO = ROOT / "videomae/recipes/pretrain/demo.yaml"
 
 
 @pytest.fixture(scope="module")
