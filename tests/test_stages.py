@@ -165,8 +165,10 @@ def test_dry_run_prints_the_exact_chained_commands(tmp_path):
     runs = tmp_path / "runs"
     assert [c[:3] for c in commands] == [[str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2"]] * 3
     # Each stage runs the installed package's command (deepspeed --module videomae pretrain), not a launch/ script.
-    assert [c[3:8] for c in commands] == [["--module", "videomae", kind, "--config", config]
-                                          for kind, config in (("pretrain", PRE), ("finetune", FT), ("finetune", FT))]
+    assert [c[3:8] for c in commands] == [
+        ["--module", "videomae", kind, "--config", config]
+        for kind, config in (("pretrain", PRE), ("finetune", FT), ("finetune", FT))
+    ]
     assert commands[0][8:] == [f"output_dir={runs}/pre", "seed=3"]
     assert commands[1][8:] == [f"output_dir={runs}/post", f"init={runs}/pre/export/model.safetensors", "seed=3"]
     assert commands[2][8:] == [f"output_dir={runs}/ft", f"init={runs}/post/export/model.safetensors", "seed=3",
