@@ -143,6 +143,12 @@ def test_the_command_and_the_launch_script_read_the_same_arguments(elsewhere, ki
     }
 
 
+def test_the_arguments_deepspeed_module_passes_parse(elsewhere, capsys):
+    """``deepspeed --module videomae finetune ...`` runs ``python -u -m videomae --local_rank=N finetune ...``."""
+    argv = ["--local_rank=1", "finetune", "--config", "demo", "--print-output-dir", "output_dir=o", "--eval-only"]
+    assert cli_main(argv) == 0 and capsys.readouterr().out == "o\n"
+
+
 def test_the_command_refuses_an_unknown_recipe_naming_the_command(elsewhere, capsys):
     assert cli_main(["finetune", "--config", "nope", "--dry-run"]) == 2
     err = capsys.readouterr().err
