@@ -4,6 +4,7 @@ demo pretraining recipe by name, from a folder that holds nothing of the reposit
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -30,29 +31,30 @@ def _run(command: list[str], cwd: Path, env: dict[str, str], timeout: int = 300)
 
 
 def _build_wheel(tmp_path: Path, env: dict[str, str]) -> Path:
-    """``pip wheel`` of a copy of the project's packaging files and package (the checkout stays clean), offline."""
+    """``pip wheel`` of a copy of the project's packaging files and package (the checkout stays clean); offline with
+    this environment's setuptools, else (a venv without it) pip fetches the build backend pyproject.toml names."""
     src = tmp_path / "src"
     shutil.copytree(ROOT / "videomae", src / "videomae", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
+    offline = ["--no-index", "--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
-    _run([*pip, "wheel", "--no-index", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"),
-          str(src)], tmp_path, env)  # fmt: skip
+    _run([*pip, "wheel", *offline, "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)], tmp_path, env)
     (wheel,) = (tmp_path / "dist").glob("videomae-*.whl")
     return wheel
 
 
 def _fresh_venv(tmp_path: Path, wheel: Path, env: dict[str, str]) -> Path:
-    """A venv without pip holding only the wheel; a .pth line adds this environment's site-packages (torch,
+    """A venv holding only pip and the wheel; a .pth line adds this environment's site-packages (torch,
     deepspeed...) after its own, as a plain path: the .pth files there (our editable install) are not run."""
     venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, env)
+    _run([sys.executable, "-m", "venv", str(venv)], tmp_path, env)
     python = venv / "bin" / "python"
     site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path, env)
                 .strip())  # fmt: skip
     borrowed = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
     (site / "borrowed_dependencies.pth").write_text("".join(f"{path}\n" for path in borrowed))
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "--python", str(python)]
+    pip = [str(python), "-m", "pip", "--disable-pip-version-check", "--no-input"]
     _run([*pip, "install", "--no-index", "--no-deps", "-q", str(wheel)], tmp_path, env)
     return venv
 
