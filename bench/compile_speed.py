@@ -1,6 +1,6 @@
 """``train.compile``: compile time and steady-state step speed against eager, timed in the same process.
 
-Both runs go through the real engine (:class:`videomae.engine.trainer.PretrainRun`: our DeepSpeed config,
+Both runs go through the real engine (``build_trainer`` with the pretraining method: our DeepSpeed config,
 ``initialize``, ``engine.compile()``, the pretraining micro-step) on one process, from the demo config, with a
 fixed random batch instead of the loader. The first step of the compiled run includes compilation; steady state
 is the median of the steps after the first two.
@@ -29,18 +29,16 @@ from videomae import recipes
 def _run(config: Path, overrides: list[str], steps: int, compiled: bool) -> dict:
     from videomae.config import load_config
     from videomae.engine.optim import set_step_values
-    from videomae.engine.trainer import PretrainRun
-
-    class BenchRun(PretrainRun):
-        def build_train_dataset(self):
-            return None  # a fixed random batch stands in for the loader
+    from videomae.engine.session import start_session
+    from videomae.engine.trainer import build_trainer
+    from videomae.methods.pretrain import PretrainMethod
 
     with tempfile.TemporaryDirectory(prefix="compile_speed_") as out:
         cfg = load_config(
             config, [f"output_dir={out}", f"train.compile={str(compiled).lower()}", "train.picture_every=0", *overrides]
         )
         torch.manual_seed(0)
-        run = BenchRun(cfg)
+        run = build_trainer(start_session(cfg), PretrainMethod(cfg, None))  # a fixed batch stands in for the loader
         d = cfg.data
         batch = cfg.train.batch_size * d.num_sample
         videos = torch.randn(
@@ -50,7 +48,7 @@ def _run(config: Path, overrides: list[str], steps: int, compiled: bool) -> dict
         for step in range(steps):
             set_step_values(run.engine.optimizer, run.schedule.lr(step), run.schedule.wd(step))
             start = time.perf_counter()
-            result = run.micro_step({"video": videos}, poison=False)
+            result = run.micro_step({"video": videos})
             seconds.append(time.perf_counter() - start)
             losses.append(result.loss)
         counts = None

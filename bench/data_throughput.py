@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from videomae.data import HybridVideoDataset, SourceSpec, collate_clips
 from videomae.data.manifest import ManifestRow, read_manifest
+from videomae.data.readers import DEFAULT_FRAME_TEMPLATE
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_VIDEOS = REPO.parent / "shared" / "data" / "real_videos"
@@ -104,7 +105,7 @@ class OriginalStyleDataset(Dataset):
         sampling_rate: int,
         input_size: int,
         num_sample: int = 1,
-        frame_template: str = "img_{:05d}.jpg",
+        frame_template: str = DEFAULT_FRAME_TEMPLATE,
     ):
         self.rows, self.num_frames, self.rate = rows, num_frames, sampling_rate
         self.num_sample = num_sample

@@ -1,6 +1,6 @@
 """ViT-g pretraining under ZeRO-3 on 2 CPU processes: peak host memory per process and phase, and step time.
 
-The real engine path: :class:`videomae.engine.trainer.PretrainRun` builds the model under ``zero.Init`` from our
+The real engine path: :func:`videomae.engine.trainer.build_trainer` builds the model under ``zero.Init`` from our
 config, creates the DeepSpeed engine with our generated config and ``initialize``, and each step is its micro-step
 (masks, forward, masked-pixel loss, backward, optimizer step). Not measured: the data loader (a fixed random clip
 stands in) and checkpoint/export (a ViT-g checkpoint is ~16 GB of disk).
@@ -78,14 +78,13 @@ def _worker(rank: int, port: int, args: argparse.Namespace, out: str) -> None:
     from videomae.config import load_config
     from videomae.engine.deepspeed_setup import parameter_counts
     from videomae.engine.optim import set_step_values
-    from videomae.engine.trainer import PretrainRun
+    from videomae.engine.session import start_session
+    from videomae.engine.trainer import build_trainer
+    from videomae.methods.pretrain import PretrainMethod
 
     phases = _Phases(Path(out) / f"rank{rank}.jsonl")
 
-    class BenchRun(PretrainRun):
-        def build_train_dataset(self):
-            return None  # a fixed random clip stands in for the loader
-
+    class BenchMethod(PretrainMethod):  # no training set: a fixed random clip stands in for the loader
         def build_model(self):
             phases.begin()
             model = super().build_model()
@@ -110,13 +109,14 @@ def _worker(rank: int, port: int, args: argparse.Namespace, out: str) -> None:
         "model.with_cp=true",
         *args.overrides,
     ]
-    run = BenchRun(load_config(None, overrides))
+    cfg = load_config(None, overrides)
+    run = build_trainer(start_session(cfg), BenchMethod(cfg, None))
     phases.end("engine")
     videos = torch.randn(1, 3, args.frames, args.img, args.img, generator=torch.Generator().manual_seed(rank))
     for step in range(args.steps):
         phases.begin()
         set_step_values(run.engine.optimizer, run.schedule.lr(step), run.schedule.wd(step))
-        result = run.micro_step({"video": videos}, poison=False)
+        result = run.micro_step({"video": videos})
         phases.end(f"step {step + 1}", loss=result.loss)
 
 

@@ -12,9 +12,7 @@ cd "$(dirname "$0")/.."
 
 if [[ ! -x .venv/bin/python ]]; then
     echo "== creating .venv and installing videomae (first run only)"
-    python3 -m venv .venv
-    .venv/bin/pip install --upgrade pip -q
-    .venv/bin/pip install -e . -q
+    python3 -m venv .venv && bash launch/install.sh .venv -e .   # the torch build for this machine: see install.sh
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -30,10 +28,7 @@ fi
 echo "== pretraining (2 processes, DeepSpeed CPU accelerator, gloo)"
 # A rendezvous port free right now, so a second demo (or any job holding deepspeed's default 29500) is no clash.
 port=$(python -c "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])")
-deepspeed --num_gpus 2 --master_port "$port" launch/pretrain.py --config launch/configs/pretrain/demo.yaml "$@"
+deepspeed --num_gpus 2 --master_port "$port" launch/pretrain.py --config demo "$@"
 
-out=$(python launch/pretrain.py --config launch/configs/pretrain/demo.yaml --print-output-dir "$@")
-echo "== done: $out"
-echo "   reconstructions: $(ls "$out"/pictures/*.png | head -1)  ...  $(ls "$out"/pictures/*.png | tail -1)"
-echo "   first and last logged loss: $(head -1 "$out/metrics.jsonl" | cut -c1-60) ... $(tail -1 "$out/metrics.jsonl" | cut -c1-60)"
-echo "   TensorBoard: tensorboard --logdir $out/tensorboard"
+out=$(python launch/pretrain.py --config demo --print-output-dir "$@")
+python -m videomae.launching.summary "$out"

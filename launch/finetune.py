@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fine-tune (or post-pretrain) a video ViT classifier on DeepSpeed, and evaluate it with several views per video.
 
     deepspeed [--num_gpus N] launch/finetune.py --config demo [key=value ...]
@@ -8,8 +9,9 @@
 
 ``--config`` is a YAML file or a packaged recipe's name (``demo``, ``vit_b_k400``...: videomae/recipes/finetune/).
 Overrides are dotted keys with YAML values: ``init=runs/demo/export/model.safetensors train.eval_every=50``.
-``--eval-only`` scores the run's newest checkpoint (else ``init``, else ``<output_dir>/export/model.safetensors``)
-on ``data.test_manifests`` (else ``data.val_manifests``) into ``<output_dir>/eval/``.
+``--eval-only`` scores ``init`` when given (a training run in the same output_dir is left alone), else the run's
+newest checkpoint, else ``<output_dir>/export/model.safetensors``, on ``data.test_manifests`` (else
+``data.val_manifests``) into ``<output_dir>/eval_only/``, beside the training run's own ``eval/``.
 The installed package runs the same as ``videomae finetune`` (``deepspeed --module videomae finetune ...``).
 """
 

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Pretrain a video ViT with VideoMAE V2 dual masking on DeepSpeed.
 
     deepspeed [--num_gpus N] launch/pretrain.py --config demo [key=value ...]

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Run the whole progressive recipe declared in a stages file: pretrain -> post-pretrain -> fine-tune (-> evaluation).
 
     python launch/stages.py --stages demo                            # a packaged recipe, or a file

@@ -87,12 +87,14 @@ def finetune_overrides(demo: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
-def launch_pretrain(launcher: str, args: list[str], nproc: int = 1, **popen) -> subprocess.Popen:
-    """Start ``launch/pretrain.py`` on the demo config under ``python``, ``torchrun`` or ``deepspeed`` (own
-    session, so a test can signal the whole group); stdout and stderr together."""
+def launch_pretrain(
+    launcher: str, args: list[str], nproc: int = 1, script: str = "launch/pretrain.py", env: dict | None = None, **popen
+) -> subprocess.Popen:
+    """Start ``script`` (``launch/pretrain.py``) on the demo config under ``python``, ``torchrun`` or ``deepspeed``
+    (own session, so a test can signal the whole group), with ``env`` added; stdout and stderr together."""
     return subprocess.Popen(
-        [*_launcher(launcher, nproc), "launch/pretrain.py", "--config", str(PRETRAIN_DEMO_YAML), *args],
-        cwd=ROOT, env=_launcher_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [*_launcher(launcher, nproc), script, "--config", str(PRETRAIN_DEMO_YAML), *args],
+        cwd=ROOT, env={**_launcher_env(), **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True, **popen,
     )  # fmt: skip
 

@@ -175,3 +175,22 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert "misspelling" in capsys.readouterr().out
     assert main(["demo-data", str(tmp_path / "d"), "--size", "65"]) == 2
     assert "size=65" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["predict", "{ckpt}", "{video}"],
+        ["predict", "{ckpt}", "{video}", "--model", "vit_tiny_patch16_224"],
+        ["extract-features", "{ckpt}", "{video}", "{out}"],
+        ["visualize", "{ckpt}", "{video}", "{out}"],
+        ["info", "{ckpt}"],
+        ["export", "{ckpt}", "{out}"],
+    ],
+)
+def test_a_missing_checkpoint_is_named_as_missing(tmp_path, capsys, command):
+    ckpt = tmp_path / "runs" / "model.safetensors"
+    args = [a.format(ckpt=ckpt, video=tmp_path / "clip.mp4", out=tmp_path / "out") for a in command]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{ckpt} does not exist" in err and "--model" not in err, err

@@ -131,6 +131,9 @@ def test_export_a_checkpoint_folder_then_info(tmp_path, capsys):
     assert info["num_params"] == sum(p.numel() for p in pretrain.state_dict().values())
 
     assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "x.safetensors")]) == 2
+    assert f"{tmp_path / 'nothing'} does not exist" in capsys.readouterr().err
+    (tmp_path / "empty_run").mkdir()
+    assert main(["export", str(tmp_path / "empty_run"), str(tmp_path / "x.safetensors")]) == 2
     assert "no complete checkpoint" in capsys.readouterr().err
 
 

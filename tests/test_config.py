@@ -18,6 +18,7 @@ from videomae.config import (
     parse_override,
     save_config,
 )
+from videomae.config.batch_plan import batch_plan
 from videomae.models import list_models
 from videomae.recipes import RECIPES
 
@@ -55,19 +56,20 @@ def test_published_recipes(size):
     assert cfg.train.clip_grad == (0.02 if size == "g" else None)
     # The release's lr: base * batch * GPUs / 256, without num_sample; lr_scale_by=videos reproduces it.
     assert cfg.train.lr_scale_by == "videos"
-    assert cfg.train.absolute_lr(world_size=64, num_sample=4) == pytest.approx(
-        cfg.train.lr * cfg.train.batch_size * 64 / 256
-    )
+    assert batch_plan(cfg, world_size=64).peak_lr == pytest.approx(cfg.train.lr * cfg.train.batch_size * 64 / 256)
 
 
 def test_lr_rule_counts_clips_and_accumulation():
     cfg = load_config(None, STEPS + ["train.lr=1e-3", "train.batch_size=32", "train.grad_accum=2"])
     # 32 videos x 8 ranks x 2 accumulation x 4 clips = 2048 clips -> 1e-3 * 2048 / 256 = 8e-3
-    assert cfg.train.effective_batch(world_size=8, num_sample=4) == 2048
-    assert cfg.train.absolute_lr(world_size=8, num_sample=4) == pytest.approx(8e-3)
+    plan = batch_plan(cfg, world_size=8)
+    assert cfg.data.num_sample == 4 and (plan.clips_per_micro_step, plan.clips_per_rank_step) == (128, 256)
+    assert (plan.clips_per_step, plan.videos_per_step, plan.lr_batch) == (2048, 512, 2048)
+    assert plan.peak_lr == pytest.approx(8e-3)
     videos = load_config(None, STEPS + ["train.lr=1e-3", "train.batch_size=32", "train.grad_accum=2",
                                         "train.lr_scale_by=videos"])  # fmt: skip
-    assert videos.train.absolute_lr(world_size=8, num_sample=4) == pytest.approx(2e-3)
+    assert batch_plan(videos, world_size=8).lr_batch == 512  # 32 x 8 x 2 videos, as the releases count
+    assert batch_plan(videos, world_size=8).peak_lr == pytest.approx(2e-3)
 
 
 def test_overrides_are_yaml_and_later_ones_win():
@@ -209,7 +211,7 @@ def test_published_finetune_recipes(name, gpus, lr_abs, layer_decay, drop_path, 
     cfg = load_finetune_config(FINETUNE_DIR / f"{name}.yaml")
     t, d = cfg.train, cfg.data
     # The release scales by videos (batch x GPUs), leaving num_sample out.
-    assert t.lr_scale_by == "videos" and t.absolute_lr(gpus, d.num_sample) == pytest.approx(lr_abs)
+    assert t.lr_scale_by == "videos" and batch_plan(cfg, gpus).peak_lr == pytest.approx(lr_abs)
     assert (t.layer_decay, cfg.model.drop_path_rate, t.epochs) == (layer_decay, drop_path, epochs)
     assert (t.smoothing, t.mixup, t.cutmix, d.reprob, d.rand_augment) == (
         0.1,

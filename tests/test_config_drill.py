@@ -347,6 +347,7 @@ def _launch(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_dry_run_refuses_before_anything_starts(tmp_path):
+    write_fake_demo_data(tmp_path)  # the manifests exist: a dry run refuses missing ones first
     out = tmp_path / "run"
     proc = _launch("pretrain.py", "--config", str(PRETRAIN), "--dry-run", f"output_dir={out}",
                    "model.overrides.encoder_depth=-1", "data.num_frames=4", cwd=tmp_path)  # fmt: skip

@@ -194,3 +194,22 @@ def test_a_real_file_size_fault_during_a_save_keeps_the_last_checkpoint(tmp_path
     assert ckpt.find_latest(root).step == 2 and not (root / "step_00000004.tmp").exists()
     assert json.loads((root / "step_00000002" / ckpt.COMMIT_FILE).read_text())["step"] == 2
     assert torch.load(root / "step_00000002" / "mp_rank_00_model_states.pt")["step"] == 2  # still loads
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_exports_take_the_mode_the_umask_gives(tmp_path, umask):
+    """safetensors stages through a private 0600 file; our exports (and transformers folders) follow the umask."""
+    from videomae.checkpoint import export_weights
+    from videomae.hf_folder import write_hf_folder
+    from videomae.models import create_model
+
+    model = create_model("vit_tiny_patch16_224", num_classes=3)
+    old = os.umask(umask)
+    try:
+        assert disk_faults.process_umask() == umask
+        ours = export_weights(model, tmp_path / "model.safetensors")
+        hf = write_hf_folder(model, tmp_path / "hf") / "model.safetensors"
+    finally:
+        os.umask(old)
+    for path in (ours, hf):
+        assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~umask), path

@@ -19,7 +19,7 @@ from videomae.checkpoint import export_weights
 from videomae.config import ConfigError, load_finetune_config
 from videomae.data.demo import CLASS_NAMES
 from videomae.engine import checkpointing as ckpt
-from videomae.engine.distill import DistillStudent, build_distill_loss, load_teacher, teacher_class_order
+from videomae.methods.distill import DistillStudent, build_distill_loss, load_teacher, teacher_class_order
 from videomae.models import create_model
 
 SIZE = dict(img_size=32, patch_size=8, all_frames=4)
@@ -201,12 +201,12 @@ def test_distillation_term_falls_and_the_logged_terms_make_the_loss(demo, teache
 INSPECT_TEACHER = """
 import sys, torch
 from videomae.config import load_finetune_config
-from videomae.engine.finetune import FinetuneRun
+from videomae.methods.finetune import build_finetune_trainer
 
-run = FinetuneRun(load_finetune_config(sys.argv[2], sys.argv[3:]))
-before = {k: v.clone() for k, v in run.teacher.model.state_dict().items()}
-run.train()
-model = run.teacher.model
+run = build_finetune_trainer(load_finetune_config(sys.argv[2], sys.argv[3:]))
+before = {k: v.clone() for k, v in run.method.teacher.model.state_dict().items()}
+run.fit()
+model = run.method.teacher.model
 torch.save({"before": before, "after": model.state_dict(), "training": model.training,
             "frozen": not any(p.requires_grad or p.grad is not None for p in model.parameters())}, sys.argv[1])
 """

@@ -202,11 +202,14 @@ def _slurm_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def test_slurm_doctor_runs_the_doctor_through_srun_instead_of_the_run(tmp_path):
     env = _slurm_env(tmp_path)
-    dry = subprocess.run(["bash", "launch/slurm/pretrain.sbatch", "--dry-run", "train.batch_size=4"], cwd=ROOT,
-                         env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path\na.mp4\n")
+    dry = subprocess.run(["bash", "launch/slurm/pretrain.sbatch", "--dry-run", "train.batch_size=4",
+                          f"data.manifests=[{manifest}]"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
     assert dry.returncode == 0, dry.stderr
     want = (f"doctor: srun --kill-on-bad-exit=1 --cpu-bind=none {sys.executable} -m videomae doctor --stage pretrain "
-            "--config vit_b_hybrid train.batch_size=4")  # fmt: skip
+            f"--config vit_b_hybrid train.batch_size=4 data.manifests=[{manifest}]")  # fmt: skip
     assert want in dry.stdout.splitlines()
     assert not (tmp_path / "srun_args").exists()
     env["CONFIG"] = "vit_b_k400"

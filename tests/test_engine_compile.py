@@ -22,15 +22,15 @@ def _worker(rank: int, port: int, demo: str, out: str) -> None:
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     from videomae.engine.compiling import compile_counts
-    from videomae.engine.trainer import PretrainRun
+    from videomae.methods.pretrain import build_pretrain_trainer
 
     record = {}
     for compiled in (False, True):
         args = pretrain_overrides(
             Path(demo), Path(out) / str(compiled), f"train.max_steps={STEPS}", "model.with_cp=true"
         )
-        run = PretrainRun(load_config(PRETRAIN_DEMO_YAML, [*args, f"train.compile={str(compiled).lower()}"]))
-        summary = run.train()
+        run = build_pretrain_trainer(load_config(PRETRAIN_DEMO_YAML, [*args, f"train.compile={str(compiled).lower()}"]))
+        summary = run.fit()
         record[compiled] = {"losses": summary.losses, "counts": run.compile_counts, "total": compile_counts()}
     torch.save(record, Path(out) / "record.pt")
 

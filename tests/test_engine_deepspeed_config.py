@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from videomae.config import load_config
+from videomae.config.batch_plan import batch_plan
 from videomae.engine.deepspeed_setup import build_ds_config
 
 
 def _ds(*overrides: str, world_size: int = 4) -> dict:
     cfg = load_config(None, ["train.max_steps=1", *overrides])
-    return build_ds_config(cfg.train, cfg.deepspeed, cfg.precision, world_size, cfg.data.num_sample)
+    return build_ds_config(cfg.train, cfg.deepspeed, cfg.precision, batch_plan(cfg, world_size))
 
 
 def test_batch_sizes_are_counted_in_clips():

@@ -16,9 +16,9 @@ from helpers import load_deepspeed_file
 from run_helpers import PRETRAIN_DEMO_YAML, launch_pretrain, losses, pretrain_overrides, run_pretrain
 from safetensors.torch import load_file
 
-from videomae.config import load_config
+from videomae.config import ConfigError, load_config
 from videomae.engine import checkpointing as ckpt
-from videomae.engine.trainer import find_resume_checkpoint
+from videomae.engine.checkpointing import find_resume_checkpoint
 from videomae.models import create_model
 
 
@@ -128,20 +128,26 @@ def test_killed_run_resumes_with_the_same_losses(demo, tmp_path):
 
 @pytest.mark.slow
 def test_nonfinite_loss_is_skipped_counted_and_stops_the_run_when_repeated(demo, tmp_path):
+    # tests/nonfinite_pretrain.py: the real method, its loss made NaN once at step 2 (the retried batch is real)
+    double = {"script": "tests/nonfinite_pretrain.py", "env": {"NONFINITE_AT": "2"}}
     out = tmp_path / "nan"
-    log = run_pretrain(
-        "python", pretrain_overrides(demo, out, "train.max_steps=3", "train.save_every=3", "train.inject_nan_at=[2]")
-    )
+    proc = launch_pretrain("python", pretrain_overrides(demo, out, "train.max_steps=3", "train.save_every=3"), **double)
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, log[-4000:]
     assert "step 2: non-finite loss/gradient, skipped (1 in a row)" in log
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]
     assert [r["nonfinite_skipped"] for r in records] == [0, 1, 1]
     assert all(r["loss"] == r["loss"] for r in records)  # every logged step is finite
-    stop = pretrain_overrides(demo, tmp_path / "stop", "train.max_steps=3", "train.inject_nan_at=[2]",
-                              "train.max_nonfinite_steps=1")  # fmt: skip
-    proc = launch_pretrain("python", stop)
+    stop = pretrain_overrides(demo, tmp_path / "stop", "train.max_steps=3", "train.max_nonfinite_steps=1")
+    proc = launch_pretrain("python", stop, **double)
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode != 0 and "NonFiniteError: 1 consecutive non-finite steps" in output
+
+
+def test_the_retired_nan_hook_key_is_refused_with_the_reason():
+    with pytest.raises(ConfigError, match=r"^train.inject_nan_at: no longer a config key \(a testing hook"):
+        load_config(PRETRAIN_DEMO_YAML, ["train.inject_nan_at=[2]"])
 
 
 def test_auto_resume_never_replaces_an_explicit_init(tmp_path):

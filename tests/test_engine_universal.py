@@ -167,9 +167,9 @@ INSPECT = """
 import sys, torch
 from videomae.config import load_config
 from videomae.engine.deepspeed_setup import full_fp32_params, full_optimizer_state
-from videomae.engine.trainer import PretrainRun
+from videomae.methods.pretrain import build_pretrain_trainer
 
-run = PretrainRun(load_config(sys.argv[2], sys.argv[3:]))
+run = build_pretrain_trainer(load_config(sys.argv[2], sys.argv[3:]))
 run.resume()
 opt = run.engine.optimizer
 torch.save({

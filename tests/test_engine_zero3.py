@@ -1,6 +1,6 @@
 """ZeRO-3 with activation checkpointing through the real engine: 2 CPU processes (gloo), the tiny demo model.
 
-Each worker runs :class:`PretrainRun` in-process, so the test can look inside: the model is partitioned as it is
+Each worker runs the pretraining trainer in-process, so the test can look inside: the model is partitioned as it is
 built (``zero.Init``), a checkpointed block runs twice per step, the losses follow a ZeRO-2 run of the same
 config, the export loads back, and ``init`` weights load into a partitioned model.
 """
@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from videomae.checkpoint import load_pretrained
 from videomae.config import load_config
+from videomae.config.batch_plan import batch_plan
 from videomae.data.demo import DemoConfig, write_demo_dataset
 from videomae.models import create_model
 
@@ -42,9 +43,11 @@ def _worker(rank: int, port: int, demo: str, out: str) -> None:
     )
     torch.set_num_threads(1)
     from videomae.engine import deepspeed_setup as ds
-    from videomae.engine.trainer import PretrainRun
+    from videomae.engine.session import start_session
+    from videomae.engine.trainer import build_trainer
+    from videomae.methods.pretrain import PretrainMethod, build_pretrain_method
 
-    class Recording(PretrainRun):
+    class Recording(PretrainMethod):  # the real method, noting what the trainer built through it
         def build_model(self):  # first called inside the run's construction context (later: rank 0's export)
             model = super().build_model()
             if not hasattr(self, "built_counts"):
@@ -59,20 +62,22 @@ def _worker(rank: int, port: int, demo: str, out: str) -> None:
     record = {}
     for name in RUNS:
         cfg = load_config(PRETRAIN_DEMO_YAML, _args(Path(demo), Path(out), name))
-        run = Recording(cfg)
+        session = start_session(cfg)
+        method = Recording(cfg, build_pretrain_method(cfg, session).train_set)
+        run = build_trainer(session, method)
         calls = []
         run.engine.module.encoder.blocks[0].register_forward_pre_hook(lambda *_: calls.append(1))
-        summary = run.train()
+        summary = run.fit()
         record[name] = {
             "losses": summary.losses,
-            "built": run.built_counts,
-            "groups": run.group_sizes,
+            "built": method.built_counts,
+            "groups": method.group_sizes,
             "block_calls": len(calls),
             "export": summary.export_path,
         }
     # `init` weights into a model partitioned at construction: rank 0's export of the ZeRO-2 run, gathered back.
     cfg = load_config(PRETRAIN_DEMO_YAML, _args(Path(demo), Path(out), "zero3_cp"))
-    ds_config = ds.build_ds_config(cfg.train, cfg.deepspeed, cfg.precision, 2, cfg.data.num_sample)
+    ds_config = ds.build_ds_config(cfg.train, cfg.deepspeed, cfg.precision, batch_plan(cfg, 2))
     with ds.partitioned_construction(ds_config):
         model = create_model(cfg.model.name, **cfg.model.create_kwargs())
     with ds.whole_parameters(model):

@@ -70,16 +70,21 @@ def test_eval_only_scores_the_latest_checkpoint_or_init_like_the_training_run(re
     # Evaluating only needs no training manifests: the class list comes from data.labels.
     init = [f"init={ref}/export/model.safetensors", "data.manifests=[]", "--eval-only"]
     run_finetune([a.replace(str(ref), str(scratch)) for a in args] + init)
-    from_init = json.loads((scratch / "eval/metrics.json").read_text())
+    from_init = json.loads((scratch / "eval_only/metrics.json").read_text())
     assert from_init["weights"] == f"{ref}/export/model.safetensors"
-    assert predictions(scratch / "eval") == rows
+    assert predictions(scratch / "eval_only") == rows
     assert not (scratch / "checkpoints").exists() and not (scratch / "metrics.jsonl").exists()
-    # In the run's own folder: its newest checkpoint (step 8), whose fp32 weights are the export's.
-    (ref / "eval/metrics.json").unlink()
+    # The README's command: init in the training run's own folder evaluates init, never continuing the run.
+    run_finetune([*args, f"init={ref}/export/model.safetensors", "--eval-only"])
+    beside = json.loads((ref / "eval_only/metrics.json").read_text())
+    assert beside["weights"] == f"{ref}/export/model.safetensors" and beside["top1"] == final["top1"]
+    # Without init: the run's newest checkpoint (step 8), whose fp32 weights are the export's.
     run_finetune([*args, "--eval-only"])
-    again = json.loads((ref / "eval/metrics.json").read_text())
+    again = json.loads((ref / "eval_only/metrics.json").read_text())
     assert again["weights"] == str(ref / "checkpoints/step_00000008") and again["top1"] == final["top1"]
-    assert predictions(ref / "eval") == rows
+    assert predictions(ref / "eval_only") == rows
+    assert json.loads((ref / "eval/metrics.json").read_text()) == final  # the training run's results untouched
+    assert [i.step for i in ckpt.list_complete(ref / "checkpoints")] == [3, 6, 8]
 
 
 @pytest.mark.slow
@@ -106,10 +111,10 @@ def test_two_ranks_under_the_deepspeed_launcher_fit_the_training_clips(demo, tmp
 INSPECT_GROUPS = """
 import sys, torch
 from videomae.config import load_finetune_config
-from videomae.engine.finetune import FinetuneRun
+from videomae.methods.finetune import build_finetune_trainer
 from videomae.engine.optim import set_step_values
 
-run = FinetuneRun(load_finetune_config(sys.argv[2], sys.argv[3:]))
+run = build_finetune_trainer(load_finetune_config(sys.argv[2], sys.argv[3:]))
 set_step_values(run.engine.optimizer, 1e-3, 0.05)
 groups = [(g["layer_id"], g["lr"], g["weight_decay"]) for g in run.engine.optimizer.param_groups]
 torch.save({"groups": groups, "layers": run.engine.module.get_num_layers()}, sys.argv[1])

@@ -16,8 +16,8 @@ from PIL import Image
 
 from videomae.config import ManifestSource, load_finetune_config
 from videomae.data.demo import CLASS_NAMES, DemoConfig, write_demo_dataset
-from videomae.engine.finetune_data import build_eval_dataset, eval_batches, eval_shard
-from videomae.engine.validation import score_dataset, write_eval_outputs
+from videomae.methods.finetune_data import build_eval_dataset, eval_batches, eval_shard
+from videomae.methods.validation import score_dataset, write_eval_outputs
 
 NUM_VAL = 7  # odd: two ranks get 4 and 3 videos
 

@@ -8,7 +8,7 @@ import torch
 
 from videomae.checkpoint import export_weights
 from videomae.config import ConfigError
-from videomae.engine.finetune_init import checkpoint_class_names, init_classifier
+from videomae.methods.finetune_init import checkpoint_class_names, init_classifier
 from videomae.models import create_model
 
 TINY = dict(img_size=32, patch_size=8, all_frames=4)

@@ -101,7 +101,7 @@ def room_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
 
 def test_no_import_cycle_between_modules_or_rooms():
     graph = import_graph(PACKAGE)
-    assert len(graph) > 100 and "videomae.engine.run" in graph["videomae.engine.trainer"]  # the graph is real
+    assert len(graph) > 100 and "videomae.engine.trainer" in graph["videomae.methods.pretrain"]  # the graph is real
     assert cycles(graph) == [], "modules importing each other"
     assert cycles(room_graph(graph)) == [], "rooms importing each other"
 

@@ -35,10 +35,12 @@ def test_deepspeed_local_rank_argument_is_accepted(pretrain, capsys):
     assert capsys.readouterr().out.strip() == "/x/y"
 
 
-def test_dry_run_single_process(pretrain, capsys, monkeypatch):
+def test_dry_run_single_process(pretrain, capsys, monkeypatch, tmp_path):
     for name in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)
-    assert pretrain.main(["--config", str(DEMO), "--dry-run", "train.batch_size=8"]) == 0
+    (tmp_path / "m.csv").write_text("path\na.mp4\n")
+    args = ["--config", str(DEMO), "--dry-run", "train.batch_size=8", f"data.manifests=[{tmp_path / 'm.csv'}]"]
+    assert pretrain.main(args) == 0
     out = capsys.readouterr().out
     lines = dict(line.split("=", 1) for line in out.splitlines() if "=" in line and " " not in line)
     assert lines["RANK"] == "0" and lines["WORLD_SIZE"] == "1"
@@ -50,9 +52,6 @@ def test_demo_script_is_valid_bash_and_runs_the_documented_command():
     subprocess.run(["bash", "-n", str(ROOT / "launch/demo.sh")], check=True)
     text = (ROOT / "launch/demo.sh").read_text()
     assert "videomae demo-data demo_data" in text
-    assert (
-        'deepspeed --num_gpus 2 --master_port "$port" launch/pretrain.py --config launch/configs/pretrain/demo.yaml'
-        in text
-    )
+    assert 'deepspeed --num_gpus 2 --master_port "$port" launch/pretrain.py --config demo' in text
     # the port is one the script asks the OS for, not deepspeed's default 29500 that another job may hold
     assert re.search(r"^port=\$\(python -c .*bind\(\('', 0\)\)", text, re.M)

@@ -17,9 +17,9 @@ import torch
 from videomae.checkpoint import CheckpointError
 from videomae.cli import main as cli_main
 from videomae.config import ConfigError, load_finetune_config
-from videomae.engine.distill import load_teacher
-from videomae.engine.finetune_init import init_classifier
 from videomae.launching.preflight import preflight_findings
+from videomae.methods.distill import load_teacher
+from videomae.methods.finetune_init import init_classifier
 from videomae.models import create_model
 
 TINY = dict(img_size=32, patch_size=8, all_frames=4)

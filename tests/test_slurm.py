@@ -74,11 +74,13 @@ def test_launcher_variables_win_over_slurm_and_single_process_default():
     assert resolve_env({**SLURM_TASK, "SLURM_NTASKS": "1", "SLURM_PROCID": "0"}).world_size == 1
 
 
-def test_sbatch_dry_run_prints_the_mapped_environment():
+def test_sbatch_dry_run_prints_the_mapped_environment(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "WORLD_SIZE", "MASTER_"))}
     env.update(SLURM_TASK, PYTHON=sys.executable)
+    manifest = tmp_path / "h.csv"
+    manifest.write_text("path\na.mp4\n")
     out = subprocess.run(
-        ["bash", "launch/slurm/pretrain.sbatch", "--dry-run", "train.batch_size=16", "data.manifests=[h.csv]"],
+        ["bash", "launch/slurm/pretrain.sbatch", "--dry-run", "train.batch_size=16", f"data.manifests=[{manifest}]"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -88,7 +90,7 @@ def test_sbatch_dry_run_prints_the_mapped_environment():
     assert lines["MASTER_ADDR"] == "gpu007" and lines["MASTER_PORT"] == "24242"
     # vit_b_hybrid: 16 videos x 16 ranks (lr_scale_by=videos) = 256 -> the base lr 1e-3 itself.
     assert lines["EFFECTIVE_BATCH"] == "256" and float(lines["PEAK_LR"]) == pytest.approx(1e-3)
-    assert "- path: h.csv" in out.stdout
+    assert f"- path: {manifest}" in out.stdout
 
 
 @pytest.mark.parametrize("stage", ["pretrain", "finetune"])

@@ -153,7 +153,9 @@ def test_output_root_replaces_the_files_for_every_default_folder_and_the_chain(t
 # ---------------------------------------------------------------------------------------------------- commands
 
 
-def test_dry_run_prints_the_exact_chained_commands(tmp_path):
+def test_dry_run_prints_the_exact_chained_commands(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_fake_demo_data(tmp_path)  # a dry run checks that the manifests exist
     path = write_stages(tmp_path, chain(ft_overrides=("train.max_steps=7",)), launcher="deepspeed", nproc=2,
                         overrides=["seed=3"])  # fmt: skip
     recipe = load_recipe(path)
@@ -179,8 +181,10 @@ def test_dry_run_prints_the_exact_chained_commands(tmp_path):
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
 
 
-def test_dry_run_checks_each_stage_config_against_its_model(tmp_path, capsys):
+def test_dry_run_checks_each_stage_config_against_its_model(tmp_path, capsys, monkeypatch):
     """As a launch script's --dry-run: clips the fine-tune model cannot take are refused before any command prints."""
+    monkeypatch.chdir(tmp_path)
+    write_fake_demo_data(tmp_path)
     recipe = load_recipe(write_stages(tmp_path, chain(ft_overrides=("data.num_frames=4",))))
     text = io.StringIO()
     assert run_recipe(recipe, dry_run=True, out=text) == 2
@@ -190,7 +194,19 @@ def test_dry_run_checks_each_stage_config_against_its_model(tmp_path, capsys):
     assert text.getvalue() == "" and not (tmp_path / "runs").exists()
 
 
-def test_launch_script_refuses_before_anything_runs(tmp_path, capsys):
+def test_dry_run_refuses_a_missing_manifest_as_the_launch_scripts_do(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_fake_demo_data(tmp_path)
+    recipe = load_recipe(write_stages(tmp_path, chain(ft_overrides=("data.manifests=[demo_data/gone.csv]",))))
+    assert run_recipe(recipe, dry_run=True, out=io.StringIO()) == 2
+    err = capsys.readouterr().err
+    assert "stage 'ft'" in err and "data.manifests[0]: demo_data/gone.csv does not exist" in err
+    assert "stage 'pre'" not in err
+
+
+def test_launch_script_refuses_before_anything_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_fake_demo_data(tmp_path)
     spec = importlib.util.spec_from_file_location("launch_stages", LAUNCH / "stages.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

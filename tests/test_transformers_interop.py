@@ -26,9 +26,9 @@ from transformers import VideoMAEConfig, VideoMAEForPreTraining, VideoMAEForVide
 from videomae.checkpoint import CheckpointError, export_weights, load_exported, load_pretrained
 from videomae.checkpoint_info import summarize_checkpoint
 from videomae.cli import main
-from videomae.engine.finetune_init import init_classifier
 from videomae.hf_folder import classifier_trunk, load_hf_folder, write_hf_folder
 from videomae.inference import load_inference_model
+from videomae.methods.finetune_init import init_classifier
 from videomae.models import create_model
 from videomae.models.convert_hf import to_hf_state_dict
 from videomae.models.hf_config import NotExpressibleError, from_hf_config, to_hf_config

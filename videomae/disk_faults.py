@@ -26,6 +26,7 @@ __all__ = [
     "WriteGuard",
     "name_write_fault",
     "naming_write_faults",
+    "process_umask",
     "write_atomic",
     "write_text_atomic",
 ]
@@ -175,7 +176,7 @@ def naming_write_faults(path: str | os.PathLike) -> Iterator[None]:
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
-    """Call ``write(tmp)`` to write a file next to ``path``, then rename it to ``path``.
+    """Call ``write(tmp)`` to write a file next to ``path``, then rename it to ``path`` with the mode the umask gives.
 
     A failed write leaves nothing at ``path`` (an older file there stays) and no partial file behind; a storage
     fault is raised as :class:`DiskWriteError`.
@@ -185,17 +186,33 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
     try:
         with naming_write_faults(tmp):
             write(str(tmp))
+            # Writers that stage through a private temporary file (safetensors) leave mode 0600: give the file the
+            # mode a plain open() would, so exports are shared as the user's umask says.
+            os.chmod(tmp, 0o666 & ~process_umask())
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
+def process_umask() -> int:
+    """This process's file-mode creation mask (read from ``/proc`` where it is shown, else set and restored)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # no way to read it without setting it; restored at once
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` through :func:`write_atomic`, synced to the storage before the rename."""
 
     def write(tmp: str) -> None:
-        with open(tmp, "w") as handle:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

@@ -25,6 +25,7 @@ from torch import nn
 
 from videomae.checkpoint import CheckpointError
 from videomae.checkpoint_reading import HF_WEIGHT_FILES, read_checkpoint, unwrap_state_dict
+from videomae.disk_faults import write_atomic
 from videomae.export_guard import check_export_config
 from videomae.models.convert_hf import HF_BACKBONE_PREFIX, convert_hf_state_dict, is_hf_state_dict, to_hf_state_dict
 from videomae.models.hf_config import (
@@ -181,6 +182,6 @@ def write_hf_folder(
     config["dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")
     tensors = {k: v.contiguous() for k, v in to_hf_state_dict(state, HF_BACKBONE_PREFIX).items()}
     out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / HF_WEIGHT_FILES[0]), metadata={"format": "pt"})
+    write_atomic(out / HF_WEIGHT_FILES[0], lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     return out

@@ -15,12 +15,25 @@ same seed therefore gives the same masks whatever device the masks end up on.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from einops import repeat
 
+if TYPE_CHECKING:
+    from videomae.config import MaskConfig
+
 Grid = tuple[int, int, int]
 
-__all__ = ["Grid", "decoded_positions", "num_hidden", "random_mask", "running_cell_mask", "tube_mask"]
+__all__ = [
+    "Grid",
+    "MaskGenerator",
+    "decoded_positions",
+    "num_hidden",
+    "random_mask",
+    "running_cell_mask",
+    "tube_mask",
+]
 
 
 def _check_grid(grid: Grid) -> None:
@@ -155,3 +168,31 @@ def decoded_positions(mask: torch.Tensor, decode_mask: torch.Tensor | None) -> t
     masking) it predicts every token the running-cell mask keeps.
     """
     return mask if decode_mask is None else ~decode_mask
+
+
+class MaskGenerator:
+    """Encoder and decoder masks for whole batches as ``cfg`` (a ``MaskConfig``) says, drawn from ``generator`` on
+    its device (a dedicated generator, so its state can be checkpointed and restored exactly)."""
+
+    def __init__(self, cfg: MaskConfig, grid: Grid, generator: torch.Generator) -> None:
+        self.cfg, self.grid, self.generator = cfg, grid, generator
+
+    @classmethod
+    def seeded(cls, cfg: MaskConfig, grid: Grid, seed: int, device: torch.device | str = "cpu") -> MaskGenerator:
+        """A generator of its own on ``device``, seeded with ``seed`` (fixed masks: pictures, FLOP counts)."""
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed)
+        return cls(cfg, grid, generator)
+
+    def __call__(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Masks ``[B, N]``: ``mask`` True = hidden from the encoder, ``decode_mask`` True = dropped by the decoder
+        (None without a decoder mask)."""
+        device = self.generator.device
+        make = tube_mask if self.cfg.type == "tube" else random_mask
+        mask = make(batch_size, self.grid, self.cfg.ratio, generator=self.generator, device=device)
+        decode_mask = None
+        if self.cfg.decoder_type == "run_cell":
+            decode_mask = running_cell_mask(
+                batch_size, self.grid, self.cfg.decoder_ratio, generator=self.generator, device=device
+            )
+        return mask, decode_mask

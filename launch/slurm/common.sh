@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Shared by launch/slurm/*.sbatch (sourced; the job runs from the submission directory, the repository root).
 #
 # run_stage ENTRY CONFIG [--dry-run] [key=value ...]
@@ -6,7 +7,10 @@
 #   Preemption-safe: the job script is sent USR1 before the time limit (#SBATCH --signal=B:USR1@120); the trap
 #   asks the run to checkpoint and stop (stop file + USR1 to every task), waits for it, then requeues the job; the
 #   requeued job auto-resumes from the newest complete checkpoint in output_dir.
-#   --dry-run prints what one task would see (the same mapping dist.py applies inside srun) and starts nothing.
+#   --dry-run prints what rank 0 would see (the same mapping dist.py applies inside srun) and starts nothing; off the
+#   cluster (no SLURM_NTASKS) the job's size comes from the script's #SBATCH lines, or from --nodes N,
+#   --ntasks-per-node N, --gpus-per-node N given right after --dry-run, as sbatch would take them. It fails (status
+#   2) on an empty data.manifests or a manifest file that does not exist.
 #   DOCTOR=1 runs `python -m videomae doctor` for the same config through the same srun line instead of the run
 #   (a minute's preflight on the job's nodes: PASS/FAIL table, exit status 1 on any FAIL); with --dry-run it prints
 #   that command first.
@@ -29,6 +33,14 @@ run_stage() {
     local doctor=("$PYTHON" -m videomae doctor --stage "$(basename "$entry" .py)" --config "$config")
     if [[ "${1:-}" == "--dry-run" ]]; then
         shift
+        if [[ -z "${SLURM_NTASKS:-}" ]]; then
+            job_size "${BASH_SOURCE[1]}" "$@"
+            shift "$JOB_SIZE_ARGS"
+            echo "# off the cluster: ${JOB_NODES} node(s) x ${JOB_TASKS_PER_NODE} task(s) from ${JOB_SIZE_FROM};" \
+                "showing rank 0 (SLURM names the hosts at start)"
+            export RANK=0 LOCAL_RANK=0 NODE_RANK=0 WORLD_SIZE=$((JOB_NODES * JOB_TASKS_PER_NODE))
+            export LOCAL_WORLD_SIZE=$JOB_TASKS_PER_NODE MASTER_ADDR=${MASTER_ADDR:-first-node-of-the-job}
+        fi
         if [[ "${DOCTOR:-0}" == 1 ]]; then
             echo "doctor: ${srun_line[*]} ${doctor[*]} $*"
         fi
@@ -47,6 +59,54 @@ run_stage() {
     SRUN_PID=$!
     # `wait` returns early when the trap fires; the trap then waits for srun itself.
     wait "$SRUN_PID"
+}
+
+# job_size SCRIPT [ARGS...]: the job's nodes and tasks per node as sbatch would give them: --nodes/-N,
+# --ntasks-per-node and --gpus-per-node at the start of ARGS win over SCRIPT's #SBATCH lines; tasks per node is
+# --ntasks-per-node, else --gpus-per-node (one task per GPU), else 1, a --gpus-per-node in ARGS counting over the
+# script's --ntasks-per-node. Sets JOB_NODES, JOB_TASKS_PER_NODE, JOB_SIZE_FROM and JOB_SIZE_ARGS (how many of
+# ARGS it used). A node range (2-4) counts its lower bound.
+job_size() {
+    local script=$1 nodes=1 ntasks="" gpus="" from="$1's #SBATCH lines" used=0 cli=0 used_gpus=0 used_ntasks=0
+    shift
+    _job_size_option() {  # NAME VALUE: keep a size option, 1 if NAME is none
+        case $1 in
+            -N | --nodes) nodes=${2%%-*} ;;
+            --ntasks-per-node) ntasks=$2 used_ntasks=$cli ;;
+            --gpus-per-node) gpus=${2##*:} used_gpus=$cli ;;  # --gpus-per-node=a100:8 -> 8
+            *) return 1 ;;
+        esac
+    }
+    local words
+    while read -r -a words; do  # "#SBATCH --nodes=8", "#SBATCH -N 8", "#SBATCH --nodes 8  # comment"
+        if [[ ${words[1]:-} == *=* ]]; then
+            _job_size_option "${words[1]%%=*}" "${words[1]#*=}" || true
+        elif [[ ${#words[@]} -ge 3 ]]; then
+            _job_size_option "${words[1]}" "${words[2]}" || true
+        fi
+    done < <(grep '^#SBATCH' "$script")
+    cli=1
+    while [[ $# -gt 0 ]]; do
+        if [[ $1 == --*=* ]] && _job_size_option "${1%%=*}" "${1#*=}"; then
+            shift; used=$((used + 1))
+        elif [[ $# -ge 2 && $1 != *=* ]] && _job_size_option "$1" "$2"; then
+            shift 2; used=$((used + 2))
+        else
+            break
+        fi
+        from="the command line and $script's #SBATCH lines"
+    done
+    unset -f _job_size_option
+    local per_node=${ntasks:-${gpus:-1}}
+    if [[ $used_gpus == 1 && $used_ntasks == 0 ]]; then
+        per_node=$gpus
+    fi
+    if ! [[ $nodes =~ ^[1-9][0-9]*$ && $per_node =~ ^[1-9][0-9]*$ ]]; then
+        echo "$script: cannot tell the job's size (nodes '$nodes', tasks per node '$per_node'); give" \
+            "--nodes N --gpus-per-node G after --dry-run" >&2
+        exit 2
+    fi
+    JOB_NODES=$nodes JOB_TASKS_PER_NODE=$per_node JOB_SIZE_FROM=$from JOB_SIZE_ARGS=$used
 }
 
 on_preempt() {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from videomae.cli.arguments import add_frame_template
+
 __all__ = ["add_demo_data", "add_manifest"]
 
 
@@ -49,22 +51,45 @@ def add_demo_data(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_manifest_build(args: argparse.Namespace) -> int:
+    import signal
+    import sys
+
     from videomae.data.manifest_tools import build_manifest
 
+    def stop(signum: int, frame: object) -> None:  # SLURM preemption / kill: stop as Ctrl-C does, log kept
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
     extensions = args.extensions.split(",") if args.extensions else None
-    result = build_manifest(
-        args.root,
-        args.output,
-        labels_from_subfolders=args.labels_from_subfolders,
-        label_map=args.label_map,
-        workers=args.workers,
-        frame_template=args.frame_template,
-        extensions=extensions,
-        timeout=args.timeout,
-        progress=not args.quiet,
-    )
+    try:
+        result = build_manifest(
+            args.root,
+            args.output,
+            labels_from_subfolders=args.labels_from_subfolders,
+            label_map=args.label_map,
+            workers=args.workers,
+            frame_template=args.frame_template,
+            extensions=extensions,
+            timeout=args.timeout,
+            progress=not args.quiet,
+            shard=args.shard,
+        )
+    except KeyboardInterrupt as stopped:  # BuildInterrupted says what the probe log keeps
+        print(f"videomae manifest build: {stopped or 'interrupted before any clip was probed'}", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(result.summary(args.root))
     return 0
+
+
+def _shard_arg(text: str) -> object:
+    from videomae.data.manifest_shards import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _run_manifest_check(args: argparse.Namespace) -> int:
@@ -87,8 +112,22 @@ def _run_manifest_check(args: argparse.Namespace) -> int:
 
 
 def _run_manifest_merge(args: argparse.Namespace) -> int:
+    from videomae.data.manifest_shards import is_shard_output, join_shards, rejects_path
     from videomae.data.manifest_tools import merge_manifests
 
+    companions = {rejects_path(m) for m in args.manifests}  # `merge shards/*.csv` also matches OUT.csv.rejects.csv
+    args.manifests = [m for m in args.manifests if m not in companions]
+    shards = [is_shard_output(m) for m in args.manifests]
+    if any(shards):
+        if not all(shards) or args.label_map_out or args.label_maps or args.remap_dir:
+            raise ValueError(
+                "shard outputs (with their .shard.json) join on their own: give all shards of one build and no "
+                "other manifest, without --label-map-out/--label-maps/--remap-dir; merge label spaces afterwards"
+            )
+        print(join_shards(args.manifests, args.output).summary())
+        return 0
+    if args.label_map_out is None:
+        raise ValueError("merging labelled manifests writes a merged label map: give --label-map-out FILE")
     result = merge_manifests(
         args.manifests,
         args.output,
@@ -102,6 +141,8 @@ def _run_manifest_merge(args: argparse.Namespace) -> int:
 
 def add_manifest(subparsers: argparse._SubParsersAction) -> None:
     """Register ``manifest build|check|merge``."""
+    from videomae.data.manifest_build import DEFAULT_TIMEOUT_S
+
     p = subparsers.add_parser("manifest", help="build, check and merge manifests (see data_lists/SCHEMA.md)")
     sub = p.add_subparsers(dest="manifest_command", required=True, metavar="{build,check,merge,transcode}")
 
@@ -109,8 +150,9 @@ def add_manifest(subparsers: argparse._SubParsersAction) -> None:
         "build",
         help="scan a folder of videos / frame folders and write a CSV manifest",
         description="Scan ROOT for video files (by extension) and frame folders, probe each "
-        "(decoded frame count, fps, size) in parallel, write OUT.csv with paths "
-        "relative to ROOT.",
+        "(decoded frame count, fps, size) in a process pool, write OUT.csv with paths "
+        "relative to ROOT and OUT.csv.rejects.csv (clips left out, with the reason). Results are logged "
+        "to OUT.csv.probed.jsonl as they come: after a kill, rerun the same command to probe only the rest.",
     )
     b.add_argument("root", help="folder to scan")
     b.add_argument("-o", "--output", required=True, help="CSV manifest to write")
@@ -126,14 +168,29 @@ def add_manifest(subparsers: argparse._SubParsersAction) -> None:
         help="CSV (path,label) or JSON {path: label} giving each clip's label; keys are paths "
         "relative to ROOT, with or without extension, or bare file/folder names",
     )
-    b.add_argument("--workers", type=int, default=None, help="probe processes (default: all CPU cores)")
-    b.add_argument("--frame-template", default="img_{:05d}.jpg", help="frame file names (default img_{:05d}.jpg)")
+    b.add_argument(
+        "--workers", type=int, default=None, help="probe processes (default: the CPU cores this process may use)"
+    )
+    add_frame_template(b)
     b.add_argument(
         "--extensions",
         default=None,
         help="comma-separated video extensions (default: mp4,avi,mkv,webm,mov,m4v,mpg,mpeg,flv,wmv)",
     )
-    b.add_argument("--timeout", type=float, default=120.0, help="seconds per probe before a clip is skipped")
+    b.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help=f"seconds per probe before its process is killed and the clip rejected (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    b.add_argument(
+        "--shard",
+        type=_shard_arg,
+        default=None,
+        metavar="I/N",
+        help="build shard I of N (0-based; e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); "
+        "'manifest merge' joins the N outputs into the manifest one build writes",
+    )
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(handler=_run_manifest_build)
 
@@ -156,8 +213,10 @@ def add_manifest(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="write a copy without the unusable rows, with num_frames corrected where it exceeds what decodes",
     )
-    c.add_argument("--workers", type=int, default=None, help="probe processes (default: all CPU cores)")
-    c.add_argument("--frame-template", default="img_{:05d}.jpg", help="frame file names (default img_{:05d}.jpg)")
+    c.add_argument(
+        "--workers", type=int, default=None, help="probe processes (default: the CPU cores this process may use)"
+    )
+    add_frame_template(c)
     c.add_argument("--timeout", type=float, default=120.0, help="seconds per probe before a clip counts as bad")
     c.add_argument("--all", action="store_true", help="list every problem (default: the first 200)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -168,11 +227,15 @@ def add_manifest(subparsers: argparse._SubParsersAction) -> None:
         help="merge labelled manifests with a label map merged by class name",
         description="Merge labelled manifests (as Kinetics-710 from 400/600/700): class names are "
         "normalised (case, '_' vs ' '), united and sorted; labels are rewritten as "
-        "ids of the merged map; one JSON remap (old id -> new id) per input is written.",
+        "ids of the merged map; one JSON remap (old id -> new id) per input is written. "
+        "Given the outputs of 'manifest build --shard 0/N ... N-1/N', joins them into the manifest "
+        "(and rejects) one unsharded build writes.",
     )
     m.add_argument("manifests", nargs="+", help="input manifests")
     m.add_argument("-o", "--output", required=True, help="merged CSV manifest")
-    m.add_argument("--label-map-out", required=True, help="merged label map to write (one class name per line)")
+    m.add_argument(
+        "--label-map-out", default=None, help="merged label map to write (one class name per line; not for shards)"
+    )
     m.add_argument(
         "--label-maps",
         nargs="+",

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from videomae.cli.arguments import add_frame_template
+
 __all__ = ["add_extract_features", "add_predict", "add_visualize"]
 
 _CKPT_HELP = (
@@ -190,7 +192,7 @@ def add_extract_features(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--short-side-size", type=int, default=None, help="resize before the centre crop")
     p.add_argument("--workers", type=int, default=0, help="decoding processes (default 0: this one)")
-    p.add_argument("--frame-template", default="img_{:05d}.jpg", help="frame file names (default img_{:05d}.jpg)")
+    add_frame_template(p)
     p.set_defaults(handler=_run_extract_features)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from videomae.cli.arguments import add_frame_template
+
 __all__ = ["add_manifest_transcode"]
 
 
@@ -83,7 +85,7 @@ def add_manifest_transcode(sub: argparse._SubParsersAction) -> None:
         help="h264/hevc: keep CABAC, deblocking and B-frames (smaller files, about 2x slower decoding)",
     )
     t.add_argument("--workers", type=int, default=None, help="encoding processes (default: all CPU cores)")
-    t.add_argument("--frame-template", default="img_{:05d}.jpg", help="frame file names (default img_{:05d}.jpg)")
+    add_frame_template(t)
     t.add_argument("--speed-rows", type=int, default=8, help="rows timed before/after (default 8; 0: skip)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(handler=_run)

@@ -9,11 +9,13 @@ knowledge distillation from a frozen teacher classifier (off by default).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from videomae.config.batch_plan import batch_plan
 from videomae.config.loading import ConfigError, load_config_file, require
 from videomae.config.sections import (
     DataConfig,
@@ -98,7 +100,7 @@ class FinetuneTrainConfig(TrainConfig):
     """The supervised training loop: the shared fields plus the fine-tuning recipe and evaluation schedule."""
 
     lr: float = 1e-3
-    """Base learning rate per 256 samples: ``lr_abs = lr * effective_batch / 256`` (see ``lr_scale_by``)."""
+    """Base learning rate per 256 samples of ``lr_batch`` (:mod:`videomae.config.batch_plan`)."""
     min_lr: float = 1e-6
     """Absolute learning rate at the end of the cosine schedule (the release scales its 1e-6 by batch / 256)."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -185,6 +187,11 @@ class FinetuneConfig(RunConfig):
         """Range checks that types alone cannot express (see :func:`validate_finetune`)."""
         validate_finetune(self)
 
+    def for_evaluation(self) -> FinetuneConfig:
+        """The config of an ``--eval-only`` run: with ``init``, those weights are scored, so a training run in the
+        same ``output_dir`` is never resumed (``resume=never``)."""
+        return dataclasses.replace(self, resume="never") if self.init is not None else self
+
 
 def validate_finetune(cfg: FinetuneConfig) -> None:
     """Range checks of a fine-tuning config that types alone cannot express.
@@ -226,7 +233,7 @@ def validate_finetune(cfg: FinetuneConfig) -> None:
         0.0 <= t.mixup_switch_prob <= 1.0, "train.mixup_switch_prob", "a probability in [0, 1]", t.mixup_switch_prob
     )
     if t.mixing:
-        clips = t.batch_size * d.num_sample
+        clips = batch_plan(cfg, world_size=1).clips_per_micro_step
         even = "an even number of clips per micro-batch (train.batch_size x data.num_sample) with mixup/cutmix"
         require(clips % 2 == 0, "train.batch_size", even, clips)
     require(0.0 < t.ema_decay < 1.0, "train.ema_decay", "a number in (0, 1)", t.ema_decay)

@@ -155,6 +155,12 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: got {value!r} ({type(value).__name__}), expected {_type_name(tp)}")
 
 
+RETIRED_KEYS: dict[str, str] = {
+    "train.inject_nan_at": "a testing hook that is gone: tests now make a loss non-finite through a test method",
+}
+"""Keys that were renamed or removed, with what to do instead (refused with this message, never ignored)."""
+
+
 def _field_names(cls: type) -> str:
     return ", ".join(f.name for f in dataclasses.fields(cls))
 
@@ -163,6 +169,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:
+        dotted = f"{prefix}{'.' if prefix else ''}{key}"
+        if key not in names and dotted in RETIRED_KEYS:
+            raise ConfigError(f"{dotted}: no longer a config key ({RETIRED_KEYS[dotted]}); remove it")
         if key not in names:
             raise ConfigError(f"{prefix}{'.' if prefix else ''}{key}: unknown key; allowed keys: {_field_names(cls)}")
     kwargs = {}

@@ -1,14 +1,7 @@
 """Config sections every stage shares: manifests, data, the training loop, DeepSpeed, and the run's top level.
 
-Learning-rate rule (see :meth:`TrainConfig.absolute_lr`)::
-
-    lr = train.lr * effective_batch / 256
-    effective_batch = train.batch_size * world_size * train.grad_accum * data.num_sample   (lr_scale_by: clips)
-
-Each video read by the loader yields ``data.num_sample`` augmented clips, and every clip is one sample for the
-optimizer, so our effective batch counts clips. The VideoMAE / VideoMAE V2 releases scale by
-``batch_size * world_size`` only (no ``num_sample``); ``train.lr_scale_by: videos`` reproduces their numbers
-exactly with the release's base lr, which is what the shipped recipes do.
+The batch and learning-rate arithmetic (clips per step, ``lr_scale_by``, the peak lr) is
+:mod:`videomae.config.batch_plan`.
 """
 
 from __future__ import annotations
@@ -107,7 +100,7 @@ class TrainConfig:
     grad_accum: int = 1
     """Micro-steps accumulated per optimizer step."""
     lr: float = 1.5e-4
-    """Base learning rate per 256 samples: ``lr_abs = lr * effective_batch / 256`` (see ``lr_scale_by``)."""
+    """Base learning rate per 256 samples of ``lr_batch`` (:mod:`videomae.config.batch_plan`)."""
     lr_scale_by: Literal["clips", "videos"] = "clips"
     """Effective batch for lr scaling: ``clips`` = batch_size*world*grad_accum*num_sample (our rule);
     ``videos`` leaves out num_sample, as the VideoMAE V2 release does."""
@@ -137,17 +130,6 @@ class TrainConfig:
     """Stop after this many consecutive steps with a non-finite loss or gradient (each is skipped)."""
     compile: bool = False
     """Wrap the model in ``torch.compile``."""
-    inject_nan_at: list[int] = field(default_factory=list)
-    """Testing hook: make the loss NaN once at each of these (1-based, as logged) steps; the step is retried."""
-
-    def effective_batch(self, world_size: int, num_sample: int) -> int:
-        """Samples per optimizer step used for lr scaling (see ``lr_scale_by``)."""
-        clips_per_video = num_sample if self.lr_scale_by == "clips" else 1
-        return self.batch_size * world_size * self.grad_accum * clips_per_video
-
-    def absolute_lr(self, world_size: int, num_sample: int) -> float:
-        """Peak learning rate: ``lr * effective_batch / 256``."""
-        return self.lr * self.effective_batch(world_size, num_sample) / 256
 
 
 @dataclass
@@ -280,8 +262,6 @@ def validate_train(t: TrainConfig) -> None:
         require(t.warmup_steps >= 0, "train.warmup_steps", "an integer >= 0 or null", t.warmup_steps)
     if t.warmup_epochs is not None:
         require(t.warmup_epochs >= 0, "train.warmup_epochs", "a number >= 0 or null", t.warmup_epochs)
-    for i, step in enumerate(t.inject_nan_at):
-        require(step >= 1, f"train.inject_nan_at[{i}]", "a step number >= 1", step)
 
 
 def validate_deepspeed(ds: DeepSpeedConfig, compile_model: bool = False) -> None:

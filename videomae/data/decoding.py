@@ -30,7 +30,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from videomae.data.readers import DecordReader, FrameFolderReader, PyAVReader, ReaderError
+from videomae.data.readers import DEFAULT_FRAME_TEMPLATE, DecordReader, FrameFolderReader, PyAVReader, ReaderError
 
 __all__ = [
     "BACKENDS",
@@ -46,7 +46,6 @@ __all__ = [
 ]
 
 BACKENDS = ("auto", "decord", "pyav")
-DEFAULT_FRAME_TEMPLATE = "img_{:05d}.jpg"
 T = TypeVar("T")
 
 

@@ -33,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
+from videomae.data.readers import DEFAULT_FRAME_TEMPLATE
+
 SHAPES: tuple[str, ...] = ("square", "disc", "triangle")
 DIRECTIONS: tuple[str, ...] = ("up", "down")
 CLASS_NAMES: tuple[str, ...] = tuple(f"{shape}_{direction}" for shape in SHAPES for direction in DIRECTIONS)
-FRAME_TEMPLATE = "img_{:05d}.jpg"
 # Bumped whenever the drawing changes, so scripts can tell an outdated demo folder (stored in demo.json).
 DATA_VERSION = 4
 SOURCE_NAME = "demo"
@@ -264,7 +265,7 @@ def write_frame_folder(folder: Path, video: np.ndarray, quality: int = 90) -> No
 
     folder.mkdir(parents=True, exist_ok=True)
     for i, frame in enumerate(video, start=1):
-        Image.fromarray(frame).save(folder / FRAME_TEMPLATE.format(i), quality=quality)
+        Image.fromarray(frame).save(folder / DEFAULT_FRAME_TEMPLATE.format(i), quality=quality)
 
 
 def _clip_name(split: str, index: int) -> str:
@@ -346,7 +347,7 @@ def write_demo_dataset(
         "version": DATA_VERSION,
         "config": asdict(config),
         "classes": list(CLASS_NAMES),
-        "frame_template": FRAME_TEMPLATE,
+        "frame_template": DEFAULT_FRAME_TEMPLATE,
     }
     (out / "demo.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return written

@@ -165,8 +165,11 @@ def write_manifest(
         label_names: when given, labels are written as class names instead of ids.
         data_root: paths under this folder are written relative to it.
 
-    Only columns that some row uses are written; ``extra`` columns follow the standard ones.
+    Only columns that some row uses are written; ``extra`` columns follow the standard ones. The file is written
+    atomically (a temporary file renamed over ``path``): a reader never sees half a manifest.
     """
+    from videomae.disk_faults import write_text_atomic
+
     rows = list(rows)
     root = os.path.abspath(os.fspath(data_root)) if data_root is not None else None
     used = [c for c in CSV_COLUMNS if c == "path" or any(getattr(r, c) is not None for r in rows)]
@@ -189,5 +192,4 @@ def write_manifest(
             values.append("" if v is None else str(v))
         writer.writerow(values + [r.extra.get(k, "") for k in extra_cols])
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        f.write(out.getvalue())
+    write_text_atomic(path, out.getvalue())

@@ -1,10 +1,18 @@
-"""``videomae manifest build``: scan a folder for video files and frame folders, probe each, write a CSV."""
+"""``videomae manifest build``: scan a folder for video files and frame folders, probe each, write a CSV.
+
+Built to survive a large folder: clips are probed in a pool of killable processes (a probe past ``timeout`` is
+killed and its clip rejected with the reason), each result is appended to a probe log as it arrives
+(:mod:`~videomae.data.manifest_resume`: rerunning the command after a kill probes only the rest), a build can be
+one shard of several (:mod:`~videomae.data.manifest_shards`), and the manifest and its rejects are written
+atomically at the end.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,12 +20,30 @@ from pathlib import Path
 from videomae.data.frame_check import template_regex
 from videomae.data.labels import label_rule_violation
 from videomae.data.manifest import ManifestRow, write_manifest
-from videomae.data.manifest_probe import DEFAULT_FRAME_TEMPLATE, ProbeJob, probe_all
+from videomae.data.manifest_probe import DEFAULT_FRAME_TEMPLATE, ProbeJob, ProbeResult, probe_stream
+from videomae.data.manifest_resume import ProbeLog
+from videomae.data.manifest_shards import Shard, parse_shard, write_rejects, write_shard_info
 
-__all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "BuildResult", "ScannedClip", "build_manifest", "scan_folder"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "BuildInterrupted",
+    "BuildResult",
+    "ScannedClip",
+    "build_manifest",
+    "scan_folder",
+]
 
 VIDEO_EXTENSIONS = ("mp4", "avi", "mkv", "webm", "mov", "m4v", "mpg", "mpeg", "flv", "wmv")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "webp")
+DEFAULT_TIMEOUT_S = 30.0
+"""Seconds a probe may take before its process is killed (a clip probes in well under a second)."""
+_MAX_LISTED = 20
+
+
+class BuildInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a build; the message says what the probe log keeps and how to resume."""
 
 
 @dataclass(frozen=True)
@@ -36,9 +62,12 @@ class BuildResult:
     Attributes:
         output: the manifest written.
         rows: the clips written, in file order (paths relative to the root).
-        skipped: ``(relative path, reason)`` of every clip left out.
+        skipped: ``(relative path, reason)`` of every clip left out, sorted (also in ``rejects``).
         label_names: class names when labels were written.
         unlabelled: relative paths that got no label although labels were requested.
+        rejects: the CSV listing ``skipped``.
+        probed: clips probed by this run; resumed: clips whose result came from an interrupted run's log.
+        shard: the shard built, ``None`` for the whole folder.
     """
 
     output: str
@@ -46,15 +75,25 @@ class BuildResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     label_names: list[str] | None = None
     unlabelled: list[str] = field(default_factory=list)
+    rejects: str = ""
+    probed: int = 0
+    resumed: int = 0
+    shard: Shard | None = None
 
     def summary(self, root: str) -> str:
         """A short human-readable report."""
         lines = [
             f"wrote {len(self.rows)} clips to {self.output}"
             + (f" ({len(self.label_names)} classes)" if self.label_names else "")
+            + (f", shard {self.shard}" if self.shard else "")
+            + f"; probed {self.probed}"
+            + (f", {self.resumed} resumed from the interrupted run's log" if self.resumed else "")
         ]
-        for rel, reason in self.skipped:
+        for rel, reason in self.skipped[:_MAX_LISTED]:
             lines.append(f"  skipped {rel}: {reason}")
+        if self.skipped:
+            more = f"{len(self.skipped) - _MAX_LISTED} more, " if len(self.skipped) > _MAX_LISTED else ""
+            lines.append(f"  ({more}all {len(self.skipped)} with their reasons in {self.rejects})")
         if self.unlabelled:
             lines.append(f"  {len(self.unlabelled)} clips have no label, e.g. {self.unlabelled[0]}")
         lines.append(f"paths are relative to {root}: use it as data_root (--data-root {root})")
@@ -152,10 +191,15 @@ def build_manifest(
     workers: int | None = None,
     frame_template: str = DEFAULT_FRAME_TEMPLATE,
     extensions: Iterable[str] | None = None,
-    timeout: float | None = 120.0,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
     progress: bool = True,
+    shard: Shard | str | None = None,
 ) -> BuildResult:
-    """Scan ``root``, probe every clip in parallel and write a CSV manifest with paths relative to ``root``.
+    """Scan ``root``, probe every clip in a process pool and write a CSV manifest with paths relative to ``root``.
+
+    Each result is appended to ``OUT.probed.jsonl`` as it arrives; when that log is there from an interrupted run
+    of the same build, its clips are not probed again. At the end the manifest and ``OUT.rejects.csv`` are written
+    atomically and the log is deleted.
 
     Args:
         root: folder to scan (recursively).
@@ -163,56 +207,67 @@ def build_manifest(
         labels_from_subfolders: label = first path component under ``root`` (``root/<class>/clip.mp4``).
         label_map: a clip -> label mapping (JSON object or CSV ``path,label`` / ``name,label``); a clip matches by
             relative path, relative path without extension, file name, or file name without extension.
-        workers: probe processes (default: all CPU cores).
+        workers: probe processes (default: the CPU cores this process may use).
         frame_template: names of the frame files in frame folders.
         extensions: video file extensions (default :data:`VIDEO_EXTENSIONS`).
-        timeout: seconds per probe before the clip is skipped as hanging.
-        progress: show a progress bar.
+        timeout: seconds per probe before its process is killed and the clip rejected (``None``/0: no limit).
+        progress: show a progress bar (with the rate and the time left).
+        shard: build only shard ``i/n`` (``"i/n"`` or a :class:`Shard`); ``manifest merge`` joins the shards.
 
     Returns:
-        A :class:`BuildResult`. Clips that fail to probe are left out and listed in ``skipped``.
+        A :class:`BuildResult`. Clips that fail to probe are left out and listed in ``skipped`` and the rejects.
 
     Raises:
-        ValueError: both label options, labels that break :data:`videomae.data.labels.LABEL_RULE`, or no clip
-            found.
+        ValueError: both label options, labels that break :data:`videomae.data.labels.LABEL_RULE`, no clip found
+            (none probed, unsharded), a bad ``shard``, or a probe log of another build at ``OUT.probed.jsonl``.
+        BuildInterrupted: Ctrl-C (or SIGTERM turned into it); the log keeps every result so far.
     """
     if labels_from_subfolders and label_map is not None:
         raise ValueError("give either labels_from_subfolders or label_map, not both")
+    shard = parse_shard(shard) if isinstance(shard, str) else shard
     root = os.fspath(root)
+    extensions = list(extensions or VIDEO_EXTENSIONS)
     mapping = _read_path_label_map(os.fspath(label_map)) if label_map is not None else None  # fail before probing
-    clips, skipped = scan_folder(root, frame_template, extensions or VIDEO_EXTENSIONS)
+    clips, skipped = scan_folder(root, frame_template, extensions)
     if not clips:
-        raise ValueError(
-            f"no video files ({', '.join(extensions or VIDEO_EXTENSIONS)}) or frame folders "
-            f"({frame_template}) under {root}"
-        )
-    clip_labels = [_clip_label(c.rel, labels_from_subfolders, mapping) for c in clips]
-    problem = label_rule_violation([lb for lb in clip_labels if lb is not None])
-    if problem is not None:  # before probing: the manifest could not be read back
+        raise ValueError(f"no video files ({', '.join(extensions)}) or frame folders ({frame_template}) under {root}")
+    clip_labels = {c.rel: _clip_label(c.rel, labels_from_subfolders, mapping) for c in clips}
+    problem = label_rule_violation([lb for lb in clip_labels.values() if lb is not None])
+    if problem is not None:  # before probing, over every shard's clips: the manifest could not be read back
         raise ValueError(f"labels of the clips under {root}: {problem}")
-    jobs = [ProbeJob(os.path.join(root, c.rel), frame_template, c.start, timeout) for c in clips]
-    results = probe_all(jobs, workers, progress, desc="probing")
+    if shard is not None:
+        clips, skipped = shard.take(clips, lambda c: c.rel), shard.take(skipped, lambda s: s[0])
+    identity = {
+        "root": os.path.abspath(root),
+        "frame_template": frame_template,
+        "extensions": sorted({e.lower().lstrip(".") for e in extensions}),
+        "shard": str(shard) if shard is not None else None,
+    }
+    log = ProbeLog(output, identity)
+    try:
+        results, probed = _probe_into(log, root, clips, frame_template, workers, timeout, progress, shard)
+    except KeyboardInterrupt:
+        log.close()
+        raise BuildInterrupted(
+            f"interrupted: the results of {len(log.done)} of {len(clips)} clips are kept in {log.path}; "
+            "rerun the same command to probe the rest"
+        ) from None
+    except BaseException:
+        log.close()
+        raise
 
     rows, labels, unlabelled = [], [], []
-    for clip, res, label in zip(clips, results, clip_labels):
+    for clip, res in zip(clips, results):
+        label = clip_labels[clip.rel]
         if res.error is not None:
             skipped.append((clip.rel, res.error))
             continue
         if (labels_from_subfolders or mapping is not None) and label is None:
             unlabelled.append(clip.rel)
         labels.append(label)
-        rows.append(
-            ManifestRow(
-                path=clip.rel,
-                start=clip.start,
-                num_frames=res.num_frames,
-                fps=round(res.fps, 6) or None,
-                width=res.width,
-                height=res.height,
-                duration=round(res.num_frames / res.fps, 6) if res.fps > 0 else None,
-            )
-        )
-    if not rows:
+        rows.append(_row(clip, res))
+    if not rows and shard is None:
+        log.close()
         raise ValueError(f"none of the {len(clips)} clips under {root} could be probed; first: {skipped[0]}")
     names = sorted({lb for lb in labels if lb is not None}) or None
     if names is not None:
@@ -221,4 +276,69 @@ def build_manifest(
             row.label = index[label] if label is not None else None
     write_manifest(rows, output, label_names=names)
     skipped.sort()
-    return BuildResult(os.fspath(output), rows, skipped, names, unlabelled)
+    rejects = write_rejects(output, skipped)
+    if shard is not None:
+        build = {k: v for k, v in identity.items() if k != "shard"}
+        build["labels"] = _label_source(labels_from_subfolders, label_map)
+        write_shard_info(output, shard, build, len(clips), len(rows))
+    log.remove()
+    resumed = len(clips) - probed
+    return BuildResult(os.fspath(output), rows, skipped, names, unlabelled, rejects, probed, resumed, shard)
+
+
+def _label_source(from_subfolders: bool, label_map: str | os.PathLike | None) -> str | None:
+    if from_subfolders:
+        return "subfolders"
+    return os.path.abspath(os.fspath(label_map)) if label_map is not None else None
+
+
+def _row(clip: ScannedClip, res: ProbeResult) -> ManifestRow:
+    return ManifestRow(
+        path=clip.rel,
+        start=clip.start,
+        num_frames=res.num_frames,
+        fps=round(res.fps, 6) or None,
+        width=res.width,
+        height=res.height,
+        duration=round(res.num_frames / res.fps, 6) if res.fps > 0 else None,
+    )
+
+
+def _probe_into(
+    log: ProbeLog,
+    root: str,
+    clips: list[ScannedClip],
+    frame_template: str,
+    workers: int | None,
+    timeout: float | None,
+    progress: bool,
+    shard: Shard | None,
+) -> tuple[list[ProbeResult], int]:
+    """Every clip's result, in clip order (from the log, or probed and logged); and how many were probed."""
+    from tqdm import tqdm
+
+    results = [log.result_for(c.rel, timeout) for c in clips]
+    todo = [i for i, r in enumerate(results) if r is None]
+    jobs = [ProbeJob(os.path.join(root, clips[i].rel), frame_template, clips[i].start) for i in todo]
+    rejected = sum(r is not None and r.error is not None for r in results)
+    desc = "probing" + (f" shard {shard}" if shard is not None else "")
+    interactive = sys.stderr.isatty()  # in a batch job's log: a line every 30 s, not 10 per second
+    bar = tqdm(
+        total=len(clips),
+        initial=len(clips) - len(todo),
+        desc=desc,
+        unit="clip",
+        disable=not progress,
+        mininterval=0.1 if interactive else 30.0,
+        postfix={"rejected": rejected},
+    )
+    with bar:
+        for k, result in probe_stream(jobs, workers, timeout):
+            i = todo[k]
+            log.record(clips[i].rel, result, timeout)
+            results[i] = result
+            if result.error is not None:
+                rejected += 1
+                bar.set_postfix(rejected=rejected, refresh=False)
+            bar.update()
+    return results, len(todo)  # type: ignore[return-value]  (every clip has its result now)

@@ -88,7 +88,7 @@ def check_manifest(
         label_map: label map file the labels must belong to (names known, ids in range).
         fix: write a copy without the unusable rows (duplicates keep their first occurrence; every row of a clip
             with conflicting labels goes) and with ``num_frames`` corrected where it is larger than what decodes.
-        workers: probe processes (default: all CPU cores).
+        workers: probe processes (default: the CPU cores this process may use).
         frame_template: names of the frame files in frame folders.
         timeout: seconds per probe before a clip counts as undecodable (hanging decoder).
         progress: show a progress bar.
@@ -109,8 +109,8 @@ def check_manifest(
     rows = parsed.rows
     unique = _repeated_rows(rows, parsed.label_names, problems)
 
-    jobs = [ProbeJob(r.path, frame_template, r.start, timeout, r.num_frames) for r in unique]
-    results = probe_all(jobs, workers, progress, desc="checking")
+    jobs = [ProbeJob(r.path, frame_template, r.start, r.num_frames) for r in unique]
+    results = probe_all(jobs, workers, progress, desc="checking", timeout=timeout)
     span = clip_span(num_frames, sampling_rate) if num_frames is not None else None
     for row, res in zip(unique, results):
         problems += _clip_problems(row, res, span)

@@ -3,10 +3,12 @@
 This module gathers the public names; each job lives in its own module:
 
 * :func:`build_manifest` (:mod:`~videomae.data.manifest_build`) scans a folder for video files (by extension) and
-  frame folders (folders of images named by a template), probes each clip in a process pool
+  frame folders (folders of images named by a template), probes each clip in a pool of killable processes
   (:mod:`~videomae.data.manifest_probe`: videos with :func:`videomae.data.decoding.probe_video`, never the
-  container's header; frame folders frame by frame, :mod:`~videomae.data.frame_check`) and writes a CSV with paths
-  relative to the folder.
+  container's header; frame folders frame by frame, :mod:`~videomae.data.frame_check`; a probe past the timeout is
+  killed and its clip rejected) and writes a CSV with paths relative to the folder. Results are logged as they
+  come (:mod:`~videomae.data.manifest_resume`), so a killed build resumes; ``shard="i/n"`` builds one shard
+  (:mod:`~videomae.data.manifest_shards`) and :func:`join_shards` joins them into the unsharded manifest.
 * :func:`check_manifest` (:mod:`~videomae.data.manifest_check`) reports everything that would hurt a run, with
   the manifest line of each problem (:mod:`~videomae.data.manifest_report`): malformed rows, unknown or mixed
   labels, duplicate rows, conflicting labels, missing files, undecodable or empty clips, missing or broken
@@ -35,6 +37,7 @@ from videomae.data.manifest_check import check_manifest
 from videomae.data.manifest_merge import MergeResult, merge_manifests
 from videomae.data.manifest_probe import DEFAULT_FRAME_TEMPLATE
 from videomae.data.manifest_report import PROBLEM_KINDS, CheckReport, Problem
+from videomae.data.manifest_shards import join_shards
 
 __all__ = [
     "DEFAULT_FRAME_TEMPLATE",
@@ -48,6 +51,7 @@ __all__ = [
     "ScannedClip",
     "build_manifest",
     "check_manifest",
+    "join_shards",
     "merge_manifests",
     "normalize_class_name",
     "scan_folder",

@@ -21,6 +21,9 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_FRAME_TEMPLATE = "img_{:05d}.jpg"
+"""File names of a frame folder's images (1-based by default, like the original frame lists): the one default."""
+
 # Below this many frames into the file, decode from the start instead of seeking (a seek costs a keyframe decode
 # plus index bookkeeping, which only pays off when many frames are skipped).
 SEQUENTIAL_LIMIT = 48
@@ -251,7 +254,7 @@ class FrameFolderReader:
 
     name = "frames"
 
-    def __init__(self, path: str, template: str = "img_{:05d}.jpg", start: int | None = None):
+    def __init__(self, path: str, template: str = DEFAULT_FRAME_TEMPLATE, start: int | None = None):
         self.path = path
         self.template = template
         self.fps = 0.0

@@ -1,15 +1,14 @@
-"""The DeepSpeed training engine: pretraining and supervised fine-tuning runs.
+"""The DeepSpeed trainer every training method shares (the methods themselves are :mod:`videomae.methods`).
 
-Modules, one job each: ``dist`` (process group, ranks from torchrun/deepspeed/SLURM; the only user of
-``torch.distributed``), ``deepspeed_setup`` (DeepSpeed config from our dataclasses, ``initialize``, fp32
-consolidation; the only importer of ``deepspeed``), ``optim`` (parameter groups, per-step lr/wd), ``layer_decay``
-(layer-wise lr decay groups), ``data_setup`` (dataset, sampler, resumable loader), ``loop`` (masks + one training
-micro-step, the shared backward/step), ``checkpointing`` (atomic checkpoints, auto-resume, RNG state),
-``logging_utils`` (rank-0 metric sinks), ``pictures`` (reconstruction PNGs), ``run`` + ``stage`` (the run every
-stage shares and the hooks a stage supplies), ``trainer`` (``run_pretraining``), ``finetune`` (``run_finetuning``,
-``evaluate_only``) with ``finetune_data`` (labelled and evaluation sets), ``finetune_init`` (init with head remapping),
-``finetune_recipe`` (Mixup/CutMix, losses, FLOPs), ``validation`` (multi-view scoring across ranks and eval
-files, on :mod:`videomae.evaluation`). The launch scripts' shared code, the checks before launch and ``videomae
-doctor`` are :mod:`videomae.launching`. Import the submodules directly; this package imports nothing, so
-``videomae.engine.dist`` stays light.
+Modules, one job each: ``method`` (what a method supplies and the context it gets), ``session`` (process group,
+logging, seeds, resume point), ``trainer`` (engine, resume, checkpoints, export), ``epoch_loop`` (batches and
+steps of an epoch), ``loop`` (the shared backward/step), ``step_stats`` (step means and log windows), ``dist``
+(process group, ranks from torchrun/deepspeed/SLURM; the only user of ``torch.distributed``), ``deepspeed_setup``
+(DeepSpeed config from our dataclasses, ``initialize``, fp32 consolidation; the only importer of ``deepspeed``)
+behind ``ds_engine`` (the typed boundary), ``optim`` and ``layer_decay`` (parameter groups, per-step lr/wd),
+``data_setup`` (datasets from the config, sampler, resumable loader), ``checkpointing`` (atomic checkpoints,
+auto-resume), ``rng_state``, ``logging_utils``, ``bad_sample_meter``, ``save_guard``, ``compiling``,
+``throughput``, ``collectives_check``, ``export`` (``videomae export``). ``README.md`` describes the design. The
+launch scripts' shared code, the checks before launch and ``videomae doctor`` are :mod:`videomae.launching`.
+Import the submodules directly; this package imports nothing, so ``videomae.engine.dist`` stays light.
 """

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from videomae.config import DataConfig, ManifestSource
 from videomae.data import HybridVideoDataset, SourceSpec, WeightedDistributedSampler, collate_clips
 
-__all__ = ["SeededSamples", "build_dataset", "build_loader", "build_sampler", "source_specs"]
+__all__ = ["SeededSamples", "build_dataset", "build_loader", "build_sampler", "hybrid_dataset", "source_specs"]
 
 
 def source_specs(manifests: list[ManifestSource], data_root: str | None) -> list[SourceSpec]:
@@ -33,24 +33,29 @@ def source_specs(manifests: list[ManifestSource], data_root: str | None) -> list
     ]
 
 
-def build_dataset(cfg: DataConfig, output_dir: str | Path, seed: int) -> HybridVideoDataset:
-    """The (hybrid) training set of every manifest in ``cfg.manifests``."""
-    if not cfg.manifests:
-        raise ValueError("data.manifests: empty; list at least one manifest file")
+def hybrid_dataset(sources: list[ManifestSource], cfg: DataConfig, **kwargs: Any) -> HybridVideoDataset:
+    """A dataset over ``sources`` with the clip, decoding and failure settings of ``cfg`` (any stage's data
+    section): the one mapping from the data config to a dataset; ``kwargs`` add the split's own settings."""
     return HybridVideoDataset(
-        source_specs(cfg.manifests, cfg.data_root),
+        source_specs(sources, cfg.data_root),
         num_frames=cfg.num_frames,
         sampling_rate=cfg.sampling_rate,
         input_size=cfg.input_size,
-        num_sample=cfg.num_sample,
-        train=True,
-        hflip_prob=cfg.hflip_prob,
         backend=cfg.decode_backend,
         decode_timeout=cfg.decode_timeout_s or None,
-        run_dir=output_dir,
         max_consecutive_failures=cfg.max_consecutive_failures,
-        seed=seed,
+        **kwargs,
     )
+
+
+def build_dataset(cfg: DataConfig, output_dir: str | Path, seed: int) -> HybridVideoDataset:
+    """The (hybrid) pretraining set of every manifest in ``cfg.manifests``, augmentation on."""
+    if not cfg.manifests:
+        raise ValueError("data.manifests: empty; list at least one manifest file")
+    return hybrid_dataset(
+        cfg.manifests, cfg, num_sample=cfg.num_sample, train=True, hflip_prob=cfg.hflip_prob, run_dir=output_dir,
+        seed=seed,
+    )  # fmt: skip
 
 
 def build_sampler(dataset: HybridVideoDataset, rank: int, world_size: int, seed: int) -> WeightedDistributedSampler:

@@ -22,6 +22,7 @@ from torch import nn
 
 from videomae.checkpoint import CheckpointError, weights_only_globals
 from videomae.config import DeepSpeedConfig, TrainConfig
+from videomae.config.batch_plan import BatchPlan
 from videomae.engine.ds_engine import TrainingEngine
 
 if not torch.cuda.is_available():
@@ -52,20 +53,14 @@ log = logging.getLogger(__name__)
 
 
 def build_ds_config(
-    train: TrainConfig,
-    ds: DeepSpeedConfig,
-    precision: str,
-    world_size: int,
-    num_sample: int,
-    load_universal: bool = False,
+    train: TrainConfig, ds: DeepSpeedConfig, precision: str, plan: BatchPlan, load_universal: bool = False
 ) -> dict[str, Any]:
     """The DeepSpeed JSON config for this run.
 
-    Batch sizes are counted in clips (``batch_size * num_sample`` per micro-step), which is what the model sees.
+    Batch sizes are counted in clips (``plan.clips_per_micro_step``), which is what the model sees.
     ``load_universal`` makes ``engine.load_checkpoint`` read a universal checkpoint (see
     :func:`convert_to_universal`); DeepSpeed fixes that choice when the engine is created.
     """
-    micro = train.batch_size * num_sample
     zero: dict[str, Any] = {"stage": ds.zero_stage}
     if ds.zero_stage >= 1:
         zero.update(
@@ -86,9 +81,9 @@ def build_ds_config(
     if ds.offload_param:
         zero["offload_param"] = dict(offload)
     config: dict[str, Any] = {
-        "train_micro_batch_size_per_gpu": micro,
-        "gradient_accumulation_steps": train.grad_accum,
-        "train_batch_size": micro * train.grad_accum * world_size,
+        "train_micro_batch_size_per_gpu": plan.clips_per_micro_step,
+        "gradient_accumulation_steps": plan.grad_accum,
+        "train_batch_size": plan.clips_per_step,
         "gradient_clipping": train.clip_grad or 0.0,
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,

@@ -56,6 +56,8 @@ def find_checkpoint(path: str | Path) -> ckpt.CheckpointInfo:
         FileNotFoundError: nothing complete there.
     """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
     if (path / ckpt.COMMIT_FILE).is_file():
         return ckpt.checkpoint_at(path)
     for root in (path / "checkpoints", path):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from videomae.config import MaskConfig
-from videomae.engine.loop import MaskGenerator
+from videomae.masking import MaskGenerator
 from videomae.models.flops import pretrain_flops
 from videomae.objectives import decoded_positions
 
@@ -18,7 +18,7 @@ PEAK_TFLOPS: dict[str, float] = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L
 
 def train_flops_per_clip(model: nn.Module, mask: MaskConfig) -> int:
     """Forward + backward matmul FLOPs of one clip under this masking (token counts from a real mask)."""
-    hidden, decode = MaskGenerator(mask, model.grid_size, torch.device("cpu"), seed=0)(1)
+    hidden, decode = MaskGenerator.seeded(mask, model.grid_size, seed=0)(1)
     visible = int((~hidden).sum())
     decoded = int(decoded_positions(hidden, decode).sum())
     return pretrain_flops(model.model_config, visible, decoded).train_step

@@ -153,6 +153,8 @@ def load_inference_model(
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: expected one of {sorted(PRECISIONS)}")
+    if not Path(source).exists():  # said as such: no hint about --model for a file that is not there
+        raise CheckpointError(f"checkpoint {source} does not exist")
     if model_name is None and is_hf_folder(source):
         model, folder = load_hf_folder(source, device)
         return InferenceModel(model, folder.metadata(), str(source), precision, list(folder.notes))

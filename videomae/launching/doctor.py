@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -52,6 +52,10 @@ from videomae.launching.doctor_checks import (
     worker_rate,
 )
 from videomae.launching.preflight import preflight_findings
+
+if TYPE_CHECKING:
+    from videomae.engine.loop import MicroStep
+    from videomae.engine.trainer import Trainer
 
 __all__ = ["STEPS", "doctor_config", "load_run_config", "run_doctor", "static_findings"]
 
@@ -96,7 +100,7 @@ def doctor_config(cfg: Any, folder: Path) -> Any:
     """``cfg`` for :data:`STEPS` steps into ``folder``: a fresh start, a checkpoint at the last step, every step
     logged, no pictures and no periodic evaluation."""
     changes: dict[str, Any] = {
-        "max_steps": STEPS, "epochs": None, "save_every": STEPS, "log_every": 1, "keep_last": 1, "inject_nan_at": [],
+        "max_steps": STEPS, "epochs": None, "save_every": STEPS, "log_every": 1, "keep_last": 1,
     }  # fmt: skip
     changes.update({key: 0 for key in ("picture_every", "eval_every") if hasattr(cfg.train, key)})
     return dataclasses.replace(
@@ -118,18 +122,14 @@ def static_findings(cfg: Any) -> list[CheckResult]:
     return rows
 
 
-class _StepClock:
-    """Mixin for a :class:`~videomae.engine.run.TrainingRun`: the duration of every micro-step (data excluded)."""
+class StepClock:
+    """The duration of every micro-step (data excluded), told by the trainer (``Trainer.micro_step_observer``)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self) -> None:
         self.micro_times: list[tuple[float, bool, int]] = []  # (seconds, ends an optimizer step, clips)
-        super().__init__(*args, **kwargs)
 
-    def micro_step(self, batch: dict, poison: bool) -> Any:
-        start = time.perf_counter()
-        result = super().micro_step(batch, poison)  # its loss.item() waits until the device has finished
-        self.micro_times.append((time.perf_counter() - start, result.boundary, batch["video"].shape[0]))
-        return result
+    def __call__(self, result: MicroStep, seconds: float, clips: int) -> None:
+        self.micro_times.append((seconds, result.boundary, clips))
 
     def step_times(self) -> list[tuple[float, int]]:
         """``(seconds, clips)`` of each optimizer step on this rank."""
@@ -142,12 +142,15 @@ class _StepClock:
         return steps
 
 
-def _run_class(stage: str) -> type:
+def _build_trainer(stage: str, cfg: Any) -> Trainer:
+    """The run's trainer and method as training would build them."""
     if stage == "pretrain":
-        from videomae.engine.trainer import PretrainRun as base
-    else:
-        from videomae.engine.finetune import FinetuneRun as base
-    return type(f"Doctor{base.__name__}", (_StepClock, base), {})
+        from videomae.methods.pretrain import build_pretrain_trainer
+
+        return build_pretrain_trainer(cfg)
+    from videomae.methods.finetune import build_finetune_trainer
+
+    return build_finetune_trainer(cfg)
 
 
 def _cores_per_rank(local_world_size: int) -> int:
@@ -219,7 +222,7 @@ class Doctor:
         finally:
             dist.destroy()
 
-    def _build(self, env: dist.DistEnv, device: torch.device) -> Any:
+    def _build(self, env: dist.DistEnv, device: torch.device) -> Trainer | None:
         """The configured run, built as it would train; None on every rank when it failed on any."""
         run, start = None, time.perf_counter()
         try:
@@ -228,7 +231,7 @@ class Doctor:
                     for name in ("checkpoints", "export"):
                         shutil.rmtree(self.folder / name, ignore_errors=True)
                 dist.barrier()
-                run = _run_class(self.stage)(doctor_config(self.cfg, self.folder))
+                run = _build_trainer(self.stage, doctor_config(self.cfg, self.folder))
         except Exception as err:
             self._fail("build", err)
         if dist.any_rank(run is None):
@@ -243,7 +246,7 @@ class Doctor:
         ))  # fmt: skip
         return run
 
-    def _check_run(self, run: Any, env: dist.DistEnv) -> None:
+    def _check_run(self, run: Trainer, env: dist.DistEnv) -> None:
         rate, unreadable = self._check_data(run, env)
         if unreadable:
             if env.rank == 0:
@@ -260,12 +263,13 @@ class Doctor:
             cores = _cores_per_rank(env.local_world_size)
             self.rows.append(throughput_verdict(rate, step_s, clips, self.cfg.data.num_workers, cores))
 
-    def _check_data(self, run: Any, env: dist.DistEnv) -> tuple[float | None, list[str]]:
+    def _check_data(self, run: Trainer, env: dist.DistEnv) -> tuple[float | None, list[str]]:
         """Decode sample rows of every manifest on every rank; returns a worker's clips/s for the training mix and
         the training manifests without a readable sampled row (the same answer on every rank)."""
-        sets = [("data", run.dataset)]
+        sets = [("data", run.method.train_set)]
         if self.stage == "finetune":  # the test set falls back to the validation manifests: decode those once
-            sets += [("val data", run.val_set), ("test data", run.test_set if self.cfg.data.test_manifests else None)]
+            labelled = run.method.sets
+            sets += [("val data", labelled.val), ("test data", labelled.test if self.cfg.data.test_manifests else None)]
         rate, unreadable = None, []
         for label, dataset in sets:
             if dataset is None:
@@ -280,21 +284,23 @@ class Doctor:
                 rate, unreadable = worker_rate(samples), [Path(s.manifest).name for s in samples if s.clips == 0]
         return rate, unreadable
 
-    def _train(self, run: Any) -> list[tuple[float, int]] | None:
+    def _train(self, run: Trainer) -> list[tuple[float, int]] | None:
         """Two optimizer steps through the run's own loop; this rank's ``(seconds, clips)`` per step."""
-        # Evaluation sets were decoded above; scoring them in full at the last step would take the run's time.
-        run.val_set = run.test_set = None
+        if self.stage == "finetune":
+            # Evaluation sets were decoded above; scoring them in full at the last step would take the run's time.
+            run.method.sets = dataclasses.replace(run.method.sets, val=None, test=None)
+        clock = run.micro_step_observer = StepClock()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         try:
             with self.deadline("train steps"):
-                summary = run.train()
+                summary = run.fit()
         except Exception as err:
             self._fail("train steps", err)
             summary = None
         if dist.any_rank(summary is None):
             return None
-        steps, losses = run.step_times(), [summary.losses[s] for s in sorted(summary.losses)]
+        steps, losses = clock.step_times(), [summary.losses[s] for s in sorted(summary.losses)]
         ok = summary.step == STEPS and summary.nonfinite_skipped == 0 and all(map(math.isfinite, losses))
         detail = f"{summary.step} steps, loss " + " -> ".join(f"{v:.4f}" for v in losses)
         if steps:
@@ -306,14 +312,15 @@ class Doctor:
         self.rows.append(CheckResult("train steps", PASS if ok else FAIL, detail, {"losses": losses, "steps": steps}))
         return None if dist.any_rank(not (ok and steps)) else steps
 
-    def _check_checkpoint(self, run: Any, env: dist.DistEnv) -> None:
+    def _check_checkpoint(self, run: Trainer, env: dist.DistEnv) -> None:
         """Every rank finds the committed checkpoint of the last step and loads it back into the engine."""
         try:
             with self.deadline("checkpoint"):
-                info = ckpt.find_latest(run.root)
+                root = run.session.checkpoint_root
+                info = ckpt.find_latest(root)
                 seen = info is not None and info.step == STEPS
                 if not seen:
-                    self.rows.append(CheckResult("checkpoint", FAIL, f"no committed step {STEPS} in {run.root}"))
+                    self.rows.append(CheckResult("checkpoint", FAIL, f"no committed step {STEPS} in {root}"))
                 if dist.any_rank(not seen):  # loading is collective: only when every rank can
                     return
                 client, _ = ckpt.load_checkpoint(run.engine, info)
@@ -322,7 +329,8 @@ class Doctor:
                 size = sum(f.stat().st_size for f in info.path.rglob("*") if f.is_file())
                 detail = f"step {STEPS} ({size / 2**20:.1f} MiB) written to {info.path} and loaded back by every rank"
                 if env.rank == 0:
-                    detail += f"; {_export_tensors(run.out / 'export' / 'model.safetensors')} tensors exported"
+                    exported = run.session.output_dir / "export" / "model.safetensors"
+                    detail += f"; {_export_tensors(exported)} tensors exported"
                 self.rows.append(CheckResult("checkpoint", PASS, detail, {"bytes": size}))
         except Exception as err:
             self._fail("checkpoint", err)

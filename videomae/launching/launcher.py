@@ -6,7 +6,8 @@ function). ``--config`` is a file or a packaged recipe's name (:func:`videomae.r
 only after the config and the preflight checks (:mod:`videomae.launching.preflight`) have passed, so ``--dry-run``,
 ``--print-output-dir``, config errors and failed checks never load DeepSpeed. ``--dry-run`` runs the checks of the
 config against itself and its model (:mod:`videomae.launching.config_checks`: clip shape, model sizes, masks,
-``output_dir``), not those of the data and the machine, so it also works where the manifests are not.
+``output_dir``) and checks that the manifests are listed and exist, but reads no manifest, video or weights and
+binds no port.
 
 Every rank loads and checks the same config, and every rank exits with status 2 on a problem, but only global rank 0
 says why: one message, not one per process. (On a multi-node job, the first process of each other node adds one line
@@ -27,6 +28,7 @@ from typing import Any
 
 from videomae import recipes
 from videomae.config import ConfigError, config_to_dict, load_config, load_finetune_config
+from videomae.config.batch_plan import batch_plan
 
 __all__ = ["FINETUNE", "PRETRAIN", "Launch", "add_arguments", "dry_run", "main", "parse_args", "run"]
 
@@ -45,9 +47,9 @@ class Launch:
     """``"module:function"`` for ``--eval-only`` (None: the stage has no such mode)."""
 
 
-PRETRAIN = Launch("pretrain", load_config, "videomae.engine.trainer:run_pretraining")
-FINETUNE = Launch("finetune", load_finetune_config, "videomae.engine.finetune:run_finetuning",
-                  "videomae.engine.finetune:evaluate_only")  # fmt: skip
+PRETRAIN = Launch("pretrain", load_config, "videomae.methods.pretrain:run_pretraining")
+FINETUNE = Launch("finetune", load_finetune_config, "videomae.methods.finetune:run_finetuning",
+                  "videomae.methods.finetune:evaluate_only")  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser, launch: Launch) -> None:
@@ -61,13 +63,14 @@ def add_arguments(parser: argparse.ArgumentParser, launch: Launch) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, YAML values")
     parser.add_argument(
         "--dry-run", action="store_true",
-        help="check the config against its model and output_dir, print the launch environment and config, then exit",
+        help="check the config against its model, output_dir and manifests, print the launch environment, then exit",
     )  # fmt: skip
     parser.add_argument("--print-output-dir", action="store_true", help="print the resolved output_dir and exit")
     if launch.evaluate is not None:
         parser.add_argument(
             "--eval-only", action="store_true",
-            help="evaluate the run's newest checkpoint (else init, else its export) on the test set; no training",
+            help="evaluate init (else the run's newest checkpoint, else its export) on the test set into "
+            "<output_dir>/eval_only/; no training",
         )  # fmt: skip
     # The deepspeed launcher appends --local_rank=N; LOCAL_RANK in the environment says the same.
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
@@ -90,9 +93,10 @@ def dry_run(cfg: Any) -> None:
     for key, value in env.as_environ().items():
         print(f"{key}={value}")
     print(f"NUM_NODES={env.num_nodes}")
-    effective = cfg.train.effective_batch(env.world_size, cfg.data.num_sample)
-    print(f"EFFECTIVE_BATCH={effective}")
-    print(f"PEAK_LR={cfg.train.absolute_lr(env.world_size, cfg.data.num_sample):.6g}")
+    plan = batch_plan(cfg, env.world_size)
+    print(f"EFFECTIVE_BATCH={plan.lr_batch}")
+    print(f"CLIPS_PER_STEP={plan.clips_per_step}")
+    print(f"PEAK_LR={plan.peak_lr:.6g}")
     print(f"OUTPUT_DIR={cfg.output_dir}")
     print("--- config")
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
@@ -105,9 +109,9 @@ def _preflight(cfg: Any, script: str, eval_only: bool, dry: bool = False) -> boo
     from videomae.launching.findings import format_failures, format_warnings
 
     if dry:
-        from videomae.launching.config_checks import config_findings
+        from videomae.launching.preflight import dry_run_findings
 
-        findings = config_findings(cfg)
+        findings = dry_run_findings(cfg, eval_only)
     else:
         from videomae.launching.preflight import preflight_findings
 
@@ -116,21 +120,22 @@ def _preflight(cfg: Any, script: str, eval_only: bool, dry: bool = False) -> boo
     failed = [f for f in findings if not f.ok]
     if not failed:
         warnings = format_warnings(findings, script)
-        if warnings and resolve_env().rank == 0:
+        if warnings and (dry or resolve_env().rank == 0):
             print(warnings, file=sys.stderr, flush=True)
         return True
     first = failed[0]
-    _report(format_failures(findings, script), f"{script}: {first.check}: {first.detail.splitlines()[0]}")
+    # A dry run is one process showing some rank's view (under srun, maybe not rank 0's): it always says why.
+    _report(format_failures(findings, script), f"{script}: {first.check}: {first.detail.splitlines()[0]}", dry)
     return False
 
 
-def _report(message: str, line: str) -> None:
-    """Print ``message`` on global rank 0; the first process of each other node prints ``line`` (one line: the
-    node may see other files than rank 0), the other processes nothing."""
+def _report(message: str, line: str, alone: bool = False) -> None:
+    """Print ``message`` on global rank 0 (or in any ``alone`` process); the first process of each other node
+    prints ``line`` (one line: the node may see other files than rank 0), the other processes nothing."""
     from videomae.engine.dist import resolve_env
 
     env = resolve_env()
-    if env.rank == 0:
+    if env.rank == 0 or alone:
         print(message, file=sys.stderr, flush=True)
     elif env.local_rank == 0 and env.node_rank > 0:
         print(f"[node {env.node_rank} {socket.gethostname()}] {line}", file=sys.stderr, flush=True)
@@ -172,12 +177,14 @@ def run(args: argparse.Namespace, launch: Launch, script: str) -> int:
     try:
         cfg = launch.load(recipes.resolve(args.config, [launch.kind]), args.overrides)
     except ConfigError as err:
-        _report(f"{script}: config error: {err}", f"{script}: config error: {str(err).splitlines()[0]}")
+        _report(f"{script}: config error: {err}", f"{script}: config error: {str(err).splitlines()[0]}", args.dry_run)
         return 2
     if args.print_output_dir:
         print(cfg.output_dir)
         return 0
     eval_only = getattr(args, "eval_only", False)
+    if eval_only:
+        cfg = cfg.for_evaluation()
     if not _preflight(cfg, script, eval_only, dry=args.dry_run):
         return 2
     if args.dry_run:

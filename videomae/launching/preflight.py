@@ -36,16 +36,24 @@ from videomae.config import FinetuneConfig, ManifestSource
 from videomae.data.manifest import ManifestError, read_label_map, read_manifest
 from videomae.engine.checkpointing import find_resume_checkpoint
 from videomae.engine.dist import resolve_env
-from videomae.launching.config_checks import model_findings, output_dir_finding
+from videomae.launching.config_checks import config_findings, model_findings, output_dir_finding
 from videomae.launching.findings import Finding, format_failures
 
 # The model code (videomae.models, videomae.checkpoint, videomae.launching.model_compat) is imported only by the
 # checks that need it: with timm it takes ~3 s per process, more than every other check together.
 
-__all__ = ["Finding", "format_failures", "port_finding", "preflight_findings"]
+__all__ = [
+    "Finding",
+    "dry_run_findings",
+    "format_failures",
+    "manifest_presence_findings",
+    "port_finding",
+    "preflight_findings",
+]
 
 _MANIFEST_LISTS = ("manifests", "val_manifests", "test_manifests")
 _SHOWN_LINES = 3  # manifest problems quoted per manifest; `videomae manifest check` lists them all
+_MISSING_MANIFEST_FIX = "give the path of an existing manifest (CSV with a header, see data_lists/SCHEMA.md)"
 _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive; a bare pickle (protocol >= 2)
 
 
@@ -80,23 +88,45 @@ def preflight_findings(
 # ---------------------------------------------------------------------------------------------------- data
 
 
+def dry_run_findings(cfg: Any, eval_only: bool = False) -> list[Finding]:
+    """The checks of ``--dry-run`` (launch scripts and stages alike): the manifests are listed and exist, then the
+    config against itself and its model (:func:`videomae.launching.config_checks.config_findings`)."""
+    return manifest_presence_findings(cfg, eval_only) + config_findings(cfg)
+
+
+def manifest_presence_findings(cfg: Any, eval_only: bool = False) -> list[Finding]:
+    """The data checks of ``--dry-run``: ``data.manifests`` names at least one manifest (not needed by ``eval_only``)
+    and every listed manifest file exists; nothing is parsed (the full checks run at launch)."""
+    findings = _no_manifests(cfg, eval_only)
+    for key, src in _listed_manifests(cfg):
+        if not Path(src.path).is_file():
+            what = "is not a file" if Path(src.path).exists() else "does not exist"
+            findings.append(Finding(key, False, f"{src.path} {what}{_relative_note(src.path)}", _MISSING_MANIFEST_FIX))
+    return findings
+
+
+def _no_manifests(cfg: Any, eval_only: bool) -> list[Finding]:
+    if cfg.data.manifests or eval_only:
+        return []
+    return [Finding("data.manifests", False, "empty", "list at least one manifest: data.manifests=[a.csv]")]
+
+
+def _listed_manifests(cfg: Any) -> list[tuple[str, ManifestSource]]:
+    """``(config key, source)`` of every manifest the config lists: training, validation, test."""
+    return [(f"data.{attr}[{i}]", src) for attr in _MANIFEST_LISTS for i, src in enumerate(getattr(cfg.data, attr, []))]
+
+
 def _manifest_findings(cfg: Any, sample_rows: int, eval_only: bool) -> list[Finding]:
     data = cfg.data
-    findings: list[Finding] = []
-    if not data.manifests and not eval_only:
-        findings.append(Finding("data.manifests", False, "empty", "list at least one manifest: data.manifests=[a.csv]"))
+    findings = _no_manifests(cfg, eval_only)
     roots: dict[tuple[str, str], Finding] = {}  # one finding per data_root key and folder, however many share it
-    for attr in _MANIFEST_LISTS:
-        for i, src in enumerate(getattr(data, attr, [])):
-            key = f"data.{attr}[{i}]"
-            root_key, root = (
-                (f"{key}.data_root", src.data_root) if src.data_root else ("data.data_root", data.data_root)
-            )
-            root_ok = True
-            if root is not None:
-                found = roots.setdefault((root_key, root), _root_finding(root_key, root))
-                root_ok = found.ok
-            findings += _one_manifest(key, src, root, sample_rows if root_ok else 0)
+    for key, src in _listed_manifests(cfg):
+        root_key, root = (f"{key}.data_root", src.data_root) if src.data_root else ("data.data_root", data.data_root)
+        root_ok = True
+        if root is not None:
+            found = roots.setdefault((root_key, root), _root_finding(root_key, root))
+            root_ok = found.ok
+        findings += _one_manifest(key, src, root, sample_rows if root_ok else 0)
     return list(roots.values()) + findings
 
 
@@ -158,7 +188,7 @@ def _manifest_problem(err: ManifestError) -> str:
 
 def _manifest_fix(err: ManifestError) -> str:
     if err.errors == [(0, "file not found")]:
-        return "give the path of an existing manifest (CSV with a header, see data_lists/SCHEMA.md)"
+        return _MISSING_MANIFEST_FIX
     return f"correct the lines above (data_lists/SCHEMA.md); all problems: videomae manifest check {err.file}"
 
 

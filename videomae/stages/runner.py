@@ -21,9 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from videomae.launching.config_checks import config_findings
 from videomae.launching.findings import Finding
-from videomae.launching.preflight import format_failures, preflight_findings
+from videomae.launching.preflight import dry_run_findings, format_failures, preflight_findings
 from videomae.stages.plan import DONE, Decision, build_command, plan, select
 from videomae.stages.spec import Recipe, Stage
 
@@ -71,8 +70,9 @@ def run_recipe(
         only: run just these stages (the ones they start from must be done).
         start: run this stage and every later one (the earlier ones they need must be done).
         force: start the selected stages afresh even when done (their old folders are moved aside).
-        dry_run: check each stage that would run as its launch script's ``--dry-run`` does (the config against
-            itself and the model), then print each stage's decision and exact command; run nothing.
+        dry_run: check each stage that would run as its launch script's ``--dry-run`` does (manifests listed and
+            present, the config against itself and the model), then print each stage's decision and exact command;
+            run nothing.
         preflight: first check every stage that will run against the machine (manifests, model, output_dir...,
             :mod:`videomae.launching.preflight`) and run nothing when one fails.
         execute: runs one command and returns its exit status (tests replace it).
@@ -91,7 +91,7 @@ def run_recipe(
     decisions = plan(recipe, selected, previous, force)
     commands = {s.name: build_command(recipe, s) for s in recipe.stages}
     if dry_run:
-        if not _check_stages(recipe, decisions, config_findings):
+        if not _check_stages(recipe, decisions, dry_run_findings):
             return 2
         for stage in recipe.stages:
             decision = decisions[stage.name]

@@ -1,6 +1,6 @@
 """Scoring a classifier on an evaluation set across ranks, and writing the results of a multi-view test.
 
-Each rank runs its shard (:func:`videomae.engine.finetune_data.eval_shard`, no padding); softmax scores are
+Each rank runs its shard (:func:`videomae.methods.finetune_data.eval_shard`, no padding); softmax scores are
 averaged per video over its views and gathered in memory by :class:`MultiViewAccumulator`. Videos the dataset
 could not decode come back flagged invalid and are left out of the scores (and counted), never replaced by
 another video.
@@ -8,6 +8,7 @@ another video.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,12 +19,13 @@ import torch
 
 from videomae.data import collate_clips
 from videomae.engine.dist import all_gather_objects
-from videomae.engine.finetune_data import build_eval_loader, eval_batches
+from videomae.engine.method import StepContext
 from videomae.evaluation.metrics import ClassificationMetrics, classification_metrics
 from videomae.evaluation.multiview import MultiViewAccumulator, VideoPredictions
 from videomae.evaluation.reports import save_confusion_png, save_predictions_csv
+from videomae.methods.finetune_data import build_eval_loader, eval_batches
 
-__all__ = ["EvalResult", "score_dataset", "write_eval_outputs"]
+__all__ = ["EvalResult", "engine_forward", "evaluate", "module_forward", "score_dataset", "write_eval_outputs"]
 
 
 @dataclass
@@ -134,3 +136,43 @@ def write_eval_outputs(
         save_confusion_png(result.metrics.confusion, folder / "confusion.png", class_names, title=title)
     (folder / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def engine_forward(ctx: StepContext, videos: torch.Tensor) -> torch.Tensor:
+    """Float32 logits of the engine's module (in the run's precision) for ``videos``."""
+    return ctx.engine(videos.to(ctx.compute_dtype)).float()
+
+
+def module_forward(ctx: StepContext, module: torch.nn.Module, videos: torch.Tensor) -> torch.Tensor:
+    """Float32 logits of a module outside the engine (an fp32 EMA) under the run's autocast precision."""
+    dtype = ctx.compute_dtype
+    autocast = torch.autocast(ctx.device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+    with autocast:
+        return module(videos).float()
+
+
+def evaluate(
+    ctx: StepContext, forwards: dict[str, Callable[[torch.Tensor], torch.Tensor]], dataset: Any, cfg: Any
+) -> dict[str, EvalResult]:
+    """Score ``dataset`` with each of ``forwards`` (by result prefix) on every rank, the engine in eval mode.
+
+    ``cfg`` is the supervised config (evaluation batch size, loader workers, ZeRO stage: under ZeRO-3 every rank
+    runs the same number of forward passes, since each gathers parameters collectively)."""
+    d = cfg.data
+    ctx.engine.eval()
+    try:
+        return {
+            name: score_dataset(
+                forward,
+                dataset,
+                rank=ctx.rank,
+                world_size=ctx.world_size,
+                batch_size=d.eval_batch_size or cfg.train.batch_size,
+                num_workers=d.num_workers,
+                device=ctx.device,
+                lockstep=cfg.deepspeed.zero_stage == 3,
+            )
+            for name, forward in forwards.items()
+        }
+    finally:
+        ctx.engine.train()

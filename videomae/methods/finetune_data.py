@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,9 +18,11 @@ from torch.utils.data import DataLoader
 from videomae.config import ConfigError, FinetuneDataConfig, ManifestSource
 from videomae.data import HybridVideoDataset, collate_clips
 from videomae.data.manifest import ManifestError, read_label_map
-from videomae.engine.data_setup import source_specs
+from videomae.engine.data_setup import hybrid_dataset
 
 __all__ = [
+    "LabelledSets",
+    "build_labelled_sets",
     "build_eval_dataset",
     "build_eval_loader",
     "build_labelled_dataset",
@@ -34,17 +37,7 @@ def _dataset(
 ) -> HybridVideoDataset:
     """A dataset over ``sources``; manifest and label problems are reported as a :class:`ConfigError` on ``key``."""
     try:
-        return HybridVideoDataset(
-            source_specs(sources, cfg.data_root),
-            num_frames=cfg.num_frames,
-            sampling_rate=cfg.sampling_rate,
-            input_size=cfg.input_size,
-            backend=cfg.decode_backend,
-            decode_timeout=cfg.decode_timeout_s or None,
-            max_consecutive_failures=cfg.max_consecutive_failures,
-            label_names=label_names,
-            **kwargs,
-        )
+        return hybrid_dataset(sources, cfg, label_names=label_names, **kwargs)
     except (OSError, ManifestError, ValueError) as err:
         raise ConfigError(f"{key}: {err}") from err
 
@@ -127,3 +120,49 @@ def build_eval_loader(
         drop_last=False,
         pin_memory=torch.cuda.is_available(),
     )
+
+
+@dataclass(frozen=True)
+class LabelledSets:
+    """A supervised run's data: the sets and the one class list they share."""
+
+    train: HybridVideoDataset | None
+    """The training set (None: evaluating only)."""
+    val: HybridVideoDataset | None
+    """Scored with one centre view per video during training."""
+    test: HybridVideoDataset | None
+    """Scored with every view at the end: the test set, else the validation set."""
+    class_names: list[str] | None
+    """The class list (None: bare integer labels)."""
+    num_classes: int
+
+
+def build_labelled_sets(
+    cfg: FinetuneDataConfig, output_dir: str | Path, seed: int, eval_only: bool = False
+) -> LabelledSets:
+    """The sets of a supervised run, with the class list fixed by ``data.labels``, else the training manifests'
+    merged names, else (evaluating only) the evaluation manifests'.
+
+    Raises:
+        ConfigError: no training manifest (unless ``eval_only``), unreadable manifests, or no class list.
+    """
+    names = fixed_class_names(cfg)
+    train_set = val_set = test_set = None
+    if cfg.manifests and (not eval_only or names is None):
+        train_set = build_labelled_dataset(cfg, output_dir, seed, names)
+        names = train_set.label_names
+    elif not eval_only:
+        raise ConfigError("data.manifests: empty; give at least one labelled manifest, e.g. data.manifests=[a.csv]")
+    if cfg.val_manifests:
+        val_set = build_eval_dataset("data.val_manifests", cfg.val_manifests, cfg, names, (1, 1), output_dir)
+        names = names if train_set is not None else val_set.label_names  # evaluating only: its names
+    if cfg.test_manifests or cfg.val_manifests:
+        key = "data.test_manifests" if cfg.test_manifests else "data.val_manifests"
+        views = (cfg.test_num_segment, cfg.test_num_crop)
+        test_set = build_eval_dataset(key, cfg.test_manifests or cfg.val_manifests, cfg, names, views, output_dir)
+        names = names if train_set is not None else test_set.label_names
+    sets = [s for s in (train_set, val_set, test_set) if s is not None]
+    num_classes = len(names) if names is not None else max((s.num_classes for s in sets), default=0)
+    if num_classes < 1:
+        raise ConfigError("data.labels: no class list: give data.labels or labelled manifests")
+    return LabelledSets(None if eval_only else train_set, val_set, test_set, names, num_classes)

@@ -11,8 +11,9 @@ import torch
 from videomae.config import MaskConfig
 from videomae.engine import dist
 from videomae.engine.ds_engine import TrainingEngine
-from videomae.engine.loop import MaskGenerator, compute_dtype
+from videomae.engine.loop import compute_dtype
 from videomae.evaluation.pictures import reconstruction_grid, save_reconstruction
+from videomae.masking import MaskGenerator
 
 __all__ = ["ReconstructionPictures"]
 
@@ -28,7 +29,7 @@ class ReconstructionPictures:
     ) -> None:
         clips = [c[0] if c.ndim == 5 else c for c in clips]  # first of the num_sample views
         self.videos = torch.stack(clips)  # (P, C, T, H, W)
-        self.mask, _ = MaskGenerator(mask, model.grid_size, torch.device("cpu"), seed=12345)(len(clips))
+        self.mask, _ = MaskGenerator.seeded(mask, model.grid_size, seed=12345)(len(clips))
         self.patch_size, self.tubelet_size = model.patch_size, model.tubelet_size
         self.out, self.normalize_target = Path(out), normalize_target
 
