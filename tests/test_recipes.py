@@ -15,6 +15,7 @@ import pytest
 
 from videomae.cli import main as cli_main
 from videomae.config import ConfigError, load_config, load_finetune_config
+from videomae.data.demo import DemoConfig, write_demo_dataset
 from videomae.launching import launcher
 from videomae.recipes import KINDS, RECIPES, names, resolve
 
@@ -157,6 +158,8 @@ def test_the_command_refuses_an_unknown_recipe_naming_the_command(elsewhere, cap
 
 
 def test_stages_by_name_run_each_stage_as_the_module(elsewhere, capsys):
+    # The dry run checks that the manifests the demo recipes name are there: the real (small) demo set.
+    write_demo_dataset(elsewhere / "demo_data", DemoConfig(num_train=6, num_val=6, frames=8), workers=1)
     assert cli_main(["stages", "--config", "demo", "--dry-run", "--launcher", "torchrun", "--nproc", "2"]) == 0
     commands = [shlex.split(line) for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
     assert [c[1:6] for c in commands] == [
