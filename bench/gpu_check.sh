@@ -62,7 +62,7 @@ if [[ $SMOKE == 1 ]]; then
     step_b=(--size tiny --batch 2 --frames 4 --img 64 --precision fp32 --warmup 0 --steps 1)
     step_g=(--size tiny --batch 1 --frames 4 --img 64 --precision fp32 --warmup 0 --steps 1 --with-cp)
     "$PY" -m videomae demo-data "$OUTDIR/demo_data" --quiet
-    config=demo
+    config=pretrain/demo  # kind/name: videomae doctor takes finetune recipes too (finetune/demo)
     data=("data.manifests=[$OUTDIR/demo_data/train_unlabeled.csv]" "data.data_root=$OUTDIR/demo_data")
     sizes=(train.batch_size=4 data.num_workers=1 train.max_steps=6 train.log_every=3 train.save_every=6)
 else
