@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from videomae import recipes
 
 
 def _run(config: Path, overrides: list[str], steps: int, compiled: bool) -> dict:
@@ -61,10 +61,11 @@ def _run(config: Path, overrides: list[str], steps: int, compiled: bool) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=ROOT / "launch/configs/pretrain/demo.yaml")
+    parser.add_argument("--config", default="demo", help="pretraining config: a file or a packaged recipe's name")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("overrides", nargs="*", help="config overrides (key=value)")
     args = parser.parse_args()
+    args.config = recipes.resolve(args.config, ["pretrain"])
     if args.steps < 4:
         parser.error("--steps must be >= 4 (two warm-up steps, then the steady state)")
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29517")

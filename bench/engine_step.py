@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = ROOT / "launch/configs/pretrain/demo.yaml"
+DEMO_CONFIG = ROOT / "videomae/recipes/pretrain/demo.yaml"
 WARMUP = 5
 
 

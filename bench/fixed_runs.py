@@ -56,19 +56,19 @@ def record(work: Path, demo: Path) -> dict[str, Any]:
     """Run the three fixed runs under ``work`` on the demo data in ``demo``; their numbers by run and step."""
     pretrain, finetune, distill = work / "pretrain", work / "finetune", work / "distill"
     data = [f"data.data_root={demo}"]
-    _launch("launch/pretrain.py", "launch/configs/pretrain/demo.yaml",
+    _launch("launch/pretrain.py", "demo",
             [*COMMON, *data, f"data.manifests=[{demo}/train_unlabeled.csv]", f"output_dir={pretrain}",
              f"train.save_every={STEPS}"])  # fmt: skip
     labelled = [*data, f"data.manifests=[{demo}/train.csv]", f"data.val_manifests=[{demo}/val.csv]",
                 f"data.labels={demo}/labels.txt", f"train.eval_every={STEPS}", f"train.save_every={STEPS}"]  # fmt: skip
     _launch(
         "launch/finetune.py",
-        "launch/configs/finetune/demo.yaml",
+        "demo",
         [*COMMON, *labelled, f"output_dir={finetune}", f"init={pretrain}/export/model.safetensors"],
     )
     _launch(
         "launch/finetune.py",
-        "launch/configs/finetune/distill_demo.yaml",
+        "distill_demo",
         [*COMMON, *labelled, f"output_dir={distill}", f"distill.teacher={finetune}/export/model.safetensors"],
     )
     import torch

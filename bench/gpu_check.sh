@@ -62,7 +62,7 @@ if [[ $SMOKE == 1 ]]; then
     step_b=(--size tiny --batch 2 --frames 4 --img 64 --precision fp32 --warmup 0 --steps 1)
     step_g=(--size tiny --batch 1 --frames 4 --img 64 --precision fp32 --warmup 0 --steps 1 --with-cp)
     "$PY" -m videomae demo-data "$OUTDIR/demo_data" --quiet
-    config=launch/configs/pretrain/demo.yaml
+    config=pretrain/demo  # kind/name: videomae doctor takes finetune recipes too (finetune/demo)
     data=("data.manifests=[$OUTDIR/demo_data/train_unlabeled.csv]" "data.data_root=$OUTDIR/demo_data")
     sizes=(train.batch_size=4 data.num_workers=1 train.max_steps=6 train.log_every=3 train.save_every=6)
 else
@@ -70,7 +70,7 @@ else
     step_g=(--size giant --batch 8 --frames 16 --img 224 --precision bf16 --warmup 2 --steps 5)
     manifest=.gpucheck/real_clips.csv
     { echo path; for i in $(seq 64); do ls .gpucheck/videos/*.avi; done; } | sed 's#^.gpucheck/videos/##' >"$manifest"
-    config=launch/configs/pretrain/vit_b_hybrid.yaml
+    config=vit_b_hybrid
     data=("data.manifests=[$manifest]" "data.data_root=.gpucheck/videos")
     sizes=(train.batch_size=32 data.num_workers=12 train.max_steps=30 train.log_every=10 train.save_every=30)
 fi

@@ -28,7 +28,7 @@ fi
 echo "== pretraining (2 processes, DeepSpeed CPU accelerator, gloo)"
 # A rendezvous port free right now, so a second demo (or any job holding deepspeed's default 29500) is no clash.
 port=$(python -c "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])")
-deepspeed --num_gpus 2 --master_port "$port" launch/pretrain.py --config launch/configs/pretrain/demo.yaml "$@"
+deepspeed --num_gpus 2 --master_port "$port" launch/pretrain.py --config demo "$@"
 
-out=$(python launch/pretrain.py --config launch/configs/pretrain/demo.yaml --print-output-dir "$@")
+out=$(python launch/pretrain.py --config demo --print-output-dir "$@")
 python -m videomae.launching.summary "$out"

@@ -50,5 +50,5 @@ def run(cfg: PretrainConfig) -> RunSummary:
 
 
 if __name__ == "__main__":
-    sys.exit(launcher.main(None, script="nonfinite_pretrain.py", doc=__doc__, config_help="YAML config",
-                           load=load_config, train="nonfinite_pretrain:run"))  # fmt: skip
+    nonfinite = launcher.Launch("pretrain", load_config, "nonfinite_pretrain:run")
+    sys.exit(launcher.main(None, nonfinite, script="nonfinite_pretrain.py", doc=__doc__))

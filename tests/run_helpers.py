@@ -16,8 +16,8 @@ from helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PRETRAIN_DEMO_YAML = ROOT / "launch/configs/pretrain/demo.yaml"
-FINETUNE_DEMO_YAML = ROOT / "launch/configs/finetune/demo.yaml"
+PRETRAIN_DEMO_YAML = ROOT / "videomae/recipes/pretrain/demo.yaml"
+FINETUNE_DEMO_YAML = ROOT / "videomae/recipes/finetune/demo.yaml"
 PRETRAIN_TINY_MODEL = (
     "model.overrides={img_size: 32, patch_size: 8, all_frames: 4, encoder_embed_dim: 32, encoder_depth: 1, "
     "encoder_num_heads: 2, decoder_embed_dim: 32, decoder_num_heads: 2}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -21,8 +20,9 @@ from videomae.config import (
 )
 from videomae.config.batch_plan import batch_plan
 from videomae.models import list_models
+from videomae.recipes import RECIPES
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "launch" / "configs" / "pretrain"
+CONFIG_DIR = RECIPES / "pretrain"
 SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
 STEPS = ["train.max_steps=10"]
 

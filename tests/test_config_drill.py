@@ -28,8 +28,8 @@ from videomae.models import create_model
 from videomae.models.arguments import ModelArgumentError
 
 ROOT = Path(__file__).resolve().parents[1]
-PRETRAIN = ROOT / "launch/configs/pretrain/demo.yaml"
-FINETUNE = ROOT / "launch/configs/finetune/demo.yaml"
+PRETRAIN = ROOT / "videomae/recipes/pretrain/demo.yaml"
+FINETUNE = ROOT / "videomae/recipes/finetune/demo.yaml"
 
 
 def checks(*overrides: str, kind: str = "pretrain", out: str = "runs/x") -> dict[str, Finding]:

@@ -149,7 +149,7 @@ def test_bad_distill_values_are_refused_with_the_dotted_key(override, named, all
 
 
 def test_the_vit_b_recipe_is_the_fine_tune_recipe_plus_distillation():
-    configs = ROOT / "launch/configs/finetune"
+    configs = ROOT / "videomae/recipes/finetune"
     distill = load_finetune_config(configs / "distill_vit_b_from_g_k400.yaml")
     plain = load_finetune_config(configs / "vit_b_k400.yaml")
     teacher_run = load_finetune_config(configs / "vit_g_k710_to_k400.yaml").output_dir

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from videomae.config import FinetuneConfig, ManifestSource, PretrainConfig
-from videomae.launching.launcher import parse_args
+from videomae.launching.launcher import FINETUNE, parse_args
 from videomae.models import PretrainVisionTransformer, VisionTransformer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def launcher_options() -> set[str]:
     """The options of ``launch/pretrain.py`` and ``launch/finetune.py``, as their ``--help`` lists them."""
     help_text = io.StringIO()
     with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):
-        parse_args(["--help"], "", "", eval_only=True)
+        parse_args(["--help"], "", FINETUNE)
     return set(re.findall(r"--[a-z][a-z_-]*", help_text.getvalue()))
 
 

@@ -44,8 +44,8 @@ from videomae.launching.doctor_checks import (
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PRETRAIN_DEMO = ROOT / "launch/configs/pretrain/demo.yaml"
-FINETUNE_DEMO = ROOT / "launch/configs/finetune/demo.yaml"
+PRETRAIN_DEMO = ROOT / "videomae/recipes/pretrain/demo.yaml"
+FINETUNE_DEMO = ROOT / "videomae/recipes/finetune/demo.yaml"
 TINY = [
     "data.input_size=32", "data.num_frames=4", "train.batch_size=2", "data.num_workers=0",
     "model.overrides={img_size: 32, patch_size: 8, all_frames: 4, encoder_embed_dim: 32, encoder_depth: 1, "
@@ -209,11 +209,10 @@ def test_slurm_doctor_runs_the_doctor_through_srun_instead_of_the_run(tmp_path):
                          timeout=120)  # fmt: skip
     assert dry.returncode == 0, dry.stderr
     want = (f"doctor: srun --kill-on-bad-exit=1 --cpu-bind=none {sys.executable} -m videomae doctor --stage pretrain "
-            "--config launch/configs/pretrain/vit_b_hybrid.yaml train.batch_size=4 "
-            f"data.manifests=[{manifest}]")  # fmt: skip
+            f"--config vit_b_hybrid train.batch_size=4 data.manifests=[{manifest}]")  # fmt: skip
     assert want in dry.stdout.splitlines()
     assert not (tmp_path / "srun_args").exists()
-    env["CONFIG"] = "launch/configs/finetune/vit_b_k400.yaml"
+    env["CONFIG"] = "vit_b_k400"
     run = subprocess.run(["bash", "launch/slurm/finetune.sbatch", "init=null"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert run.returncode == 3

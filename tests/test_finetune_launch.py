@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "launch/configs/finetune/demo.yaml"
+DEMO = ROOT / "videomae/recipes/finetune/demo.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_sbatch_dry_run_maps_slurm_ranks_and_uses_the_release_lr(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "WORLD_SIZE", "MASTER_"))}
     env.update(SLURM_PROCID="5", SLURM_NTASKS="32", SLURM_LOCALID="5", SLURM_NODEID="0",
                SLURM_JOB_NODELIST="gpu[01-04]", SLURM_TASKS_PER_NODE="8(x4)", SLURM_JOB_NUM_NODES="4",
-               SLURM_JOB_ID="77", CONFIG="launch/configs/finetune/vit_g_k710.yaml", PYTHON=sys.executable)  # fmt: skip
+               SLURM_JOB_ID="77", CONFIG="vit_g_k710", PYTHON=sys.executable)  # fmt: skip
     out = subprocess.run(["bash", "launch/slurm/finetune.sbatch", "--dry-run", "data.data_root=/k",
                           *_manifest_overrides(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=120)  # fmt: skip

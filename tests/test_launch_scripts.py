@@ -22,10 +22,10 @@ SCRIPT_SUFFIXES = (".sh", ".sbatch", ".py")
 
 
 def launch_scripts() -> list[Path]:
-    """Every file under launch/ (configs aside) that is a script by its name or its first line."""
+    """Every file under launch/ that is a script by its name or its first line."""
     found = []
     for path in sorted((ROOT / "launch").rglob("*")):
-        if not path.is_file() or "configs" in path.relative_to(ROOT / "launch").parts:
+        if not path.is_file():
             continue
         if path.suffix in SCRIPT_SUFFIXES or path.read_bytes().startswith(b"#!"):
             found.append(path)

@@ -23,8 +23,8 @@ from videomae.launching.preflight import Finding, _spread, format_failures, port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PRETRAIN = ROOT / "launch/configs/pretrain/demo.yaml"
-FINETUNE = ROOT / "launch/configs/finetune/demo.yaml"
+PRETRAIN = ROOT / "videomae/recipes/pretrain/demo.yaml"
+FINETUNE = ROOT / "videomae/recipes/finetune/demo.yaml"
 ROWS = 100
 
 

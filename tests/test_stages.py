@@ -18,13 +18,14 @@ from helpers import write_fake_demo_data
 from safetensors.torch import load_file
 
 from videomae.config import ConfigError, load_config, load_finetune_config, save_config
+from videomae.recipes import RECIPES
 from videomae.stages import StagesError, decide, format_override, load_recipe, plan, run_recipe
 from videomae.stages.plan import DONE
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch"
-PRE, FT = str(ROOT / "launch/configs/pretrain/demo.yaml"), str(ROOT / "launch/configs/finetune/demo.yaml")
-LOADERS = {"pretrain.py": load_config, "finetune.py": load_finetune_config}
+PRE, FT = str(ROOT / "videomae/recipes/pretrain/demo.yaml"), str(ROOT / "videomae/recipes/finetune/demo.yaml")
+LOADERS = {"pretrain": load_config, "finetune": load_finetune_config}
 
 
 def write_stages(folder: Path, stages: list[dict], **top) -> Path:
@@ -115,9 +116,9 @@ def test_mapping_overrides_resolve_like_key_value_strings(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "vit_g_hybrid.yaml"])
-def test_shipped_stage_files_chain_their_exports(name, monkeypatch):
-    monkeypatch.chdir(ROOT)  # their paths are relative to the repository root
-    recipe = load_recipe(f"launch/configs/stages/{name}")
+def test_shipped_stage_files_chain_their_exports(name, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # packaged recipes name their configs, from any folder
+    recipe = load_recipe(RECIPES / "stages" / name)
     kinds = [s.kind for s in recipe.stages]
     assert kinds == ["pretrain", "finetune", "finetune"]
     for before, stage in zip(recipe.stages, recipe.stages[1:]):
@@ -128,11 +129,7 @@ def test_shipped_stage_files_chain_their_exports(name, monkeypatch):
         assert [m.path for m in post.data.manifests] == ["demo_data/train.csv", "demo_data/train_frames.csv"]
         assert [m.path for m in recipe.stages[2].cfg.data.val_manifests] == ["demo_data/val.csv"]
     else:
-        assert [s.config for s in recipe.stages] == [
-            "launch/configs/pretrain/vit_g_hybrid.yaml",
-            "launch/configs/finetune/vit_g_k710.yaml",
-            "launch/configs/finetune/vit_g_k710_to_k400.yaml",
-        ]
+        assert [s.config for s in recipe.stages] == ["vit_g_hybrid", "vit_g_k710", "vit_g_k710_to_k400"]
         assert recipe.stages[2].cfg.model.name == "vit_giant_patch14_224"
 
 
@@ -163,22 +160,24 @@ def test_dry_run_prints_the_exact_chained_commands(tmp_path, monkeypatch):
                         overrides=["seed=3"])  # fmt: skip
     recipe = load_recipe(path)
     text = io.StringIO()
-    assert run_recipe(recipe, LAUNCH, dry_run=True, out=text) == 0
+    assert run_recipe(recipe, dry_run=True, out=text) == 0
     lines = text.getvalue().splitlines()
     assert lines[0] == "# pre (pretrain): run (not started)"
     commands = [shlex.split(line) for line in lines if not line.startswith("#")]
     runs = tmp_path / "runs"
     assert [c[:3] for c in commands] == [[str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2"]] * 3
-    assert [Path(c[3]).name for c in commands] == ["pretrain.py", "finetune.py", "finetune.py"]
-    assert [c[c.index("--config") + 1] for c in commands] == [PRE, FT, FT]
-    assert commands[0][6:] == [f"output_dir={runs}/pre", "seed=3"]
-    assert commands[1][6:] == [f"output_dir={runs}/post", f"init={runs}/pre/export/model.safetensors", "seed=3"]
-    assert commands[2][6:] == [f"output_dir={runs}/ft", f"init={runs}/post/export/model.safetensors", "seed=3",
+    # Each stage runs the installed package's command (deepspeed --module videomae pretrain), not a launch/ script.
+    assert [c[3:8] for c in commands] == [
+        ["--module", "videomae", kind, "--config", config]
+        for kind, config in (("pretrain", PRE), ("finetune", FT), ("finetune", FT))
+    ]
+    assert commands[0][8:] == [f"output_dir={runs}/pre", "seed=3"]
+    assert commands[1][8:] == [f"output_dir={runs}/post", f"init={runs}/pre/export/model.safetensors", "seed=3"]
+    assert commands[2][8:] == [f"output_dir={runs}/ft", f"init={runs}/post/export/model.safetensors", "seed=3",
                                "train.max_steps=7"]  # fmt: skip
-    # What the launch script builds from those arguments is the config that was validated.
+    # What the command builds from those arguments is the config that was validated.
     for command, stage in zip(commands, recipe.stages):
-        loader = LOADERS[Path(command[3]).name]
-        assert loader(command[5], command[6:]) == stage.cfg
+        assert LOADERS[command[5]](command[7], command[8:]) == stage.cfg
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
 
 
@@ -188,7 +187,7 @@ def test_dry_run_checks_each_stage_config_against_its_model(tmp_path, capsys, mo
     write_fake_demo_data(tmp_path)
     recipe = load_recipe(write_stages(tmp_path, chain(ft_overrides=("data.num_frames=4",))))
     text = io.StringIO()
-    assert run_recipe(recipe, LAUNCH, dry_run=True, out=text) == 2
+    assert run_recipe(recipe, dry_run=True, out=text) == 2
     err = capsys.readouterr().err
     assert "stages: stage 'ft'" in err and "data.num_frames: clips of 4 frames, but the model takes 8 frames" in err
     assert "stage 'pre'" not in err and "stage 'post'" not in err
@@ -199,7 +198,7 @@ def test_dry_run_refuses_a_missing_manifest_as_the_launch_scripts_do(tmp_path, c
     monkeypatch.chdir(tmp_path)
     write_fake_demo_data(tmp_path)
     recipe = load_recipe(write_stages(tmp_path, chain(ft_overrides=("data.manifests=[demo_data/gone.csv]",))))
-    assert run_recipe(recipe, LAUNCH, dry_run=True, out=io.StringIO()) == 2
+    assert run_recipe(recipe, dry_run=True, out=io.StringIO()) == 2
     err = capsys.readouterr().err
     assert "stage 'ft'" in err and "data.manifests[0]: demo_data/gone.csv does not exist" in err
     assert "stage 'pre'" not in err
@@ -219,6 +218,7 @@ def test_launch_script_refuses_before_anything_runs(tmp_path, capsys, monkeypatc
     commands = [shlex.split(line) for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
     assert len(commands) == 3 and not (tmp_path / "runs").exists()
     assert all(c[1] == "--nproc_per_node=4" and c[-1] == "seed=9" for c in commands)  # command-line overrides last
+    assert [c[2:5] for c in commands] == [["-m", "videomae", kind] for kind in ("pretrain", "finetune", "finetune")]
     assert module.main(["--stages", str(good), "--only", "nope"]) == 2
     assert "no stage 'nope'" in capsys.readouterr().err
 
@@ -227,17 +227,17 @@ def test_launch_script_refuses_before_anything_runs(tmp_path, capsys, monkeypatc
 
 
 class FakeLauncher:
-    """Stands in for the launch scripts: loads the config from the command like they do, checks the init file is
-    there, writes config.yaml, the export (naming its init) and, for finetune, eval/metrics.json."""
+    """Stands in for ``videomae pretrain|finetune``: loads the config from the command like they do, checks the init
+    file is there, writes config.yaml, the export (naming its init) and, for finetune, eval/metrics.json."""
 
     def __init__(self, fail: str | None = None) -> None:
         self.ran: list[str] = []
         self.fail = fail
 
     def __call__(self, command: list[str]) -> int:
-        script = next(Path(c).name for c in command if c.endswith(".py"))
+        kind = command[command.index("videomae") + 1]
         config, overrides = command[command.index("--config") + 1], command[command.index("--config") + 2 :]
-        cfg = LOADERS[script](config, overrides)
+        cfg = LOADERS[kind](config, overrides)
         out = Path(cfg.output_dir)
         self.ran.append(out.name)
         out.mkdir(parents=True, exist_ok=True)
@@ -247,7 +247,7 @@ class FakeLauncher:
         assert cfg.init is None or Path(cfg.init).is_file(), cfg.init
         (out / "export").mkdir(exist_ok=True)
         (out / "export/model.safetensors").write_text(f"from {cfg.init}")
-        if script == "finetune.py":
+        if kind == "finetune":
             (out / "eval").mkdir(exist_ok=True)
             (out / "eval/metrics.json").write_text(json.dumps({"top1": 0.5, "num_videos": 3}))
         return 0
@@ -258,7 +258,7 @@ def test_runner_preflights_every_stage_before_running_any(tmp_path, monkeypatch,
     write_fake_demo_data(tmp_path)  # the demo configs' demo_data/, relative to the working directory
     path = write_stages(tmp_path, chain(ft_overrides=("data.val_manifests=[demo_data/missing.csv]",)))
     launcher = FakeLauncher()
-    assert run_recipe(load_recipe(path), LAUNCH, preflight=True, execute=launcher, out=io.StringIO()) == 2
+    assert run_recipe(load_recipe(path), preflight=True, execute=launcher, out=io.StringIO()) == 2
     assert launcher.ran == [] and not (tmp_path / "runs").exists()
     assert capsys.readouterr().err.splitlines()[:2] == [
         "stages: stage 'ft': 1 problem found before launch; nothing was started:",
@@ -266,7 +266,7 @@ def test_runner_preflights_every_stage_before_running_any(tmp_path, monkeypatch,
         f"(relative to the working directory {tmp_path})",
     ]
     # The inits that post and ft start from are written by the stages before them: not looked for yet.
-    assert run_recipe(load_recipe(write_stages(tmp_path, chain())), LAUNCH, preflight=True, execute=launcher) == 0
+    assert run_recipe(load_recipe(write_stages(tmp_path, chain())), preflight=True, execute=launcher) == 0
     assert launcher.ran == ["pre", "post", "ft"]
 
 
@@ -314,7 +314,7 @@ def test_runner_chains_skips_stops_at_a_failure_and_resumes(tmp_path, capsys):
     path = write_stages(tmp_path, chain())
     runs = tmp_path / "runs"
     failing = FakeLauncher(fail="post")
-    assert run_recipe(load_recipe(path), LAUNCH, execute=failing, out=io.StringIO()) == 1
+    assert run_recipe(load_recipe(path), execute=failing, out=io.StringIO()) == 1
     assert failing.ran == ["pre", "post"]
     assert "stages: stage 'post' failed (exit status 1)" in capsys.readouterr().err
     record = json.loads((runs / "stages.json").read_text())
@@ -324,7 +324,7 @@ def test_runner_chains_skips_stops_at_a_failure_and_resumes(tmp_path, capsys):
 
     # The same command again: pre is done, post resumes in its folder (same config), ft runs.
     launcher = FakeLauncher()
-    assert run_recipe(load_recipe(path), LAUNCH, execute=launcher, out=io.StringIO()) == 0
+    assert run_recipe(load_recipe(path), execute=launcher, out=io.StringIO()) == 0
     assert launcher.ran == ["post", "ft"]
     assert (runs / "ft/export/model.safetensors").read_text() == f"from {runs}/post/export/model.safetensors"
     record = json.loads((runs / "stages.json").read_text())
@@ -335,23 +335,23 @@ def test_runner_chains_skips_stops_at_a_failure_and_resumes(tmp_path, capsys):
 
     # Nothing left: nothing runs; nor when stages.json was lost (the run folders say done; the new file too).
     idle = FakeLauncher()
-    assert run_recipe(load_recipe(path), LAUNCH, execute=idle, out=io.StringIO()) == 0 and idle.ran == []
+    assert run_recipe(load_recipe(path), execute=idle, out=io.StringIO()) == 0 and idle.ran == []
     (runs / "stages.json").unlink()
     for _ in range(2):
-        assert run_recipe(load_recipe(path), LAUNCH, execute=idle, out=io.StringIO()) == 0 and idle.ran == []
+        assert run_recipe(load_recipe(path), execute=idle, out=io.StringIO()) == 0 and idle.ran == []
 
     # A changed pretrain reruns afresh and so does everything after it; the old folders are kept aside.
     path = write_stages(tmp_path, chain(pre_overrides=("train.max_steps=5",)))
     rerun = FakeLauncher()
     text = io.StringIO()
-    assert run_recipe(load_recipe(path), LAUNCH, execute=rerun, out=text) == 0
+    assert run_recipe(load_recipe(path), execute=rerun, out=text) == 0
     assert rerun.ran == ["pre", "post", "ft"]
     assert sorted(p.name.split(".replaced-")[0] for p in runs.glob("*.replaced-*")) == ["ft", "post", "pre"]
     assert "=== stage 2/3 post (finetune): run afresh (stage 'pre' runs first)" in text.getvalue()
 
     # --from ft --force: only ft again.
     forced = FakeLauncher()
-    assert run_recipe(load_recipe(path), LAUNCH, start="ft", force=True, execute=forced, out=io.StringIO()) == 0
+    assert run_recipe(load_recipe(path), start="ft", force=True, execute=forced, out=io.StringIO()) == 0
     assert forced.ran == ["ft"]
 
 
@@ -439,4 +439,4 @@ def test_three_stages_chain_through_their_exports(demo, tmp_path, monkeypatch):
 
     # The config.yaml each run wrote equals the resolved one: the same command again runs nothing.
     idle = FakeLauncher()
-    assert run_recipe(load_recipe(path), LAUNCH, execute=idle, out=io.StringIO()) == 0 and idle.ran == []
+    assert run_recipe(load_recipe(path), execute=idle, out=io.StringIO()) == 0 and idle.ran == []

@@ -23,15 +23,18 @@ PASS/WARN/FAIL table on rank 0, writes <output_dir>/doctor.json, exits 1 on any 
 
 
 def _run_doctor(args: argparse.Namespace) -> int:
+    from videomae import recipes
     from videomae.config import ConfigError
     from videomae.launching.doctor import load_run_config, run_doctor
 
+    kinds = ["pretrain", "finetune"] if args.stage == "auto" else [args.stage]
     try:
-        stage, cfg = load_run_config(args.config, args.overrides, args.stage)
+        path = recipes.resolve(args.config, kinds)
+        stage, cfg = load_run_config(str(path), args.overrides, args.stage)
     except ConfigError as err:
         print(f"videomae doctor: config error: {err}", file=sys.stderr)
         return 2
-    return run_doctor(cfg, stage, args.config, rows_per_manifest=args.rows, timeout_s=args.timeout, keep=args.keep)
+    return run_doctor(cfg, stage, str(path), rows_per_manifest=args.rows, timeout_s=args.timeout, keep=args.keep)
 
 
 def add_doctor(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +45,9 @@ def add_doctor(subparsers: argparse._SubParsersAction) -> None:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", required=True, help="the run's YAML config (pretraining or fine-tuning)")
+    p.add_argument("--config", required=True, metavar="NAME_OR_PATH",
+                   help="the run's YAML config (pretraining or fine-tuning), or a packaged recipe: pretrain/NAME, "
+                        "finetune/NAME (or NAME alone with --stage)")  # fmt: skip
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, as for the run")
     p.add_argument("--stage", choices=("auto", "pretrain", "finetune"), default="auto",
                    help="which run the config is for (default: the loader that accepts it)")  # fmt: skip

@@ -2,8 +2,8 @@
 
 A run is configured by one YAML file and optional ``key=value`` overrides, later ones winning::
 
-    deepspeed launch/pretrain.py --config launch/configs/pretrain/demo.yaml train.max_steps=10 deepspeed.zero_stage=3
-    deepspeed launch/finetune.py --config launch/configs/finetune/demo.yaml train.eval_every=50
+    deepspeed launch/pretrain.py --config demo train.max_steps=10 deepspeed.zero_stage=3
+    deepspeed launch/finetune.py --config demo train.eval_every=50
 
 Override values are parsed as YAML (``data.manifests=[a.csv,b.csv]`` is a list, ``train.lr=1e-3`` a float).
 Unknown keys, wrong types and out-of-range values are refused with a :class:`ConfigError` naming the full

@@ -1,6 +1,6 @@
 """The supervised stage's config (post-pretraining, fine-tuning, evaluation) on top of the shared sections.
 
-Used by ``deepspeed launch/finetune.py --config launch/configs/finetune/<name>.yaml [key=value ...]``. Defaults
+Used by ``deepspeed launch/finetune.py --config <name> [key=value ...]``. Defaults
 follow the VideoMAE / VideoMAE V2 release's ``run_class_finetuning.py`` (layer decay 0.75, smoothing 0.1, mixup
 0.8, cutmix 1.0, two repeated samples, betas 0.9/0.999); the release scales its lr by videos, not clips (set
 ``train.lr_scale_by: videos`` to reuse its base lr, as the shipped recipes do). The ``distill`` section adds

@@ -1,6 +1,6 @@
 """The pretraining stage's config: model, masks, loss and pictures on top of the shared sections.
 
-Used by ``deepspeed launch/pretrain.py --config launch/configs/pretrain/demo.yaml [key=value ...]``.
+Used by ``deepspeed launch/pretrain.py --config demo [key=value ...]``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""What the ``launch/*.py`` entry points share: arguments, config errors before anything starts, the dry run.
+"""What the training entry points share: arguments, config errors before anything starts, the dry run.
 
-Each entry point is a few lines naming its config loader and its run function; the run is imported only after the
-config and the preflight checks (:mod:`videomae.launching.preflight`) have passed, so ``--dry-run``,
+``launch/pretrain.py``, ``launch/finetune.py`` and ``videomae pretrain|finetune`` (:mod:`videomae.cli.train`) are
+each a few lines naming a :class:`Launch` (:data:`PRETRAIN`, :data:`FINETUNE`: the config loader and the run
+function). ``--config`` is a file or a packaged recipe's name (:func:`videomae.recipes.resolve`). The run is imported
+only after the config and the preflight checks (:mod:`videomae.launching.preflight`) have passed, so ``--dry-run``,
 ``--print-output-dir``, config errors and failed checks never load DeepSpeed. ``--dry-run`` runs the checks of the
 config against itself and its model (:mod:`videomae.launching.config_checks`: clip shape, model sizes, masks,
 ``output_dir``) and checks that the manifests are listed and exist, but reads no manifest, video or weights and
@@ -20,26 +22,51 @@ import logging
 import socket
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from videomae.config import ConfigError, config_to_dict
+from videomae import recipes
+from videomae.config import ConfigError, config_to_dict, load_config, load_finetune_config
 from videomae.config.batch_plan import batch_plan
 
-__all__ = ["dry_run", "main", "parse_args"]
+__all__ = ["FINETUNE", "PRETRAIN", "Launch", "add_arguments", "dry_run", "main", "parse_args", "run"]
 
 
-def parse_args(argv: list[str] | None, doc: str, config_help: str, eval_only: bool = False) -> argparse.Namespace:
-    """The launcher arguments: ``--config FILE``, ``key=value`` overrides, ``--dry-run``, ``--print-output-dir``
-    (and ``--eval-only`` when the stage has one)."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help=config_help)
+@dataclass(frozen=True)
+class Launch:
+    """What a training entry point runs: the kind of its recipes, its config loader and its run functions."""
+
+    kind: str
+    """``pretrain`` or ``finetune``: the packaged recipes ``--config NAME`` is looked up in."""
+    load: Callable[[str | Path, list[str]], Any]
+    """``(path, overrides) -> config``; raises ``ConfigError``."""
+    train: str
+    """``"module:function"`` running the stage, ``cfg -> RunSummary`` (imported after the checks passed)."""
+    evaluate: str | None = None
+    """``"module:function"`` for ``--eval-only`` (None: the stage has no such mode)."""
+
+
+PRETRAIN = Launch("pretrain", load_config, "videomae.methods.pretrain:run_pretraining")
+FINETUNE = Launch("finetune", load_finetune_config, "videomae.methods.finetune:run_finetuning",
+                  "videomae.methods.finetune:evaluate_only")  # fmt: skip
+
+
+def add_arguments(parser: argparse.ArgumentParser, launch: Launch) -> None:
+    """Declare the launcher arguments on ``parser``: ``--config NAME_OR_PATH``, ``key=value`` overrides,
+    ``--dry-run``, ``--print-output-dir`` (and ``--eval-only`` when the stage has one). ``launch/*.py`` and
+    ``videomae pretrain|finetune`` both declare theirs here."""
+    parser.add_argument(
+        "--config", required=True, metavar="NAME_OR_PATH",
+        help=f"YAML config file, or a packaged {launch.kind} recipe: {', '.join(recipes.names(launch.kind))}",
+    )  # fmt: skip
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, YAML values")
     parser.add_argument(
         "--dry-run", action="store_true",
         help="check the config against its model, output_dir and manifests, print the launch environment, then exit",
     )  # fmt: skip
     parser.add_argument("--print-output-dir", action="store_true", help="print the resolved output_dir and exit")
-    if eval_only:
+    if launch.evaluate is not None:
         parser.add_argument(
             "--eval-only", action="store_true",
             help="evaluate init (else the run's newest checkpoint, else its export) on the test set into "
@@ -47,6 +74,12 @@ def parse_args(argv: list[str] | None, doc: str, config_help: str, eval_only: bo
         )  # fmt: skip
     # The deepspeed launcher appends --local_rank=N; LOCAL_RANK in the environment says the same.
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def parse_args(argv: list[str] | None, doc: str, launch: Launch) -> argparse.Namespace:
+    """The launcher arguments (:func:`add_arguments`) of an entry point whose ``--help`` text is ``doc``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser, launch)
     return parser.parse_args(argv)
 
 
@@ -113,35 +146,36 @@ def _function(path: str) -> Callable[[Any], Any]:
     return getattr(importlib.import_module(module), name)
 
 
-def main(
-    argv: list[str] | None,
-    *,
-    script: str,
-    doc: str,
-    config_help: str,
-    load: Callable[[str, list[str]], Any],
-    train: str,
-    evaluate: str | None = None,
-) -> int:
-    """Parse, load and check the config, then run the stage on this rank.
+def main(argv: list[str] | None, launch: Launch, *, script: str, doc: str) -> int:
+    """Parse the arguments, then :func:`run` the stage on this rank (``launch/pretrain.py``, ``launch/finetune.py``).
 
     Args:
         argv: command-line arguments (default ``sys.argv[1:]``).
+        launch: the stage (:data:`PRETRAIN`, :data:`FINETUNE`).
         script: name used in messages (``pretrain.py``).
         doc: the entry point's docstring (the ``--help`` text).
-        config_help: help of ``--config``.
-        load: ``(path, overrides) -> config``; raises ``ConfigError``.
-        train: ``"module:function"`` running the stage, ``cfg -> RunSummary``.
-        evaluate: ``"module:function"`` for ``--eval-only`` (None: the stage has no such mode).
+
+    Returns:
+        The exit status of :func:`run`.
+    """
+    return run(parse_args(argv, doc, launch), launch, script)
+
+
+def run(args: argparse.Namespace, launch: Launch, script: str) -> int:
+    """Resolve, load and check the config of parsed launcher arguments (:func:`add_arguments`), then run the stage.
+
+    Args:
+        args: the parsed arguments.
+        launch: the stage (:data:`PRETRAIN`, :data:`FINETUNE`).
+        script: name used in messages (``pretrain.py``, ``videomae pretrain``).
 
     Returns:
         The exit status: 0; 2 for a config error or a failed preflight check (on every rank; in ``--dry-run`` the
         config's own checks); 1 when a checkpoint or the export could not be written or too many clips failed to
         load (on every rank).
     """
-    args = parse_args(argv, doc, config_help, eval_only=evaluate is not None)
     try:
-        cfg = load(args.config, args.overrides)
+        cfg = launch.load(recipes.resolve(args.config, [launch.kind]), args.overrides)
     except ConfigError as err:
         _report(f"{script}: config error: {err}", f"{script}: config error: {str(err).splitlines()[0]}", args.dry_run)
         return 2
@@ -164,9 +198,9 @@ def main(
 
     try:
         if eval_only:
-            _function(evaluate)(cfg)
+            _function(launch.evaluate)(cfg)
             return 0
-        summary = _function(train)(cfg)
+        summary = _function(launch.train)(cfg)
     except (SaveFailed, BadSampleCeiling) as err:  # raised alike on every rank: said once, into train.log too
         if dist.is_main():
             logging.getLogger(script).error("%s: %s", type(err).__name__, err)

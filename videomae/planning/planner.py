@@ -54,7 +54,7 @@ def default_reserve_bytes(gpu_mem_bytes: int) -> int:
 
 @dataclass(frozen=True)
 class PlanRequest:
-    """What to plan for; defaults follow the VideoMAE V2 pretraining recipe (``launch/configs/pretrain``)."""
+    """What to plan for; defaults follow the VideoMAE V2 pretraining recipe (``videomae/recipes/pretrain``)."""
 
     model: str
     """Registered pretraining model name."""

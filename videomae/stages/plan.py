@@ -22,7 +22,6 @@ from videomae.stages.spec import KINDS, Recipe, Stage
 
 __all__ = ["Decision", "build_command", "config_differences", "decide", "plan", "select"]
 
-SCRIPTS = {"pretrain": "pretrain.py", "finetune": "finetune.py"}
 DONE = "done"
 
 
@@ -134,26 +133,20 @@ def plan(
     return decisions
 
 
-def build_command(recipe: Recipe, stage: Stage, launch_dir: str | Path) -> list[str]:
-    """The command line that runs ``stage``: launcher, ``launch/<kind>.py``, ``--config`` and the overrides."""
-    script = Path(launch_dir) / SCRIPTS[stage.kind]
+def build_command(recipe: Recipe, stage: Stage) -> list[str]:
+    """The command line that runs ``stage``: ``videomae <kind>`` as a module under the recipe's launcher
+    (``python -m``, ``torchrun -m``, ``deepspeed --module``), ``--config`` and the overrides. A module, not
+    ``launch/<kind>.py``, so that an installed package runs its stages from any folder."""
     if recipe.launcher == "python":
-        prefix = [sys.executable, *recipe.launcher_args]
+        prefix = [sys.executable, *recipe.launcher_args, "-m"]
     elif recipe.launcher == "torchrun":
-        prefix = [_tool("torchrun"), f"--nproc_per_node={recipe.nproc}", *recipe.launcher_args]
+        prefix = [_tool("torchrun"), f"--nproc_per_node={recipe.nproc}", *recipe.launcher_args, "-m"]
     else:
-        prefix = [_tool("deepspeed"), "--num_gpus", str(recipe.nproc), *recipe.launcher_args]
-    return [*prefix, _relative(script), "--config", stage.config, *stage.overrides]
+        prefix = [_tool("deepspeed"), "--num_gpus", str(recipe.nproc), *recipe.launcher_args, "--module"]
+    return [*prefix, "videomae", stage.kind, "--config", stage.config, *stage.overrides]
 
 
 def _tool(name: str) -> str:
     """A launcher from this Python's environment (``.venv/bin/deepspeed``), else from ``PATH``."""
     beside = Path(sys.executable).parent / name
     return str(beside) if beside.is_file() else shutil.which(name) or name
-
-
-def _relative(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)

@@ -1,10 +1,10 @@
 """Run a recipe's stages in order as subprocesses and keep ``<output_root>/stages.json`` up to date.
 
-Each stage runs its launch script (output streamed as it comes); the first failure stops the chain with the
-stage's name. ``stages.json`` is rewritten after every change: per stage its status (``pending``, ``running``,
-``done``, ``failed``, ``stopped``), whether it was ``skipped`` as already done, its command, export, wall time,
-``metrics`` (a finetune stage's ``eval/metrics.json``), ``last_log`` (the last line of its ``metrics.jsonl``) and the
-recipe hashes that tell a later run whether it is still up to date.
+Each stage runs as ``videomae pretrain|finetune`` under the recipe's launcher (output streamed as it comes); the
+first failure stops the chain with the stage's name. ``stages.json`` is rewritten after every change: per stage its
+status (``pending``, ``running``, ``done``, ``failed``, ``stopped``), whether it was ``skipped`` as already done, its
+command, export, wall time, ``metrics`` (a finetune stage's ``eval/metrics.json``), ``last_log`` (the last line of
+its ``metrics.jsonl``) and the recipe hashes that tell a later run whether it is still up to date.
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ def read_records(recipe: Recipe) -> dict[str, dict[str, Any]]:
 
 def run_recipe(
     recipe: Recipe,
-    launch_dir: str | Path,
     *,
     only: list[str] | None = None,
     start: str | None = None,
@@ -68,7 +67,6 @@ def run_recipe(
 
     Args:
         recipe: a checked stages file (:func:`videomae.stages.load_recipe`).
-        launch_dir: folder of ``pretrain.py`` and ``finetune.py``.
         only: run just these stages (the ones they start from must be done).
         start: run this stage and every later one (the earlier ones they need must be done).
         force: start the selected stages afresh even when done (their old folders are moved aside).
@@ -91,7 +89,7 @@ def run_recipe(
     selected = select(recipe, only, start)
     previous = read_records(recipe)
     decisions = plan(recipe, selected, previous, force)
-    commands = {s.name: build_command(recipe, s, launch_dir) for s in recipe.stages}
+    commands = {s.name: build_command(recipe, s) for s in recipe.stages}
     if dry_run:
         if not _check_stages(recipe, decisions, dry_run_findings):
             return 2

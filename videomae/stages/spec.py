@@ -8,20 +8,22 @@
     overrides: [seed=0]                    # applied to every stage, before the stage's own
     stages:
       - name: pretrain
-        kind: pretrain                     # launch/pretrain.py
-        config: launch/configs/pretrain/demo.yaml
+        kind: pretrain                     # runs as videomae pretrain (launch/pretrain.py)
+        config: demo                       # a packaged recipe (videomae/recipes/pretrain/demo.yaml) or a file
       - name: finetune
-        kind: finetune                     # launch/finetune.py
-        config: launch/configs/finetune/demo.yaml
+        kind: finetune                     # runs as videomae finetune (launch/finetune.py)
+        config: demo
         init_from: pretrain                # init=<pretrain's output_dir>/export/model.safetensors (pretrain/best:
         overrides: [train.max_steps=100]   #   export/best.safetensors of a finetune stage with train.save_best)
 
 Overrides are ``dotted.key=value`` strings or a mapping of dotted keys to values, the syntax of the launch scripts.
-Paths are relative to the working directory, like every path in the configs. :func:`load_recipe` resolves each
-stage's config exactly as its launch script will (file < shared overrides < stage overrides < ``output_dir`` and
-``init``) and refuses, naming the stage and the dotted key: unknown keys or kinds, an ``init_from`` that is not an
-earlier stage, a missing config file, a config that does not load or validate, and an encoder that does not match
-the one it is initialised from (both models are built on the ``meta`` device and their encoder shapes compared).
+Paths are relative to the working directory, like every path in the configs; a ``config`` that is no file names a
+packaged recipe of the stage's kind (:func:`videomae.recipes.resolve`). :func:`load_recipe` resolves each stage's
+config exactly as its launch will (file < shared overrides < stage overrides < ``output_dir`` and ``init``) and
+refuses, naming the stage and the dotted key: unknown keys or kinds, an ``init_from`` that is not an earlier stage,
+a config that is neither a file nor a packaged recipe, a config that does not load or validate, and an encoder that
+does not match the one it is initialised from (both models are built on the ``meta`` device and their encoder shapes
+compared).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any, Literal
 
 import yaml
 
+from videomae import recipes
 from videomae.config import ConfigError, config_to_dict, load_config, load_config_file, load_finetune_config
 from videomae.config.loading import parse_override, require
 from videomae.launching.model_compat import encoder_mismatch, encoder_shapes
@@ -42,7 +45,7 @@ from videomae.launching.model_compat import encoder_mismatch, encoder_shapes
 __all__ = ["KINDS", "Recipe", "Stage", "StageSpec", "StagesError", "StagesSpec", "format_override", "load_recipe"]
 
 KINDS = {"pretrain": load_config, "finetune": load_finetune_config}
-"""Each stage kind's config loader (its launch script is ``launch/<kind>.py``)."""
+"""Each stage kind's config loader (the stage runs as ``videomae <kind>``, or ``launch/<kind>.py``)."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -58,9 +61,9 @@ class StageSpec:
     name: str
     """Unique name: the default output folder ``<output_root>/<name>`` and what ``init_from`` refers to."""
     kind: Literal["pretrain", "finetune"]
-    """``pretrain`` (self-supervised: launch/pretrain.py) or ``finetune`` (supervised: launch/finetune.py)."""
+    """``pretrain`` (self-supervised: ``videomae pretrain``) or ``finetune`` (supervised: ``videomae finetune``)."""
     config: str
-    """The stage's YAML config (launch/configs/<kind>/...)."""
+    """The stage's YAML config: a file, or a packaged recipe of its kind (:func:`videomae.recipes.resolve`)."""
     overrides: list[str] | dict[str, Any] = field(default_factory=list)
     """``dotted.key=value`` strings, or a mapping of dotted keys to values, applied after the shared overrides."""
     init_from: str | None = None
@@ -101,7 +104,7 @@ class Stage:
     name: str
     kind: str
     config: str
-    """The stage's YAML config."""
+    """The stage's ``config`` as written (a file or a packaged recipe's name)."""
     overrides: list[str]
     """Every override its launch script gets, in order (``output_dir`` and ``init`` first)."""
     output_dir: str
@@ -211,10 +214,7 @@ def _resolve(item: StageSpec, spec: StagesSpec, earlier: list[Stage], last: list
     the stage's key)."""
     require(bool(_NAME.match(item.name)), "name", "letters, digits, '_', '.', '-' (no '/')", item.name)
     require(all(s.name != item.name for s in earlier), "name", "a name no other stage has", item.name)
-    if not Path(item.config).is_file():
-        relative = not Path(item.config).is_absolute()
-        hint = f" in {Path.cwd()} (paths are relative to the working directory)" if relative else ""
-        raise ConfigError(f"config: {item.config} not found{hint}")
+    path = recipes.resolve(item.config, [item.kind], key="config")
     shared, own = _override_list(spec.overrides), _override_list(item.overrides) + last
     keys = {".".join(parse_override(text)[0]): text for text in shared + own}
     if "output_dir" in keys:
@@ -228,9 +228,9 @@ def _resolve(item: StageSpec, spec: StagesSpec, earlier: list[Stage], last: list
     fixed = [format_override("output_dir", output_dir)] + ([format_override("init", init)] if init else [])
     overrides = fixed + shared + own
     try:
-        cfg = KINDS[item.kind](item.config, overrides)
+        cfg = KINDS[item.kind](path, overrides)
     except ConfigError as err:
-        raise ConfigError(f"{str(err).removesuffix(f' (in {item.config} or the overrides)')} "
+        raise ConfigError(f"{str(err).removesuffix(f' (in {path} or the overrides)')} "
                           f"(config {item.config} with the stage's overrides)") from None  # fmt: skip
     up_recipe = upstream.recipe if upstream else None
     canonical = json.dumps([item.kind, config_to_dict(cfg), up_recipe], sort_keys=True)
