@@ -115,7 +115,7 @@ def test_every_relative_link_resolves_inside_the_repository(page):
     assert problems == [], f"{page.name}: " + "; ".join(problems)
 
 
-@pytest.mark.parametrize("page", DOCS, ids=lambda p: p.name)
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_docs_never_point_outside_the_repository(page):
     assert "../shared" not in page.read_text() and "shared/DESIGN" not in page.read_text()
 

@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from run_helpers import FINETUNE_DEMO_YAML, PRETRAIN_DEMO_YAML, ROOT
 
 from videomae.config import ConfigError, LoggingConfig, load_config, load_finetune_config
 from videomae.config import sections as config_sections
 from videomae.engine.logging_utils import MetricsWriter, Picture
 
-ROOT = Path(__file__).resolve().parents[1]
-PRETRAIN_DEMO = ROOT / "launch/configs/pretrain/demo.yaml"
-FINETUNE_DEMO = ROOT / "launch/configs/finetune/demo.yaml"
+PRETRAIN_DEMO, FINETUNE_DEMO = PRETRAIN_DEMO_YAML, FINETUNE_DEMO_YAML
 
 
 @pytest.fixture
