@@ -4,7 +4,7 @@
 
 Prints a markdown table on rank 0 and exits non-zero when a check fails. Three parts:
 
-1. ``videomae.engine.collectives_check`` under ``init_distributed()``'s group (``cpu:gloo,cuda:nccl`` on CUDA),
+1. ``videomae.launching.collectives_check`` under ``init_distributed()``'s group (``cpu:gloo,cuda:nccl`` on CUDA),
    with the loss-like values on the GPU: must all pass.
 2. The accelerator's data plane: an all-reduce of a bf16 tensor on the GPU through NCCL (what DeepSpeed's gradient
    reduction does). NCCL allows one rank per GPU, so this runs only when every rank has a GPU of its own.
@@ -19,7 +19,7 @@ import sys
 import torch
 
 from videomae.engine import dist
-from videomae.engine.collectives_check import CollectiveCheck, check_collectives
+from videomae.launching.collectives_check import CollectiveCheck, check_collectives
 
 
 def _data_plane(device: torch.device) -> tuple[str, str]:

@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 from helpers import free_port
 
 from videomae.engine import dist
-from videomae.engine.collectives_check import check_collectives
+from videomae.launching.collectives_check import check_collectives
 
 PACKAGE = Path(__file__).resolve().parents[1] / "videomae"
 NCCL_LIKE = "cuda:gloo"  # gloo serving CUDA-typed tensors only: a CPU tensor is refused, as NCCL refuses it

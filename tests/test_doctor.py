@@ -21,8 +21,8 @@ from videomae.data import VideoClipDataset
 from videomae.data.decoding import DecodeError
 from videomae.data.demo import DemoConfig, write_demo_dataset
 from videomae.engine import dist
-from videomae.engine.collectives_check import check_collectives
 from videomae.engine.dist import DistEnv
+from videomae.launching.collectives_check import check_collectives
 from videomae.launching.doctor import STEPS, doctor_config, load_run_config
 from videomae.launching.doctor_checks import (
     FAIL,

@@ -8,7 +8,8 @@ steps of an epoch), ``loop`` (the shared backward/step), ``step_stats`` (step me
 behind ``ds_engine`` (the typed boundary), ``optim`` and ``layer_decay`` (parameter groups, per-step lr/wd),
 ``data_setup`` (datasets from the config, sampler, resumable loader), ``checkpointing`` (atomic checkpoints,
 auto-resume), ``rng_state``, ``logging_utils``, ``bad_sample_meter``, ``save_guard``, ``compiling``,
-``throughput``, ``collectives_check``, ``export`` (``videomae export``). ``README.md`` describes the design. The
-launch scripts' shared code, the checks before launch and ``videomae doctor`` are :mod:`videomae.launching`.
-Import the submodules directly; this package imports nothing, so ``videomae.engine.dist`` stays light.
+``throughput``, ``export`` (``videomae export``: consolidating the trainer's checkpoints). ``README.md``
+describes the design. The launch scripts' shared code, the checks before launch and ``videomae doctor`` (with its
+collective checks) are :mod:`videomae.launching`. Import the submodules directly; this package imports nothing, so
+``videomae.engine.dist`` stays light.
 """

@@ -17,8 +17,8 @@ import torch
 
 from videomae.data.sampler import source_quotas
 from videomae.engine import dist
-from videomae.engine.collectives_check import check_collectives
 from videomae.engine.dist import all_gather_objects
+from videomae.launching.collectives_check import check_collectives
 
 __all__ = [
     "FAIL",
@@ -63,7 +63,7 @@ def hostname() -> str:
 
 
 def collective_rows(env: dist.DistEnv, device: torch.device, dtype: torch.dtype, elements: int) -> list[CheckResult]:
-    """Every collective helper the run calls, with known answers (:mod:`videomae.engine.collectives_check`), and
+    """Every collective helper the run calls, with known answers (:mod:`videomae.launching.collectives_check`), and
     the accelerator's data plane: a gradient-bucket-sized sum on ``device`` in ``dtype`` (what DeepSpeed's gradient
     reduction does), with its bus bandwidth. A collective that raises is a FAIL naming the error."""
     rows = [CheckResult(f"collective {c.name}", PASS if c.ok else FAIL, c.detail) for c in check_collectives(device)]
