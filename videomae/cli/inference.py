@@ -34,7 +34,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("auto", "decord", "pyav"), default="auto", help="video decoder (auto: PyAV)")
 
 
-def _load(args: argparse.Namespace, allow_missing: tuple[str, ...] = ()) -> Any:
+def _load(args: argparse.Namespace, allow_missing: tuple[str, ...] = (), device: Any = None) -> Any:
     import torch
 
     from videomae.config import parse_override
@@ -46,7 +46,7 @@ def _load(args: argparse.Namespace, allow_missing: tuple[str, ...] = ()) -> Any:
     for text in args.override:
         path, value = parse_override(text)
         overrides[".".join(path)] = value
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_inference_model(
         args.checkpoint,
         model_name=args.model,
@@ -140,9 +140,21 @@ def add_predict(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_extract_features(args: argparse.Namespace) -> int:
+    from videomae.engine import dist
+
+    if dist.resolve_env().world_size == 1:
+        return _extract_features(args)
+    _, device = dist.init_distributed()  # torchrun, deepspeed, srun: this rank's rows on cuda:LOCAL_RANK
+    try:
+        return _extract_features(args, device, quiet=not dist.is_main())
+    finally:
+        dist.destroy()
+
+
+def _extract_features(args: argparse.Namespace, device: Any = None, quiet: bool = False) -> int:
     from videomae.inference import extract_features
 
-    model = _load(args, allow_missing=("head.", "fc_norm."))
+    model = _load(args, allow_missing=("head.", "fc_norm."), device=device)
     files = extract_features(
         model,
         args.manifest,
@@ -156,10 +168,17 @@ def _run_extract_features(args: argparse.Namespace) -> int:
         workers=args.workers,
         backend=args.backend,
         frame_template=args.frame_template,
+        overwrite=args.overwrite,
     )
     bad = [f for f in files if f.error]
+    if quiet:
+        return 1 if bad else 0
     clips = sum(f.num_clips for f in files)
-    print(f"wrote features of {len(files) - len(bad)} videos ({clips} clips) to {args.out} (index: features.csv)")
+    reused = sum(f.reused for f in files)
+    print(
+        f"wrote features of {len(files) - len(bad)} videos ({clips} clips) to {args.out} (index: features.csv); "
+        f"{reused} already done, skipped"
+    )
     for f in bad:
         print(f"  unreadable: {f.path}: {f.error}")
     return 1 if bad else 0
@@ -174,7 +193,9 @@ def add_extract_features(subparsers: argparse._SubParsersAction) -> None:
         "starting every STRIDE frames; batched encoder forwards; OUT/<row>_<path>.npy = float32 "
         "[num_clips, dim] per video, OUT/features.csv maps rows to files and clip counts. Each video "
         "is decoded once. Works with classifier and pretraining checkpoints. Exit status 1 when a "
-        "video could not be read.",
+        "video could not be read. Under torchrun/deepspeed/srun each rank takes every N-th row on its own "
+        "device. A rerun into OUT skips the videos done (OUT/features.json records the model and "
+        "preprocessing; a rerun with other settings is refused).",
     )
     _add_model_args(p)
     p.add_argument("manifest", help="CSV manifest or original list file")
@@ -192,6 +213,9 @@ def add_extract_features(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--short-side-size", type=int, default=None, help="resize before the centre crop")
     p.add_argument("--workers", type=int, default=0, help="decoding processes (default 0: this one)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="redo every video, even where OUT holds features (of any settings)"
+    )
     add_frame_template(p)
     p.set_defaults(handler=_run_extract_features)
 

@@ -7,7 +7,12 @@ the same batches. Output folder::
 
     000000_<path>.npy   float32 [num_clips, D] (or [num_clips, N, D] with pool="tokens"), one per video
     features.csv        index, path, file, num_clips, error (one row per manifest row, in manifest order)
-    features.json       model, clip settings and pooling
+    features.json       model (source, name, weights sha256) and preprocessing: compare features by it
+
+Under a launcher (``torchrun``, ``deepspeed``, ``srun``: a process group is initialised) rank ``r`` of ``N`` takes
+rows ``r, r + N, ...`` and rank 0 joins the ranks' indices at the end. A rerun into the same folder skips the videos
+whose ``.npy`` is there (each is written atomically, so it is complete) and refuses a folder made with other
+settings; ``overwrite`` redoes every video (:mod:`videomae.inference.feature_runs`).
 
 File names start with the manifest row index, followed by the video's path (relative to ``data_root``) with
 separators replaced, so two videos with the same base name never collide.
@@ -15,14 +20,11 @@ separators replaced, so two videos with the same base name never collide.
 
 from __future__ import annotations
 
-import csv
 import functools
-import json
 import logging
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +36,25 @@ from videomae.data.decoding import DEFAULT_FRAME_TEMPLATE, DecodeError
 from videomae.data.manifest import ManifestRow, read_manifest
 from videomae.data.sampling import clip_span
 from videomae.data.transforms import EvalTransform
+from videomae.engine import dist
+from videomae.inference.feature_runs import (
+    FEATURE_INDEX,
+    FeatureFile,
+    FeatureSettingsError,
+    check_settings,
+    completed_clips,
+    join_indices,
+    rank_index,
+    read_index,
+    save_features,
+    weights_digest,
+    write_index,
+)
 from videomae.inference.loading import InferenceModel
 
 __all__ = ["FEATURE_INDEX", "FeatureFile", "extract_features", "feature_file_name", "sliding_clips"]
 
 log = logging.getLogger(__name__)
-FEATURE_INDEX = "features.csv"
 
 
 def sliding_clips(video_frames: int, num_frames: int, sampling_rate: int, stride: int) -> list[list[int]]:
@@ -66,28 +81,20 @@ def feature_file_name(index: int, path: str, data_root: str | os.PathLike | None
     return f"{index:06d}_{stem[-150:]}.npy"
 
 
-@dataclass
-class FeatureFile:
-    """One manifest row's entry in ``features.csv`` (``file`` and ``num_clips`` empty/0 for an unreadable video)."""
-
-    index: int
-    path: str
-    file: str
-    num_clips: int
-    error: str = ""
-
-
 class _DecodedVideos(Dataset):
-    """Item ``i``: video ``i`` decoded once and cropped (``uint8 [F, C, S, S]``) with its clips' frame positions."""
+    """Item ``k``: video ``todo[k]`` decoded once and cropped (``uint8 [F, C, S, S]``) with its clips' positions."""
 
-    def __init__(self, rows: list[ManifestRow], clips_for, transform: EvalTransform, backend: str, template: str):
-        self.rows, self.clips_for, self.transform = rows, clips_for, transform
+    def __init__(
+        self, rows: list[ManifestRow], todo: list[int], clips_for, transform: EvalTransform, backend: str, template: str
+    ):
+        self.rows, self.todo, self.clips_for, self.transform = rows, todo, clips_for, transform
         self.backend, self.template = backend, template
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.todo)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, k: int) -> dict:
+        i = self.todo[k]
         try:
             frames, positions = decode_clips(
                 self.rows[i], self.clips_for, backend=self.backend, frame_template=self.template
@@ -127,6 +134,7 @@ def extract_features(
     workers: int = 0,
     backend: str = "auto",
     frame_template: str = DEFAULT_FRAME_TEMPLATE,
+    overwrite: bool = False,
 ) -> list[FeatureFile]:
     """Write the clip features of every video of ``manifest`` into folder ``out`` (see the module docstring).
 
@@ -142,9 +150,14 @@ def extract_features(
         workers: DataLoader processes decoding videos.
         backend: ``"auto"``, ``"decord"`` or ``"pyav"``.
         frame_template: file names in frame folders.
+        overwrite: redo every video, whatever ``out`` holds.
 
     Returns:
-        One :class:`FeatureFile` per manifest row, in manifest order (also written as ``features.csv``).
+        One :class:`FeatureFile` per manifest row, in manifest order (also written as ``features.csv``), on every
+        rank; ``reused`` marks the videos a previous run had completed.
+
+    Raises:
+        FeatureSettingsError: ``out`` holds features made with other settings (and not ``overwrite``).
     """
     rows = read_manifest(manifest, data_root).rows
     num_frames = model.num_frames
@@ -152,8 +165,36 @@ def extract_features(
     clips_for = functools.partial(sliding_clips, num_frames=num_frames, sampling_rate=sampling_rate, stride=stride)
     transform = EvalTransform(model.input_size, short_side_size, num_crops=1)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    rank, world = dist.rank(), dist.world_size()
+    refusal = None
+    if rank == 0:
+        settings = {
+            "model": model.model.model_config.get("name"), "source": str(model.source),
+            "weights_sha256": weights_digest(model.source), "precision": model.precision,
+            "num_frames": num_frames, "sampling_rate": sampling_rate, "stride": stride,
+            "input_size": model.input_size, "short_side_size": transform.short_side_size, "crop": "centre",
+            "mean": list(transform.mean), "std": list(transform.std), "pool": pool, "dtype": "float32",
+            "decode_backend": backend, "frame_template": frame_template,
+        }  # fmt: skip
+        try:
+            check_settings(out, settings, overwrite)
+        except FeatureSettingsError as err:
+            refusal = str(err)
+    refusal = dist.broadcast_object(refusal)  # every rank refuses together, none waits at a barrier for rank 0
+    if refusal:
+        raise FeatureSettingsError(refusal)
     entries: dict[int, FeatureFile] = {}
+    todo = []
+    for i in range(rank, len(rows), world):
+        name = feature_file_name(i, rows[i].path, data_root)
+        done = None if overwrite else completed_clips(out / name)
+        if done is None:
+            todo.append(i)
+        else:
+            entries[i] = FeatureFile(i, rows[i].path, name, done, reused=True)
+    if entries:
+        log.info("rank %d: %d of %d videos already done in %s, skipped", rank, len(entries), len(entries) + len(todo),
+                 out)  # fmt: skip
     expected: dict[int, int] = {}
     collected: dict[int, list[np.ndarray]] = {}
 
@@ -167,7 +208,7 @@ def extract_features(
             expected[i], collected[i] = len(item["positions"]), []
             yield item
 
-    dataset = _DecodedVideos(rows, clips_for, transform, backend, frame_template)
+    dataset = _DecodedVideos(rows, todo, clips_for, transform, backend, frame_template)
     loader = DataLoader(dataset, batch_size=None, num_workers=workers)
     for owners, clips in _batches(readable(iter(loader)), batch_size):
         t, c, s, _ = clips[0].shape
@@ -179,21 +220,15 @@ def extract_features(
             collected[i].append(feature)
             if len(collected[i]) == expected[i]:
                 name = feature_file_name(i, rows[i].path, data_root)
-                np.save(out / name, np.stack(collected.pop(i)))
+                save_features(out / name, np.stack(collected.pop(i)))
                 entries[i] = FeatureFile(i, rows[i].path, name, expected[i])
-    ordered = [entries[i] for i in sorted(entries)]
-    _write_index(out, ordered)
-    settings = {
-        "model": model.model.model_config.get("name"),
-        "source": model.source, "num_frames": num_frames, "sampling_rate": sampling_rate, "stride": stride,
-        "input_size": model.input_size, "short_side_size": transform.short_side_size, "pool": pool,
-    }  # fmt: skip
-    (out / "features.json").write_text(json.dumps(settings, indent=2) + "\n")
-    return ordered
-
-
-def _write_index(out: Path, entries: list[FeatureFile]) -> None:
-    with open(out / FEATURE_INDEX, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(FeatureFile.__dataclass_fields__), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(asdict(e) for e in entries)
+    write_index(rank_index(out, rank), [entries[i] for i in sorted(entries)])
+    dist.barrier()
+    if rank == 0:
+        join_indices(out, world)
+    reused = {i for part in dist.all_gather_objects([i for i, e in entries.items() if e.reused]) for i in part}
+    # the gather waits for rank 0's join, so every rank reads the whole index
+    joined = read_index(out / FEATURE_INDEX)
+    for entry in joined:
+        entry.reused = entry.index in reused
+    return joined
