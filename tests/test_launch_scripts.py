@@ -170,8 +170,10 @@ def test_sbatch_dry_run_refuses_empty_or_missing_manifests(tmp_path):
 
 def test_demo_summary_keeps_whole_numbers(tmp_path):
     rows = [
+        {"step": 0, "recon_mse": 1.309309, "recon_baseline_mse": 0.992108},  # the untrained model's pictures
         {"step": 1, "loss": 1.174834132194519, "lr": 0.0, "wd": 0.05, "grad_norm": 0.4809276759624481},
         {"step": 300, "loss": 0.4321, "lr": 1.0046892717e-05, "wd": 0.05, "bad_samples_total": 2},
+        {"step": 300, "recon_mse": 0.817412, "recon_baseline_mse": 0.992108},
     ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 30')
     (tmp_path / "pictures").mkdir()
@@ -180,6 +182,7 @@ def test_demo_summary_keeps_whole_numbers(tmp_path):
     text = summarize(tmp_path)
     assert "first logged: step 1, loss 1.175, lr 0, wd 0.05, grad_norm 0.4809" in text
     assert "last logged:  step 300, loss 0.4321, lr 1.005e-05, wd 0.05, bad_samples_total 2" in text
+    assert "reconstruction error (hidden patches): step 0 1.309 -> step 300 0.8174; flat-patch baseline 0.9921" in text
     assert f"reconstructions: {tmp_path}/pictures/step_000100.png  ...  {tmp_path}/pictures/step_000300.png" in text
     assert format_row({"lr": 1e-5, "wd": 0.05, "loss": 12345.678}) == "loss 1.235e+04, lr 1e-05, wd 0.05"
     demo = (ROOT / "launch/demo.sh").read_text()

@@ -43,11 +43,20 @@ def summarize(run_dir: str | Path) -> str:
     """The closing lines for the run in ``run_dir`` (``metrics.jsonl``, ``pictures/``, ``tensorboard/``)."""
     run_dir = Path(run_dir)
     rows = _rows(run_dir / "metrics.jsonl")
+    steps = [row for row in rows if "loss" in row]  # not the step-0 row of the pictures' figures
     lines = [f"== done: {run_dir}"]
-    if rows:
-        lines += [f"   first logged: {format_row(rows[0])}", f"   last logged:  {format_row(rows[-1])}"]
+    if steps:
+        lines += [f"   first logged: {format_row(steps[0])}", f"   last logged:  {format_row(steps[-1])}"]
     else:
         lines.append(f"   no logged step in {run_dir / 'metrics.jsonl'}")
+    recon = [row for row in rows if "recon_mse" in row]
+    if recon:
+        first, last = recon[0], recon[-1]
+        lines.append(
+            f"   reconstruction error (hidden patches): step {first['step']} {format_value(first['recon_mse'])} -> "
+            f"step {last['step']} {format_value(last['recon_mse'])}; flat-patch baseline "
+            f"{format_value(last['recon_baseline_mse'])}"
+        )
     pictures = sorted((run_dir / "pictures").glob("*.png"))
     if pictures:
         lines.append(f"   reconstructions: {pictures[0]}  ...  {pictures[-1]}")
