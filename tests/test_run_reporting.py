@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import re
 
 import pytest
@@ -14,7 +15,7 @@ import torch
 from helpers import SMALL_CLIP, csv_manifest
 from torch.utils.data import DataLoader
 
-from videomae.data.bad_samples import TooManyBadSamples
+from videomae.data.bad_samples import RecordedRows, TooManyBadSamples, append_row_once, read_rows
 from videomae.data.datasets import VideoClipDataset, collate_clips
 from videomae.data.sampler import WeightedDistributedSampler
 from videomae.engine.bad_sample_meter import BadSampleCeiling, BadSampleMeter
@@ -53,6 +54,29 @@ def test_failed_loads_in_worker_processes_reach_the_batch(quarter_bad):
         # every bad row is drawn once per epoch and fails there; replacements avoid known bad rows per worker
         assert set(rows) == bad and len(rows) >= len(bad)
     assert ds.bad.count == 0  # the main process never loaded a clip: the counts came through the batches
+
+
+def test_each_bad_row_is_recorded_once_across_processes_reading_only_what_is_new(tmp_path):
+    path = str(tmp_path / "run" / "bad_samples.csv")
+    first, second = RecordedRows(), RecordedRows()  # what two worker processes know of the file
+    key = [("/d/m.csv", line, f"v{line}.mp4") for line in range(2, 6)]
+    assert append_row_once(path, key[0], "no frames", first)
+    assert append_row_once(path, key[1], "moov atom\nnot found", second)  # second catches up with first's row
+    assert not append_row_once(path, key[1], "again", first)  # first catches up with second's
+    assert first.offset == second.offset == os.path.getsize(path)
+    # Rows already read are never read again: garbage written over them (same length) goes unnoticed.
+    with open(path, "r+b") as f:
+        header = f.readline()
+        f.seek(len(header))
+        f.write(b"x" * (os.path.getsize(path) - len(header) - 1))
+    assert append_row_once(path, key[2], "timeout", first) and first.offset == os.path.getsize(path)
+    assert not append_row_once(path, key[2], "timeout", second)
+    rows = [(r["manifest"], r["line"], r["path"], r["error"]) for r in read_rows(path)[1:]]
+    assert rows == [("/d/m.csv", "4", "v4.mp4", "timeout")]  # after the garbled line
+    # A file cut behind a process's back is read again from the start.
+    os.truncate(path, 0)
+    assert append_row_once(path, key[0], "no frames", first)
+    assert [r["line"] for r in read_rows(path)] == ["2"]
 
 
 class _Rows:

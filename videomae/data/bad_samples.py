@@ -2,16 +2,17 @@
 
 Each failure is counted; the first time a manifest row fails it is logged (``logging``, with manifest file and
 line) and appended to ``<run_dir>/bad_samples.csv``. DataLoader workers are separate processes, so the file is
-shared through an exclusive ``fcntl.flock``: under the lock a worker reads the rows already recorded and appends
-only new ones. Every bad row therefore appears once in the file, however many workers, epochs or restarts meet it
-(reading the file costs nothing while it is small, which it is unless the data is broken, and then the
-consecutive-failure limit stops the run). Without a ``run_dir`` rows are logged once per process.
+shared through an exclusive ``fcntl.flock``: under the lock a worker reads the rows other processes appended since
+it last looked (each process reads each byte once, so recording N bad rows costs O(N), not O(N^2)) and appends only
+new ones. Every bad row therefore appears once in the file, however many workers, epochs or restarts meet it.
+Without a ``run_dir`` rows are logged once per process.
 """
 
 from __future__ import annotations
 
 import csv
 import fcntl
+import io
 import logging
 import os
 
@@ -77,22 +78,49 @@ class BadSampleLog:
         self.consecutive = 0
 
 
-def append_row_once(path: str, key: tuple[str, int, str], reason: object) -> bool:
+class RecordedRows:
+    """The rows of one CSV file that :func:`append_row_once` writes, as this process last read them: the keys and
+    the byte offset read up to, so each call reads only what other processes appended since."""
+
+    def __init__(self) -> None:
+        self.keys: set[tuple[str, int, str]] = set()
+        self.offset = 0
+
+    def catch_up(self, f: io.TextIOBase) -> None:
+        """Read the rows appended after :attr:`offset` (the caller holds the file's lock: it ends at a row)."""
+        f.seek(self.offset)
+        for record in csv.reader(io.StringIO(f.read(), newline="")):
+            if record and tuple(record) != _COLUMNS:
+                self.keys.add((record[0], int(record[1]), record[2]))
+        self.offset = f.tell()
+
+
+_RECORDED: dict[str, RecordedRows] = {}  # per process (a forked worker starts from its parent's, then catches up)
+
+
+def append_row_once(path: str, key: tuple[str, int, str], reason: object, recorded: RecordedRows | None = None) -> bool:
     """Append the manifest row ``key = (manifest, line, path)`` with ``reason`` to the CSV file ``path`` (columns
-    ``manifest, line, path, error``) unless some process already did; returns whether this call wrote it."""
+    ``manifest, line, path, error``) unless some process already did; returns whether this call wrote it.
+
+    ``recorded``: what this process knows of the file (default: one per path and process)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    recorded = recorded if recorded is not None else _RECORDED.setdefault(os.path.abspath(path), RecordedRows())
     with open(path, "a+", encoding="utf-8", newline="") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            f.seek(0)
-            existing = {(r["manifest"], int(r["line"]), r["path"]) for r in csv.DictReader(f)}
-            if key in existing:
+            if f.seek(0, os.SEEK_END) < recorded.offset:  # the file was replaced or cut: read it again
+                recorded.keys.clear()
+                recorded.offset = 0
+            recorded.catch_up(f)
+            if key in recorded.keys:
                 return False
             writer = csv.writer(f, lineterminator="\n")
             if f.tell() == 0:
                 writer.writerow(_COLUMNS)
             writer.writerow([key[0], key[1], key[2], " ".join(str(reason).split())])
             f.flush()
+            recorded.keys.add(key)
+            recorded.offset = f.tell()
             return True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
