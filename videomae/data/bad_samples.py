@@ -18,7 +18,15 @@ import os
 
 from videomae.data.manifest import ManifestRow
 
-__all__ = ["BAD_SAMPLES_FILE", "BadSampleLog", "TooManyBadSamples", "append_row_once", "read_bad_samples", "read_rows"]
+__all__ = [
+    "BAD_SAMPLES_FILE",
+    "BadSampleLog",
+    "RecordedRows",
+    "TooManyBadSamples",
+    "append_row_once",
+    "read_bad_samples",
+    "read_rows",
+]
 
 BAD_SAMPLES_FILE = "bad_samples.csv"
 _COLUMNS = ("manifest", "line", "path", "error")
