@@ -4,6 +4,7 @@ samples (the last on a real 2-process DeepSpeed run, killed and resumed)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import subprocess
@@ -120,6 +121,10 @@ def _loader_batches(rows: list[tuple], tmp_path: Path, workers: int) -> list[dic
     for epoch in range(2):  # the same workers serve both epochs: the epoch travels with each sample's key
         sampler.set_epoch(epoch)
         batches += list(loader.epoch(start_batch=0))
+    workers_alive = {p.pid for p in multiprocessing.active_children()}
+    assert len(workers_alive) >= workers  # persistent: still there after the epochs
+    loader.close()
+    assert not workers_alive & {p.pid for p in multiprocessing.active_children()}  # and gone once closed
     return batches
 
 

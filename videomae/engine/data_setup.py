@@ -153,3 +153,8 @@ class TrainLoader:
             gc.freeze()
         self.started = True
         return iter(self.loader)
+
+    def close(self) -> None:
+        """Let the workers go (they would otherwise live on through the export and the final evaluation, beside
+        that evaluation's own workers): the loader and its iterator are dropped, whose finaliser joins them."""
+        self.loader = None

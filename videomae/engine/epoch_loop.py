@@ -37,6 +37,12 @@ class EpochLoop:
         )
         self.first_step_start = time.perf_counter()
 
+    def close(self) -> None:
+        """The training batches are over: end the loader's workers."""
+        if self.loader is not None:
+            self.loader.close()
+            self.loader = None
+
     def run_epoch(self) -> bool:
         """Train on the rest of the current epoch; True when a stop was requested (a checkpoint was written)."""
         trainer, t, state = self.trainer, self.trainer.cfg.train, self.trainer.state

@@ -185,6 +185,7 @@ class Trainer:
                 metrics.write(self.state["step"], first)
             while self.state["step"] < self.total_steps and not summary.stopped_early:
                 summary.stopped_early = loop.run_epoch()
+            loop.close()
             summary.step, summary.nonfinite_skipped = self.state["step"], self.state["nonfinite_total"]
             if self.state["bad_samples_total"] and dist.is_main():
                 log.warning("%d clips failed to load and were replaced in this run (see %s)",
@@ -193,6 +194,7 @@ class Trainer:
                 summary.export_path = self.export()
                 self.method.finish(summary)
         finally:
+            loop.close()
             progress.close()
             metrics.close()
         return summary
