@@ -280,3 +280,18 @@ def test_num_classes_override_contradicting_the_data_is_refused():
         classifier_kwargs(cfg.model, 6)
     kwargs = classifier_kwargs(cfg.model, 400)
     assert kwargs["num_classes"] == 400 and kwargs["use_mean_pooling"] is True
+
+
+def test_the_method_key_picks_the_config_class_and_is_refused_when_unknown(tmp_path):
+    from videomae.config.methods import METHODS, method_of
+
+    cfg = load_config(None, ["train.max_steps=1"])
+    assert type(cfg).__name__ == "PretrainConfig" and cfg.method == "videomae"
+    assert set(METHODS) == {"videomae", "mae_image", "mocov3", "maeclip"} and method_of({}) == "videomae"
+    path = tmp_path / "run.yaml"
+    path.write_text("method: mocco\n")
+    with pytest.raises(ConfigError, match=r"method: 'mocco' is not a pretraining method; choose one of .*mocov3"):
+        load_config(path, [])
+    with pytest.raises(ConfigError, match=r"method: got 'mae_image', allowed: 'videomae' for a PretrainConfig") as err:
+        load_config(None, ["method=mae_image", "train.max_steps=1"], kind=PretrainConfig)
+    assert "run.yaml" not in str(err.value)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from videomae.config import FinetuneConfig, ManifestSource, PretrainConfig
+from videomae.config import ConfigError, FinetuneConfig, ManifestSource
+from videomae.config.methods import METHODS, method_config_class
 from videomae.launching.launcher import FINETUNE, parse_args
 from videomae.models import PretrainVisionTransformer, VisionTransformer
 
@@ -26,7 +27,7 @@ CODE = re.compile(r"`([^`]+)`")
 
 
 def config_keys() -> set[str]:
-    """Every dotted key of the pretraining and fine-tuning configs, plus ``data.<list>[].<field>`` of manifests."""
+    """Every dotted key of each pretraining method's config and of fine-tuning, and manifests' fields."""
     keys: set[str] = set()
 
     def walk(cls: type, prefix: str) -> None:
@@ -37,7 +38,11 @@ def config_keys() -> set[str]:
             else:
                 keys.add(prefix + f.name)
 
-    walk(PretrainConfig, "")
+    for method in METHODS:  # every pretraining method's config (a method not built yet has no module)
+        try:
+            walk(method_config_class(method), "")
+        except ConfigError:
+            continue
     walk(FinetuneConfig, "")
     for name in ("manifests", "val_manifests", "test_manifests"):
         keys |= {f"data.{name}[].{f.name}" for f in dataclasses.fields(ManifestSource)}

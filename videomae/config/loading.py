@@ -265,11 +265,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
-def load_config_file(kind: type[T], path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """Load a YAML config file (or the defaults when ``path`` is None) as ``kind`` and apply dotted overrides.
+def read_config_data(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a YAML config file (empty when ``path`` is None) with dotted overrides applied.
 
     Raises:
-        ConfigError: file unreadable or invalid, unknown key, bad type or value (the message names the key).
+        ConfigError: file unreadable or invalid YAML, a duplicate key, a top level that is not a mapping, or an
+            override that cannot be applied.
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -286,10 +287,30 @@ def load_config_file(kind: type[T], path: str | Path | None, overrides: list[str
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path}: expected a mapping at the top level")
     try:
-        return build_config(kind, apply_overrides(data, list(overrides)))
+        return apply_overrides(data, list(overrides))
     except ConfigError as err:
-        where = f" (in {path} or the overrides)" if path is not None else ""
-        raise ConfigError(f"{err}{where}") from None
+        raise ConfigError(f"{err}{_where(path)}") from None
+
+
+def _where(path: str | Path | None) -> str:
+    return f" (in {path} or the overrides)" if path is not None else ""
+
+
+def build_config_from(kind: type[T], data: dict[str, Any], path: str | Path | None) -> T:
+    """:func:`build_config` whose errors also name the file ``path`` the mapping came from."""
+    try:
+        return build_config(kind, data)
+    except ConfigError as err:
+        raise ConfigError(f"{err}{_where(path)}") from None
+
+
+def load_config_file(kind: type[T], path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> T:
+    """Load a YAML config file (or the defaults when ``path`` is None) as ``kind`` and apply dotted overrides.
+
+    Raises:
+        ConfigError: file unreadable or invalid, unknown key, bad type or value (the message names the key).
+    """
+    return build_config_from(kind, read_config_data(path, overrides), path)
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

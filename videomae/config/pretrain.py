@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from videomae.config.loading import build_config, load_config_file, require
+from videomae.config.loading import ConfigError, build_config, build_config_from, read_config_data, require
+from videomae.config.methods import method_config_class, method_of
 from videomae.config.sections import (
     DataConfig,
     DeepSpeedConfig,
@@ -96,6 +97,8 @@ class PretrainTrainConfig(TrainConfig):
 class PretrainConfig(RunConfig):
     """A pretraining run."""
 
+    method: str = "videomae"
+    """The pretraining method (``videomae.config.methods.METHODS``): it picks the config class and the run."""
     output_dir: str = "runs/pretrain"
     """Run folder: resolved config, metrics, TensorBoard events, checkpoints, pictures, bad-sample list."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -117,6 +120,7 @@ def validate(cfg: PretrainConfig) -> None:
     Raises:
         ConfigError: naming the dotted key and the allowed values.
     """
+    require(cfg.method == type(cfg).method, "method", f"{type(cfg).method!r} for a {type(cfg).__name__}", cfg.method)
     validate_data(cfg.data)
     validate_train(cfg.train)
     validate_deepspeed(cfg.deepspeed, cfg.train.compile)
@@ -144,17 +148,23 @@ def config_from_dict(data: dict[str, Any], kind: type = PretrainConfig) -> Any:
     return build_config(kind, data)
 
 
-def load_config(
-    path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), kind: type = PretrainConfig
-) -> Any:
-    """Load a YAML config file (or the defaults when ``path`` is None) and apply dotted overrides.
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), kind: type | None = None) -> Any:
+    """Load a pretraining config file (or the defaults when ``path`` is None) and apply dotted overrides.
 
     Args:
         path: the YAML file.
         overrides: ``dotted.key=value`` strings, later ones winning.
-        kind: the stage's config class (default :class:`PretrainConfig`).
+        kind: the config class; default: the class of the config's ``method`` (:mod:`videomae.config.methods`:
+            :class:`PretrainConfig` for ``videomae``).
 
     Raises:
-        ConfigError: file unreadable or invalid, unknown key, bad type or value (the message names the key).
+        ConfigError: file unreadable or invalid, unknown method or key, bad type or value (the message names the
+            key).
     """
-    return load_config_file(kind, path, overrides)
+    data = read_config_data(path, overrides)
+    if kind is None:
+        try:
+            kind = method_config_class(method_of(data))
+        except ConfigError as err:
+            raise ConfigError(f"{err} (in {path} or the overrides)" if path is not None else str(err)) from None
+    return build_config_from(kind, data, path)

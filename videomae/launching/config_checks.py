@@ -74,7 +74,7 @@ def model_findings(cfg: Any) -> list[Finding]:
     findings += _clip_findings(cfg, model.model_config)
     if finetune:
         findings += _teacher_findings(cfg)
-    else:
+    elif getattr(cfg, "mask", None) is not None:  # methods without masks (MoCo v3) have no such section
         findings += _mask_findings(cfg.mask, model.grid_size)
     return findings
 

@@ -47,7 +47,7 @@ class Launch:
     """``"module:function"`` for ``--eval-only`` (None: the stage has no such mode)."""
 
 
-PRETRAIN = Launch("pretrain", load_config, "videomae.methods.pretrain:run_pretraining")
+PRETRAIN = Launch("pretrain", load_config, "videomae.methods.dispatch:run_pretraining_method")
 FINETUNE = Launch("finetune", load_finetune_config, "videomae.methods.finetune:run_finetuning",
                   "videomae.methods.finetune:evaluate_only")  # fmt: skip
 
