@@ -23,7 +23,9 @@ from videomae.text import CaptionTokenizer
 __all__ = ["class_embeddings", "class_prompts", "embed_pairs", "zero_shot_report"]
 
 
-def class_prompts(names: Sequence[str], templates: Sequence[str], underscores_as_spaces: bool = True) -> list[list[str]]:
+def class_prompts(
+    names: Sequence[str], templates: Sequence[str], underscores_as_spaces: bool = True
+) -> list[list[str]]:
     """The prompts of each class: ``templates`` with ``{}`` replaced by the class name."""
     shown = [n.replace("_", " ") if underscores_as_spaces else n for n in names]
     return [[t.format(name) for t in templates] for name in shown]

@@ -152,7 +152,8 @@ class MaeClipMethod(Method):
 
     def export_model(self, state: dict[str, torch.Tensor]) -> nn.Module:
         """Writes the whole model to ``export/maeclip.safetensors``; returns the vision tower, a registered
-        classifier (``vision.*`` weights, ``num_classes=0``), which the trainer writes as ``export/model.safetensors``."""
+        classifier (``vision.*`` weights, ``num_classes=0``), which the trainer writes as
+        ``export/model.safetensors``."""
         model = self.build_model()
         model.load_state_dict(state)
         step = self.ctx.total_steps if self.ctx is not None else 0
@@ -210,7 +211,9 @@ def build_maeclip_method(cfg: MaeClipConfig, session: Session) -> MaeClipMethod:
         ConfigError: no manifests, or rows without captions.
     """
     if not cfg.data.manifests:
-        raise ConfigError("data.manifests: empty; give at least one captioned manifest, e.g. data.manifests=[train.csv]")
+        raise ConfigError(
+            "data.manifests: empty; give at least one captioned manifest, e.g. data.manifests=[train.csv]"
+        )
     tokenizer = load_tokenizer(cfg.text.tokenizer, cfg.text.context_length)
     train_set = hybrid_dataset(
         cfg.data.manifests, cfg.data, num_sample=cfg.data.num_sample, train=True, hflip_prob=cfg.data.hflip_prob,

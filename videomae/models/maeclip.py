@@ -128,16 +128,20 @@ class MaeClipModel(nn.Module):
         self.logit_scale = nn.Parameter(torch.full((1,), math.log(1 / 0.07)))
         self.decoder = None
         if decoder_depth > 0:
-            pixels = self.vision.model_config["in_chans"] * self.vision.tubelet_size * self.vision.patch_size**2
-            num_patches = self.vision.patch_embed.num_patches
-            self.decoder = MaskedDecoder(width, decoder_embed_dim, decoder_depth, decoder_num_heads, num_patches, pixels)
+            v = self.vision
+            pixels = v.model_config["in_chans"] * v.tubelet_size * v.patch_size**2  # C * tubelet * p * p
+            num_patches = v.patch_embed.num_patches
+            self.decoder = MaskedDecoder(
+                width, decoder_embed_dim, decoder_depth, decoder_num_heads, num_patches, pixels
+            )
         self.mlm_head = MlmHead(text_width, vocab_size) if mlm_head else None
         for part in (self.pool, self.vision_proj, self.text, self.text_proj, self.decoder, self.mlm_head):
             if part is not None:
                 part.apply(self.init_module)
 
     def init_module(self, m: nn.Module) -> None:
-        """Own parameters of ``m`` (xavier Linears, unit norms, the parts' own tensors); the vision tower inits itself."""
+        """Own parameters of ``m`` (xavier Linears, unit norms, the parts' own tensors); the vision tower (not passed
+        here) initialises itself."""
         init_vit_module(m, "xavier")
         if isinstance(m, TextTransformer | MaskedDecoder | AttentionPool):
             m.init_module(m)
