@@ -123,6 +123,20 @@ def kill_run(proc: subprocess.Popen) -> None:
     proc.communicate()
 
 
+def kill_at_first_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 300) -> None:
+    """``kill -9`` a launched run (its process group) as soon as its first checkpoint in ``out`` is complete."""
+    import signal
+    import time
+
+    from videomae.engine import checkpointing as ckpt
+
+    deadline = time.time() + timeout
+    while ckpt.find_latest(out / "checkpoints") is None and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+
+
 def run_pretrain(
     launcher: str, args: list[str], nproc: int = 1, timeout: int = 600, config: Path = PRETRAIN_DEMO_YAML
 ) -> str:

@@ -135,6 +135,23 @@ def test_retrieval_recall_by_hand():
     assert grouped["video_to_text"]["R@1"] == 1.0
 
 
+@pytest.mark.parametrize("name", ["maeclip_demo", "maeclip_vit_b16_image", "maeclip_vit_b16_video"])
+def test_recipes_load_and_pass_the_preflight_model_checks(name):
+    from videomae.launching.config_checks import model_findings
+    from videomae.recipes import resolve
+
+    cfg = load_config(resolve(name, ["pretrain"]))
+    assert cfg.method == "maeclip" and cfg.data.num_sample == 1  # one clip per video: no false negatives
+    findings = model_findings(cfg)
+    assert all(f.ok for f in findings), findings
+    with torch.device("meta"):
+        from videomae.methods.maeclip import build_maeclip_model
+
+        model = build_maeclip_model(cfg, load_tokenizer(None, cfg.text.context_length))
+    assert model.vision.model_config["all_frames"] == cfg.data.num_frames
+    assert (model.decoder is not None, model.mlm_head is not None) == (cfg.loss.mae > 0, cfg.loss.mlm > 0)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

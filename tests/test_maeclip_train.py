@@ -5,15 +5,12 @@ run resumes with the same losses, and rows without captions are refused."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from maeclip_helpers import captioned_manifest
-from run_helpers import ROOT, launch_pretrain, losses, run_pretrain
+from run_helpers import ROOT, kill_at_first_checkpoint, launch_pretrain, losses, run_pretrain
 
 from videomae.checkpoint import load_exported
 from videomae.checkpoint_maeclip import load_maeclip
@@ -81,12 +78,7 @@ def test_killed_run_resumes_with_the_same_losses(captions, tmp_path):
     reference = tmp_path / "reference"
     run_pretrain("python", maeclip_overrides(captions, reference, *args), config=RECIPE)
     out = tmp_path / "killed"
-    proc = launch_pretrain("python", maeclip_overrides(captions, out, *args), config=RECIPE)
-    deadline = time.time() + 300
-    while ckpt.find_latest(out / "checkpoints") is None and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    kill_at_first_checkpoint(launch_pretrain("python", maeclip_overrides(captions, out, *args), config=RECIPE), out)
     killed_at = ckpt.find_latest(out / "checkpoints")
     assert killed_at is not None and killed_at.step < 10, "the run finished before it could be killed"
     run_pretrain("python", maeclip_overrides(captions, out, *args), config=RECIPE)

@@ -16,10 +16,7 @@ from videomae.config.sections import (
     LoggingConfig,
     RunConfig,
     TrainConfig,
-    validate_data,
-    validate_deepspeed,
-    validate_logging,
-    validate_train,
+    validate_run_sections,
 )
 
 __all__ = [
@@ -176,10 +173,7 @@ def validate_maeclip(cfg: MaeClipConfig) -> None:
         ConfigError: naming the dotted key and the allowed values.
     """
     require(cfg.method == "maeclip", "method", "'maeclip' for a MaeClipConfig", cfg.method)
-    validate_data(cfg.data)
-    validate_train(cfg.train)
-    validate_deepspeed(cfg.deepspeed, cfg.train.compile)
-    validate_logging(cfg.logging)
+    validate_run_sections(cfg)
     m, t, k, w, z = cfg.model, cfg.text, cfg.mask, cfg.loss, cfg.zero_shot
     for key, value in [
         ("model.embed_dim", m.embed_dim),
