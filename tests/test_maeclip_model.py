@@ -17,10 +17,10 @@ from videomae.text import CaptionTokenizer, load_tokenizer
 TINY_VISION = {"img_size": 32, "patch_size": 8, "all_frames": 4}
 
 
-def tiny_model(**kw) -> MaeClipModel:
+def tiny_model(vision: dict = TINY_VISION, **kw) -> MaeClipModel:
     args = dict(embed_dim=16, vocab_size=50, context_length=6, text_width=16, text_depth=1, text_num_heads=2,
                 decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2, mlm_head=True)  # fmt: skip
-    return MaeClipModel("vit_tiny_patch16_224", TINY_VISION, **{**args, **kw})
+    return MaeClipModel("vit_tiny_patch16_224", vision, **{**args, **kw})
 
 
 def test_packaged_tokenizer_round_trips_offline_and_frames_each_caption():
@@ -170,3 +170,18 @@ def test_config_refuses_bad_values_by_key(override, message):
         return
     with pytest.raises(ConfigError, match=message):
         load_config(recipe, [override])
+
+
+def test_an_image_tower_with_flip_masking_and_the_mae_loss():
+    from videomae.masking import random_mask
+    from videomae.objectives import MaskedPixelLoss
+
+    torch.manual_seed(0)
+    image = {"img_size": 32, "patch_size": 8, "all_frames": 1, "tubelet_size": 1}
+    model = tiny_model(image, mlm_head=False)
+    images = torch.randn(3, 3, 1, 32, 32)  # one-frame clips
+    flip, hidden = random_mask(3, model.grid_size, 0.5), random_mask(3, model.grid_size, 0.75)
+    out = model(images, torch.tensor([[1, 5, 2, 0, 0, 0]] * 3), flip, hidden)
+    assert model.grid_size == (1, 4, 4) and out["pixels"].shape == (3, 12, 3 * 8 * 8)
+    assert not torch.allclose(out["video"], model.encode_video(images))  # FLIP: the pass saw half the patches
+    assert 0.5 < MaskedPixelLoss(8, 1)(out["pixels"], images, hidden).item() < 2.0  # ~1 for an untrained decoder
