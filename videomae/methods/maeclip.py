@@ -91,6 +91,7 @@ class MaeClipMethod(Method):
         self.ctx: StepContext | None = None
         self.pixel_loss: MaskedPixelLoss | None = None
         self.init_state: dict[str, torch.Tensor] | None = None
+        self.final_model: MaeClipModel | None = None
 
     def build_model(self) -> nn.Module:
         return build_maeclip_model(self.cfg, self.tokenizer)
@@ -151,14 +152,12 @@ class MaeClipMethod(Method):
         return LossOutput(loss, metrics)
 
     def export_model(self, state: dict[str, torch.Tensor]) -> nn.Module:
-        """Writes the whole model to ``export/maeclip.safetensors``; returns the vision tower, a registered
-        classifier (``vision.*`` weights, ``num_classes=0``), which the trainer writes as
-        ``export/model.safetensors``."""
-        model = self.build_model()
-        model.load_state_dict(state)
-        step = self.ctx.total_steps if self.ctx is not None else 0
-        export_maeclip(model, self.ctx.output_dir / "export" / MAECLIP_EXPORT, self._maeclip_metadata(step))
-        return model.vision
+        """The vision tower, a registered classifier (``vision.*`` weights, ``num_classes=0``), which the trainer
+        writes as ``export/model.safetensors``; the whole model is kept for :meth:`finish` to write (nothing here
+        may fail on rank 0 alone: the other ranks wait for the trainer's write)."""
+        self.final_model = self.build_model()
+        self.final_model.load_state_dict(state)
+        return self.final_model.vision
 
     def _maeclip_metadata(self, step: int) -> dict[str, Any]:
         return {"step": step, "tokenizer": self.tokenizer.to_json(), "context_length": self.tokenizer.context_length,
@@ -169,11 +168,18 @@ class MaeClipMethod(Method):
                 "pretrain_config": config_to_dict(self.cfg)}  # fmt: skip
 
     def finish(self, summary: RunSummary) -> None:
-        """Rank 0: zero-shot classification and retrieval on ``zero_shot.val`` into ``zero_shot.json``."""
-        z = self.cfg.zero_shot
-        if z.val is None or not dist.is_main():
+        """Rank 0: the whole model to ``export/maeclip.safetensors``, then zero-shot classification and retrieval on
+        ``zero_shot.val`` into ``zero_shot.json``."""
+        if self.final_model is None:  # not rank 0
             return
-        model, _ = load_maeclip(self.ctx.output_dir / "export" / MAECLIP_EXPORT, self.ctx.device)
+        path = self.ctx.output_dir / "export" / MAECLIP_EXPORT
+        export_maeclip(self.final_model, path, self._maeclip_metadata(summary.step))
+        self.final_model = None
+        log.info("exported the whole MAE-CLIP model to %s", path)
+        z = self.cfg.zero_shot
+        if z.val is None:
+            return
+        model, _ = load_maeclip(path, self.ctx.device)
         dataset = val_dataset(self.cfg)
         result: dict[str, Any] = {"step": summary.step, "val": z.val}
         result["trained"] = self._report(model, dataset)
