@@ -121,9 +121,7 @@ def _distributed_imports(tree: ast.AST) -> list[int]:
     return lines
 
 
-# engine/dist.py, and MAE-CLIP's gather of features with gradients (a tensor collective on the device, NCCL on
-# GPUs), until it moves into engine/dist.py
-_OWN_COLLECTIVES = {"engine/dist.py", "objectives/clip_gather.py"}
+_OWN_COLLECTIVES = {"engine/dist.py"}
 
 
 def test_only_dist_py_calls_torch_distributed():

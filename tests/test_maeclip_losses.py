@@ -14,7 +14,6 @@ from helpers import free_port
 
 from videomae.engine import dist
 from videomae.models.maeclip import MaeClipModel
-from videomae.objectives.clip_gather import gather_with_grad
 from videomae.objectives.clip_losses import IGNORE_INDEX, info_nce, mask_caption_tokens, mlm_loss
 
 
@@ -84,9 +83,8 @@ def _rank_loss(rank: int, port: int, out: str) -> None:
     try:
         video = GLOBAL_VIDEO[3 * rank : 3 * rank + 3].clone().requires_grad_()
         text = GLOBAL_TEXT[3 * rank : 3 * rank + 3].clone().requires_grad_()
-        video_all, offset = gather_with_grad(video)
-        text_all, _ = gather_with_grad(text)
-        loss = info_nce(video, text, torch.tensor(5.0), video_all, text_all, offset)
+        video_all, text_all = dist.gather_rows_with_grad(video), dist.gather_rows_with_grad(text)
+        loss = info_nce(video, text, torch.tensor(5.0), video_all, text_all, offset=3 * rank)
         loss.backward()
     finally:
         dist.destroy()

@@ -37,7 +37,6 @@ from videomae.evaluation.zero_shot import zero_shot_report
 from videomae.masking import random_mask, tube_mask
 from videomae.models.maeclip import MaeClipModel
 from videomae.objectives import MaskedPixelLoss
-from videomae.objectives.clip_gather import gather_with_grad
 from videomae.objectives.clip_losses import info_nce, mask_caption_tokens, mlm_loss
 from videomae.text import CaptionTokenizer, load_tokenizer
 
@@ -138,8 +137,9 @@ class MaeClipMethod(Method):
         terms: dict[str, tuple[float, torch.Tensor]] = {}
         metrics: dict[str, torch.Tensor] = {}
         if clip_tokens is not None:
-            video_all, offset = gather_with_grad(out["video"].float())
-            text_all, _ = gather_with_grad(out["text"].float())
+            video_all = dist.gather_rows_with_grad(out["video"].float())
+            text_all = dist.gather_rows_with_grad(out["text"].float())
+            offset = dist.rank() * out["video"].shape[0]
             terms["loss_clip"] = (w.clip, info_nce(out["video"], out["text"], out["logit_scale"].float(),
                                                    video_all, text_all, offset))  # fmt: skip
             metrics["logit_scale"] = out["logit_scale"].detach().float()

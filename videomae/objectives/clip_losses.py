@@ -2,7 +2,7 @@
 modelling (15% of caption tokens chosen; of those 80% -> ``<mask>``, 10% -> a random token, 10% kept).
 
 The contrastive loss of one rank covers its own rows against every rank's columns (``video_all`` / ``text_all``
-from :func:`videomae.objectives.clip_gather.gather_with_grad`, whose backward sums the columns' gradients over
+from :func:`videomae.engine.dist.gather_rows_with_grad`, whose backward sums the columns' gradients over
 ranks): the mean of the ranks' losses is the loss of the global batch, and after DeepSpeed's gradient mean the
 gradients are the global batch's too.
 """
