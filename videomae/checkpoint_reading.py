@@ -79,6 +79,10 @@ def refuse_unsafe_pickle(path: str | Path) -> None:
     _torch_load(Path(path))
 
 
+HF_MODEL_TYPES = ("videomae", "vit_mae", "vit")
+"""``transformers`` model types whose folders we read: VideoMAE, and ViTMAE / ViT for the image models."""
+
+
 def read_checkpoint(source: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read a checkpoint file or Hugging Face folder -> (raw object, safetensors metadata or HF config).
 
@@ -91,8 +95,9 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
     if path.is_dir():
         config_file = path / "config.json"
         config = json.loads(config_file.read_text()) if config_file.exists() else {}
-        if config.get("model_type", "videomae") != "videomae":
-            raise CheckpointError(f"{config_file}: model_type {config['model_type']!r} is not 'videomae'")
+        if config.get("model_type", "videomae") not in HF_MODEL_TYPES:
+            allowed = ", ".join(map(repr, HF_MODEL_TYPES))
+            raise CheckpointError(f"{config_file}: model_type {config['model_type']!r} is not one of {allowed}")
         for name in HF_WEIGHT_FILES:
             if (path / name).exists():
                 return read_checkpoint(path / name)[0], config

@@ -1,0 +1,205 @@
+"""Image MAE: the release's random-mask shuffle, and parity with ``transformers``' ViTMAE / ViT and the MAE release's
+key layout (fp32, < 1e-5) on tiny random models whose every weight is random."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import randomise_every_weight
+from transformers import ViTConfig, ViTForImageClassification, ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
+
+from videomae.checkpoint import load_pretrained
+from videomae.masking import random_mask, random_shuffle, shuffle_from_noise
+from videomae.models import create_model
+from videomae.models.convert_mae import to_mae_release_state_dict
+from videomae.models.pos_embed import sincos_2d_table
+from videomae.objectives.mae_pixels import MAEPixelLoss
+
+TOL = 1e-5
+SIZE, PATCH, WIDTH, DEPTH, HEADS, DEC_WIDTH, DEC_DEPTH, DEC_HEADS = 32, 8, 64, 2, 2, 32, 2, 2
+TOKENS = (SIZE // PATCH) ** 2
+
+
+# ------------------------------------------------------------------------------------------------------ masks
+
+
+def test_random_shuffle_hides_75_percent_and_restore_inverts_the_shuffle() -> None:
+    gen = torch.Generator().manual_seed(0)
+    shuffle = random_shuffle(64, 196, 0.75, generator=gen)
+    assert shuffle.ids_keep.shape == (64, 49) and shuffle.ids_restore.shape == (64, 196)
+    assert (shuffle.mask.sum(dim=1) == 147).all()
+    tokens = torch.arange(196).expand(64, -1)
+    order = shuffle.ids_restore.argsort(dim=1)  # the shuffled order of the tokens
+    shuffled = torch.gather(tokens, 1, order)
+    assert torch.equal(torch.gather(shuffled, 1, shuffle.ids_restore), tokens)  # restore inverts the shuffle
+    assert torch.equal(order[:, :49], shuffle.ids_keep)
+    kept = torch.zeros(64, 196, dtype=torch.bool).scatter_(1, shuffle.ids_keep, True)
+    assert torch.equal(kept, ~shuffle.mask)
+    # positions are uniform over many samples, and random_mask draws the same masks from the same seed
+    assert torch.equal(random_mask(64, (1, 14, 14), 0.75, torch.Generator().manual_seed(0)), shuffle.mask)
+    frequency = random_shuffle(20000, 16, 0.75, torch.Generator().manual_seed(1)).mask.float().mean(0)
+    assert torch.allclose(frequency, torch.full_like(frequency, 0.75), atol=0.02)
+
+
+def test_shuffle_from_noise_is_transformers_random_masking() -> None:
+    hf = ViTMAEModel(_hf_config()).eval()
+    noise = torch.rand(3, TOKENS, generator=torch.Generator().manual_seed(2))
+    sequence = torch.arange(TOKENS, dtype=torch.float32)[None, :, None].expand(3, -1, 2)
+    kept, hf_mask, hf_restore = hf.embeddings.random_masking(sequence, noise)
+    ours = shuffle_from_noise(noise, 0.75)
+    assert torch.equal(ours.mask, hf_mask.bool()) and torch.equal(ours.ids_restore, hf_restore)
+    assert torch.equal(ours.ids_keep, kept[..., 0].long())
+
+
+# ------------------------------------------------------------------------------------------------------ parity
+
+
+def _hf_config(**kw) -> ViTMAEConfig:
+    return ViTMAEConfig(
+        image_size=SIZE, patch_size=PATCH, hidden_size=WIDTH, num_hidden_layers=DEPTH, num_attention_heads=HEADS,
+        intermediate_size=4 * WIDTH, decoder_hidden_size=DEC_WIDTH, decoder_num_hidden_layers=DEC_DEPTH,
+        decoder_num_attention_heads=DEC_HEADS, decoder_intermediate_size=4 * DEC_WIDTH, layer_norm_eps=1e-6,
+        **({"mask_ratio": 0.75, "norm_pix_loss": True} | kw),
+    )  # fmt: skip
+
+
+def _ours(name: str = "pretrain_mae_tiny_patch16_224", **kw) -> torch.nn.Module:
+    if name.startswith("pretrain"):
+        sizes = dict(encoder_embed_dim=WIDTH, encoder_depth=DEPTH, encoder_num_heads=HEADS,
+                     decoder_embed_dim=DEC_WIDTH, decoder_depth=DEC_DEPTH, decoder_num_heads=DEC_HEADS)  # fmt: skip
+    else:
+        sizes = dict(embed_dim=WIDTH, depth=DEPTH, num_heads=HEADS)
+    return create_model(name, img_size=SIZE, patch_size=PATCH, **sizes, **kw).eval()
+
+
+def _hf_pretraining(seed: int = 1) -> ViTMAEForPreTraining:
+    hf = randomise_every_weight(ViTMAEForPreTraining(_hf_config()), seed)
+    with torch.no_grad():  # the fixed tables back to sin-cos (randomised above with every other tensor)
+        hf.vit.embeddings.position_embeddings.copy_(sincos_2d_table(SIZE // PATCH, SIZE // PATCH, WIDTH))
+        hf.decoder.decoder_pos_embed.copy_(sincos_2d_table(SIZE // PATCH, SIZE // PATCH, DEC_WIDTH))
+    return hf
+
+
+def _images_and_noise(batch: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(batch, 3, SIZE, SIZE, generator=gen), torch.rand(batch, TOKENS, generator=gen)
+
+
+def _release_layout(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The MAE release's key names for a transformers ViTMAEForPreTraining state dict, written out by hand."""
+    out = {
+        "cls_token": hf_state["vit.embeddings.cls_token"],
+        "pos_embed": hf_state["vit.embeddings.position_embeddings"],
+        "patch_embed.proj.weight": hf_state["vit.embeddings.patch_embeddings.projection.weight"],
+        "patch_embed.proj.bias": hf_state["vit.embeddings.patch_embeddings.projection.bias"],
+        "norm.weight": hf_state["vit.layernorm.weight"],
+        "norm.bias": hf_state["vit.layernorm.bias"],
+        "mask_token": hf_state["decoder.mask_token"],
+        "decoder_pos_embed": hf_state["decoder.decoder_pos_embed"],
+    }
+    for leaf in ("weight", "bias"):
+        for name in ("decoder_embed", "decoder_norm", "decoder_pred"):
+            out[f"{name}.{leaf}"] = hf_state[f"decoder.{name}.{leaf}"]
+    stacks = (("blocks", "vit.layers", DEPTH), ("decoder_blocks", "decoder.decoder_layers", DEC_DEPTH))
+    for ours, theirs, depth in stacks:
+        for i in range(depth):
+            a, b = f"{ours}.{i}.", f"{theirs}.{i}."
+            for leaf in ("weight", "bias"):
+                qkv = [hf_state[f"{b}attention.{p}_proj.{leaf}"] for p in "qkv"]
+                out[f"{a}attn.qkv.{leaf}"] = torch.cat(qkv)
+                pairs = (("attn.proj", "attention.o_proj"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2"),
+                         ("norm1", "layernorm_before"), ("norm2", "layernorm_after"))  # fmt: skip
+                for mine, hf_name in pairs:
+                    out[f"{a}{mine}.{leaf}"] = hf_state[f"{b}{hf_name}.{leaf}"]
+    return out
+
+
+def _check_pretraining(ours: torch.nn.Module, hf: ViTMAEForPreTraining) -> None:
+    images, noise = _images_and_noise()
+    mask = shuffle_from_noise(noise, 0.75).mask
+    with torch.no_grad():
+        expected = hf(pixel_values=images, noise=noise)
+        pred = ours(images, mask)
+        pred_clips = ours(images.unsqueeze(2), mask)  # one-frame clips: the same
+        loss = MAEPixelLoss(PATCH, normalize_target=True)(pred, images, mask)
+    assert torch.equal(expected.mask.bool(), mask)
+    hf_pred = expected.logits[mask].reshape(pred.shape)  # transformers predicts every token; ours the hidden ones
+    assert (pred - hf_pred).abs().max() < TOL and torch.equal(pred, pred_clips)
+    assert abs(loss.item() - expected.loss.item()) < TOL
+
+
+def test_pretraining_matches_transformers_from_its_state_dict_and_its_folder(tmp_path: Path) -> None:
+    hf = _hf_pretraining()
+    ours = _ours()
+    report = load_pretrained(ours, hf.state_dict(), strict=True)  # transformers 5's in-memory names
+    assert report.format == "transformers" and any("key biases dropped" in n for n in report.notes)
+    _check_pretraining(ours, hf)
+    hf.save_pretrained(tmp_path / "hf")  # the names transformers writes (decoder.decoder_encoder.layer.N...)
+    again = randomise_every_weight(_ours(), seed=5)
+    load_pretrained(again, tmp_path / "hf", strict=True)
+    _check_pretraining(again, hf)
+
+
+def test_release_layout_loads_with_the_same_outputs(tmp_path: Path) -> None:
+    hf = _hf_pretraining(seed=3)
+    release = _release_layout(hf.state_dict())
+    torch.save({"model": release}, tmp_path / "mae_pretrain.pth")
+    ours = _ours()
+    report = load_pretrained(ours, tmp_path / "mae_pretrain.pth", strict=True)
+    assert report.format == "mae" and not report.missing and not report.unexpected
+    assert sum("fixed position table" in n for n in report.notes) == 2  # pos_embed, decoder_pos_embed: recomputed
+    _check_pretraining(ours, hf)
+    # and back to the release's names: the same tensors (the key bias, which ours drops, written as zero)
+    back = to_mae_release_state_dict(ours.state_dict(), {"pos_embed": ours.encoder.pos_embed})
+    assert set(back) == set(release) - {"decoder_pos_embed"}
+    for key, value in back.items():
+        expected = release[key].clone()
+        if key.endswith("qkv.bias"):
+            expected[WIDTH if key.startswith("blocks") else DEC_WIDTH :][: expected.shape[0] // 3] = 0
+        assert torch.allclose(value, expected, atol=1e-6), key
+
+
+def test_classifier_logits_match_vit_for_image_classification() -> None:
+    config = ViTConfig(image_size=SIZE, patch_size=PATCH, hidden_size=WIDTH, num_hidden_layers=DEPTH,
+                       num_attention_heads=HEADS, intermediate_size=4 * WIDTH, layer_norm_eps=1e-6, num_labels=5)  # fmt: skip
+    hf = randomise_every_weight(ViTForImageClassification(config), seed=4)
+    with torch.no_grad():
+        hf.vit.embeddings.position_embeddings.copy_(sincos_2d_table(SIZE // PATCH, SIZE // PATCH, WIDTH))
+    ours = _ours("vit_image_tiny_patch16_224", num_classes=5, use_mean_pooling=False)
+    report = load_pretrained(ours, hf.state_dict(), strict=True)
+    assert report.format == "transformers"
+    images, _ = _images_and_noise()
+    with torch.no_grad():
+        assert (ours(images) - hf(pixel_values=images).logits).abs().max() < TOL
+    # a learned table (fine-tuned ViT) into a fixed-table model is refused; a learnable one takes it
+    with torch.no_grad():
+        hf.vit.embeddings.position_embeddings.add_(0.5)
+    with pytest.raises(Exception, match="learned position table"):
+        load_pretrained(_ours("vit_image_tiny_patch16_224", num_classes=5, use_mean_pooling=False), hf.state_dict())
+    learnable = _ours("vit_image_tiny_patch16_224", num_classes=5, use_mean_pooling=False, use_learnable_pos_emb=True)
+    load_pretrained(learnable, hf.state_dict(), strict=True)
+    with torch.no_grad():
+        assert (learnable(images) - hf(pixel_values=images).logits).abs().max() < TOL
+
+
+def test_encoder_tokens_match_vit_mae_model_and_mean_pooling_excludes_the_class_token() -> None:
+    hf = randomise_every_weight(ViTMAEModel(_hf_config(mask_ratio=0.0)), seed=6)
+    with torch.no_grad():
+        hf.embeddings.position_embeddings.copy_(sincos_2d_table(SIZE // PATCH, SIZE // PATCH, WIDTH))
+    images, _ = _images_and_noise()
+    in_order = torch.arange(TOKENS, dtype=torch.float32).expand(3, -1)  # noise that keeps the token order
+    for pooling in (True, False):
+        ours = _ours("vit_image_tiny_patch16_224", num_classes=0, use_mean_pooling=pooling)
+        load_pretrained(ours, hf.state_dict())
+        with torch.no_grad():
+            tokens = hf(pixel_values=images, noise=in_order).last_hidden_state  # (B, 1 + N, D), normed
+            features = ours.forward_features(images)
+        if pooling:  # fc_norm over the mean of the patch tokens before the final norm: check the trunk's blocks
+            ours.norm = hf.layernorm
+            with torch.no_grad():
+                assert (ours.forward_tokens(images) - tokens).abs().max() < TOL
+            assert ours.fc_norm is not None and features.shape == (3, WIDTH)
+        else:
+            assert (features - tokens[:, 0]).abs().max() < TOL
