@@ -162,8 +162,10 @@ def test_release_layout_loads_with_the_same_outputs(tmp_path: Path) -> None:
 
 
 def test_classifier_logits_match_vit_for_image_classification() -> None:
-    config = ViTConfig(image_size=SIZE, patch_size=PATCH, hidden_size=WIDTH, num_hidden_layers=DEPTH,
-                       num_attention_heads=HEADS, intermediate_size=4 * WIDTH, layer_norm_eps=1e-6, num_labels=5)  # fmt: skip
+    config = ViTConfig(
+        image_size=SIZE, patch_size=PATCH, hidden_size=WIDTH, num_hidden_layers=DEPTH, num_attention_heads=HEADS,
+        intermediate_size=4 * WIDTH, layer_norm_eps=1e-6, num_labels=5,
+    )  # fmt: skip
     hf = randomise_every_weight(ViTForImageClassification(config), seed=4)
     with torch.no_grad():
         hf.vit.embeddings.position_embeddings.copy_(sincos_2d_table(SIZE // PATCH, SIZE // PATCH, WIDTH))

@@ -48,7 +48,9 @@ _HF_TOP = {
     "decoder.decoder_pred.": "decoder_pred.",
     "classifier.": "head.",
 }
-_HF_STACK = re.compile(r"^(encoder\.layer|layers|decoder\.decoder_layers|decoder\.decoder_encoder\.layer)\.(\d+)\.(.+)$")
+_HF_STACK = re.compile(
+    r"^(encoder\.layer|layers|decoder\.decoder_layers|decoder\.decoder_encoder\.layer)\.(\d+)\.(.+)$"
+)
 _HF_QKV = re.compile(r"^attention\.(?:attention\.(query|key|value)|(q|k|v)_proj)\.(weight|bias)$")
 # Inside one layer (first match wins: ``attention.output.dense`` before ``output.dense``); hub names first.
 _HF_LAYER = {
@@ -190,4 +192,3 @@ def _rename(name: str, table: dict[str, str], original_key: str, keep: bool = Fa
     if keep:
         return name
     raise ValueError(f"no image MAE counterpart for key {original_key!r}")
-

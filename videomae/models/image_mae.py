@@ -162,7 +162,9 @@ class ImageMAE(nn.Module):
         x = torch.cat([x[:, :1] + pos[:, :1], visible, hidden], dim=1)  # (B, 1 + N, D_dec)
         return self.decoder(x, hidden.shape[1])
 
-    def forward(self, images: torch.Tensor, mask: torch.Tensor, decode_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, mask: torch.Tensor, decode_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Reconstruct the hidden patches.
 
         Args:

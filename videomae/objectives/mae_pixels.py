@@ -16,9 +16,7 @@ from videomae.objectives.pixels import patchify
 __all__ = ["MAEPixelLoss", "mae_pixel_targets"]
 
 
-def mae_pixel_targets(
-    images: torch.Tensor, patch_size: int, normalize: bool = True, eps: float = 1e-6
-) -> torch.Tensor:
+def mae_pixel_targets(images: torch.Tensor, patch_size: int, normalize: bool = True, eps: float = 1e-6) -> torch.Tensor:
     """Targets ``[B, N, p·p·C]`` (laid out ``(p, p, c)``, channel last, as the release's ``patchify``) of images
     ``[B, C, H, W]`` or one-frame clips ``[B, C, 1, H, W]``; float32 whatever the input precision."""
     clips = images.unsqueeze(2) if images.ndim == 4 else images  # (B, C, 1, H, W)
