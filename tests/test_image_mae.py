@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import randomise_every_weight
+from run_helpers import ROOT, losses, run_pretrain
 from transformers import ViTConfig, ViTForImageClassification, ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
 
-from videomae.checkpoint import load_pretrained
+from videomae.checkpoint import load_exported, load_pretrained
 from videomae.masking import random_mask, random_shuffle, shuffle_from_noise
 from videomae.models import create_model
 from videomae.models.convert_mae import to_mae_release_state_dict
@@ -205,3 +206,35 @@ def test_encoder_tokens_match_vit_mae_model_and_mean_pooling_excludes_the_class_
             assert ours.fc_norm is not None and features.shape == (3, WIDTH)
         else:
             assert (features - tokens[:, 0]).abs().max() < TOL
+
+
+# ------------------------------------------------------------------------------------------------------ training
+
+MAE_DEMO_YAML = ROOT / "videomae/recipes/pretrain/mae_image_demo.yaml"
+
+
+@pytest.mark.slow
+def test_the_demo_config_trains_20_steps_on_2_processes_with_a_falling_loss(demo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # TODO(imagedata): the demo image manifest (train_images_unlabeled.csv) once `videomae demo-data` writes it;
+    # until then one-frame clips of the demo videos.
+    args = [
+        f"output_dir={out}", f"data.manifests=[{demo}/train_unlabeled.csv]", f"data.data_root={demo}",
+        "data.input_size=32", "data.num_workers=0", "train.batch_size=12", "train.max_steps=20", "train.log_every=1",
+        "train.warmup_steps=3", "train.save_every=20",
+        "model.overrides={img_size: 32, patch_size: 8, encoder_embed_dim: 32, encoder_depth: 2, encoder_num_heads: 2,"
+        " decoder_embed_dim: 32, decoder_num_heads: 2}",
+        "model.decoder_depth=1",
+    ]  # fmt: skip
+    run_pretrain("deepspeed", args, nproc=2, config=MAE_DEMO_YAML)
+    loss = losses(out)
+    assert sorted(loss) == list(range(1, 21))
+    first, last = sum(loss[s] for s in range(1, 6)) / 5, sum(loss[s] for s in range(16, 21)) / 5
+    assert last < 0.8 * first, loss
+    # the export is an image MAE that reconstructs: its masked-patch loss on a batch is the run's last figures' size
+    model, info = load_exported(out / "export/model.safetensors")
+    assert info["model_config"]["name"] == "pretrain_mae_tiny_patch16_224" and info["num_frames"] == 1
+    images = torch.randn(2, 3, 32, 32)
+    mask = random_mask(2, model.grid_size, 0.75, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert model(images, mask).shape == (2, 12, 8 * 8 * 3)
