@@ -12,9 +12,11 @@ from run_helpers import ROOT, losses, run_pretrain
 from transformers import ViTConfig, ViTForImageClassification, ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
 
 from videomae.checkpoint import load_exported, load_pretrained
+from videomae.hf_folder import classifier_trunk, load_hf_folder, write_hf_folder
 from videomae.masking import random_mask, random_shuffle, shuffle_from_noise
 from videomae.models import create_model
 from videomae.models.convert_mae import to_mae_release_state_dict
+from videomae.models.hf_config import NotExpressibleError
 from videomae.models.pos_embed import sincos_2d_table
 from videomae.objectives.mae_pixels import MAEPixelLoss
 
@@ -238,3 +240,38 @@ def test_the_demo_config_trains_20_steps_on_2_processes_with_a_falling_loss(demo
     mask = random_mask(2, model.grid_size, 0.75, torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert model(images, mask).shape == (2, 12, 8 * 8 * 3)
+
+
+# ------------------------------------------------------------------------------------------------------ export
+
+
+def test_image_models_export_to_transformers_folders_and_read_back(tmp_path: Path) -> None:
+    images, noise = _images_and_noise()
+    mask = shuffle_from_noise(noise, 0.75).mask
+    # pretraining, with layer scale (folded into the Linears it scales on the way out)
+    ours = randomise_every_weight(_ours(init_values=0.1), seed=7)
+    write_hf_folder(ours, tmp_path / "mae", norm_pix_loss=True)
+    hf = ViTMAEForPreTraining.from_pretrained(tmp_path / "mae").eval()
+    with torch.no_grad():
+        expected, got = hf(pixel_values=images, noise=noise), ours(images, mask)
+        assert (expected.logits[mask].reshape(got.shape) - got).abs().max() < TOL
+        assert abs(expected.loss.item() - MAEPixelLoss(PATCH)(got, images, mask).item()) < TOL
+    back, folder = load_hf_folder(tmp_path / "mae")
+    assert folder.kind == "pretraining" and folder.model_name == "pretrain_mae_tiny_patch16_224"
+    with torch.no_grad():
+        assert (back(images, mask) - got).abs().max() < TOL
+    # the classifier: ViTForImageClassification classifies the class token; global pooling is refused
+    classifier = randomise_every_weight(_ours("vit_image_tiny_patch16_224", num_classes=3, use_mean_pooling=False), 8)
+    write_hf_folder(classifier, tmp_path / "vit", label_names=["a", "b", "c"])
+    hf_classifier = ViTForImageClassification.from_pretrained(tmp_path / "vit").eval()
+    with torch.no_grad():
+        logits = classifier(images)
+        assert (hf_classifier(pixel_values=images).logits - logits).abs().max() < TOL
+    assert hf_classifier.config.id2label == {0: "a", 1: "b", 2: "c"}
+    back, folder = load_hf_folder(tmp_path / "vit")
+    with torch.no_grad():
+        assert (back(images) - logits).abs().max() < TOL and folder.label_names == ["a", "b", "c"]
+    assert classifier_trunk(tmp_path / "mae")[0] == "vit_image_tiny_patch16_224"
+    with pytest.raises(NotExpressibleError, match="mean pooling"):
+        write_hf_folder(_ours("vit_image_tiny_patch16_224", num_classes=3), tmp_path / "pooled")
+    assert not (tmp_path / "pooled").exists()
