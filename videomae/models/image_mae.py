@@ -29,13 +29,15 @@ from videomae.models.backbone import gather_tokens
 from videomae.models.image_vit import ImageViT, check_image_arguments
 from videomae.models.layers import init_vit_module
 from videomae.models.pos_embed import sincos_2d_table
-from videomae.models.pretrain import PretrainDecoder
+from videomae.models.pretrain import MaskedAutoencoder, PretrainDecoder
 
 __all__ = ["ImageMAE"]
 
 
-class ImageMAE(nn.Module):
-    """Masked autoencoder for images (the MAE release's ``MaskedAutoencoderViT``, on our layers).
+class ImageMAE(MaskedAutoencoder):
+    """Masked autoencoder for images (the MAE release's ``MaskedAutoencoderViT``, on our layers). ``forward``,
+    ``forward_encoder`` (the class token, then the visible tokens), ``grid_size`` ``(1, H', W')`` and the rest are
+    :class:`~videomae.models.pretrain.MaskedAutoencoder`'s; images may be ``[B, C, H, W]`` or ``[B, C, 1, H, W]``.
 
     Args:
         img_size: input height = width.
@@ -100,11 +102,6 @@ class ImageMAE(nn.Module):
         self.register_buffer("pos_embed", self._decoder_table(), persistent=False)
         self.init_weights()
 
-    @property
-    def grid_size(self) -> tuple[int, int, int]:
-        """Token grid ``(1, H', W')``."""
-        return self.encoder.grid_size
-
     def _decoder_table(self, device: torch.device | None = None) -> torch.Tensor:
         _, height, width = self.grid_size
         return sincos_2d_table(height, width, self.mask_token.shape[-1], 1, device=device)  # (1, 1 + N, D_dec)
@@ -131,21 +128,6 @@ class ImageMAE(nn.Module):
         tokens in pretraining (``add_weight_decay`` skips only 1-D tensors), and its position tables are fixed."""
         return set()
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Turn activation checkpointing of every encoder and decoder block on or off."""
-        self.encoder.with_cp = enable
-        self.decoder.with_cp = enable
-        self.model_config["with_cp"] = enable
-
-    def get_num_layers(self) -> int:
-        """Number of encoder blocks."""
-        return len(self.encoder.blocks)
-
-    def forward_encoder(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Encode the visible patches: images [B, C, H, W] or [B, C, 1, H, W], mask [B, N] (True = hidden)
-        -> ``[B, 1 + N_vis, D_enc]``, the class token first."""
-        return self.encoder(images, mask)
-
     def forward_decoder(
         self, latent: torch.Tensor, mask: torch.Tensor, decode_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -161,18 +143,3 @@ class ImageMAE(nn.Module):
         visible = x[:, 1:] + gather_tokens(patch_pos, ~mask)  # (B, N_vis, D_dec)
         x = torch.cat([x[:, :1] + pos[:, :1], visible, hidden], dim=1)  # (B, 1 + N, D_dec)
         return self.decoder(x, hidden.shape[1])
-
-    def forward(
-        self, images: torch.Tensor, mask: torch.Tensor, decode_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Reconstruct the hidden patches.
-
-        Args:
-            images: ``[B, C, H, W]`` or one-frame clips ``[B, C, 1, H, W]``, ImageNet-normalised.
-            mask: bool ``[B, N]``, True = hidden from the encoder; the same count per sample.
-            decode_mask: must be ``None``.
-
-        Returns:
-            ``[B, N_masked, p·p·C]`` predictions in token order.
-        """
-        return self.forward_decoder(self.forward_encoder(images, mask), mask, decode_mask)
