@@ -12,6 +12,7 @@ from run_helpers import ROOT, losses, run_pretrain
 from transformers import ViTConfig, ViTForImageClassification, ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
 
 from videomae.checkpoint import load_exported, load_pretrained
+from videomae.checkpoint_info import summarize_checkpoint
 from videomae.hf_folder import classifier_trunk, load_hf_folder, write_hf_folder
 from videomae.masking import random_mask, random_shuffle, shuffle_from_noise
 from videomae.models import create_model
@@ -153,6 +154,10 @@ def test_release_layout_loads_with_the_same_outputs(tmp_path: Path) -> None:
     report = load_pretrained(ours, tmp_path / "mae_pretrain.pth", strict=True)
     assert report.format == "mae" and not report.missing and not report.unexpected
     assert sum("fixed position table" in n for n in report.notes) == 2  # pos_embed, decoder_pos_embed: recomputed
+    summary = summarize_checkpoint(tmp_path / "mae_pretrain.pth")  # what `videomae info` prints
+    assert (summary.format, summary.model_name, summary.depth, summary.decoder_depth) == (
+        "mae", "pretrain_mae_tiny_patch16_224", DEPTH, DEC_DEPTH,
+    )  # fmt: skip
     _check_pretraining(ours, hf)
     # and back to the release's names: the same tensors (the key bias, which ours drops, written as zero)
     back = to_mae_release_state_dict(ours.state_dict(), {"pos_embed": ours.encoder.pos_embed})
@@ -258,6 +263,7 @@ def test_image_models_export_to_transformers_folders_and_read_back(tmp_path: Pat
         assert abs(expected.loss.item() - MAEPixelLoss(PATCH)(got, images, mask).item()) < TOL
     back, folder = load_hf_folder(tmp_path / "mae")
     assert folder.kind == "pretraining" and folder.model_name == "pretrain_mae_tiny_patch16_224"
+    assert "ViTMAEForPreTraining" in summarize_checkpoint(tmp_path / "mae").kind
     with torch.no_grad():
         assert (back(images, mask) - got).abs().max() < TOL
     # the classifier: ViTForImageClassification classifies the class token; global pooling is refused

@@ -30,6 +30,7 @@ from videomae.checkpoint_reading import (
     read_checkpoint,
     read_state_dict,
     refuse_unsafe_pickle,
+    to_release_layout,
     unwrap_state_dict,
     weights_only_globals,
 )
@@ -38,8 +39,6 @@ from videomae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from videomae.disk_faults import write_atomic
 from videomae.export_guard import check_export_config
 from videomae.head_remap import match_class_names, remap_head
-from videomae.models.convert_hf import convert_hf_state_dict, is_hf_state_dict
-from videomae.models.convert_mae import convert_mae_state_dict, mae_layout
 from videomae.models.pos_embed import guess_grid, interpolate_pos_table, is_fixed_table
 from videomae.models.registry import create_model
 
@@ -283,13 +282,8 @@ def load_pretrained(
     name = "<state dict>" if isinstance(source, dict) else str(source)
     raw, metadata = (source, {}) if isinstance(source, dict) else read_checkpoint(source)
     state = unwrap_state_dict(raw, name)
-    notes: list[str] = []
-    fmt = mae_layout(state)  # before VideoMAE's test: a bare ViTMAEModel's keys look like a bare VideoMAEModel's
-    if fmt is not None:
-        state, notes = convert_mae_state_dict(state)
-    elif is_hf_state_dict(state):
-        fmt, state = "transformers", convert_hf_state_dict(state)
-    report = LoadReport(source=name, format=fmt or "videomae", notes=notes)
+    state, fmt, notes = to_release_layout(state)
+    report = LoadReport(source=name, format=fmt, notes=notes)
     state, layout_notes = _target_layout(state, model)
     report.notes += layout_notes
     if label_map is not None:
