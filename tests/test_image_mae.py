@@ -13,7 +13,11 @@ from transformers import ViTConfig, ViTForImageClassification, ViTMAEConfig, ViT
 
 from videomae.checkpoint import load_exported, load_pretrained
 from videomae.checkpoint_info import summarize_checkpoint
+from videomae.config import ConfigError, load_config
+from videomae.config.mae_image import ImageMAEConfig
+from videomae.evaluation.probes import encode_tokens
 from videomae.hf_folder import classifier_trunk, load_hf_folder, write_hf_folder
+from videomae.launching.config_checks import config_findings
 from videomae.masking import random_mask, random_shuffle, shuffle_from_noise
 from videomae.models import create_model
 from videomae.models.convert_mae import to_mae_release_state_dict
@@ -281,3 +285,41 @@ def test_image_models_export_to_transformers_folders_and_read_back(tmp_path: Pat
     with pytest.raises(NotExpressibleError, match="mean pooling"):
         write_hf_folder(_ours("vit_image_tiny_patch16_224", num_classes=3), tmp_path / "pooled")
     assert not (tmp_path / "pooled").exists()
+
+
+# ------------------------------------------------------------------------------------------------------ config
+
+
+def test_the_mae_image_config_has_mae_defaults_and_refuses_what_images_cannot_do(tmp_path: Path) -> None:
+    cfg = load_config(None, ["method=mae_image", "train.max_steps=1"])
+    assert isinstance(cfg, ImageMAEConfig) and cfg.model.name == "pretrain_mae_base_patch16_224"
+    assert (cfg.data.num_frames, cfg.data.num_sample, cfg.mask.type, cfg.mask.ratio, cfg.mask.decoder_type) == (
+        1, 1, "random", 0.75, "none",
+    )  # fmt: skip
+    refused = {
+        "data.num_frames=4": "data.num_frames: got 4",
+        "data.manifests=[{path: a.csv, num_frames: 2}]": r"data.manifests\[0\].num_frames: got 2",
+        "mask.type=tube": "mask.type: got 'tube'",
+        "mask.decoder_type=run_cell": "mask.decoder_type: got 'run_cell'",
+        "model.name=pretrain_videomae_tiny_patch16_224": "model.name: got 'pretrain_videomae_tiny_patch16_224'",
+        "train.picture_every=10": "train.picture_every: got 10",
+    }
+    for override, message in refused.items():
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, ["method=mae_image", "train.max_steps=1", override])
+    # preflight builds the model on meta and checks the data against it, naming the key
+    demo = load_config(MAE_DEMO_YAML, [f"output_dir={tmp_path}", "model.overrides.all_frames=2"])
+    failed = {f.check: f.detail for f in config_findings(demo) if not f.ok}
+    assert "model.overrides.all_frames" in failed and "one-frame clips" in failed["model.overrides.all_frames"]
+    findings = {f.check: f for f in config_findings(load_config(MAE_DEMO_YAML, [f"output_dir={tmp_path}"]))}
+    assert all(f.ok for f in findings.values()) and "hides 48 of 64 tokens" in findings["mask.ratio"].detail
+
+
+def test_probes_encode_image_mae_tokens_with_the_class_token_first() -> None:
+    model = randomise_every_weight(_ours(), seed=9)
+    images, _ = _images_and_noise()
+    tokens = encode_tokens(model, images.unsqueeze(2))  # the probes' frozen features of one-frame clips
+    assert tokens.shape == (3, 1 + TOKENS, WIDTH)
+    with torch.no_grad():
+        direct = model.encoder.norm(model.encoder.blocks[1](model.encoder.blocks[0](model.encoder.embed(images))))
+    assert torch.allclose(tokens, direct, atol=1e-6)
