@@ -23,6 +23,7 @@ from videomae.models import create_model
 from videomae.models.convert_mae import to_mae_release_state_dict
 from videomae.models.hf_config import NotExpressibleError
 from videomae.models.pos_embed import sincos_2d_table
+from videomae.models.registry import variant_for_width
 from videomae.objectives.mae_pixels import MAEPixelLoss
 
 TOL = 1e-5
@@ -288,6 +289,18 @@ def test_image_models_export_to_transformers_folders_and_read_back(tmp_path: Pat
 
 
 # ------------------------------------------------------------------------------------------------------ config
+
+
+def test_families_by_name_prefix_keep_video_and_image_models_apart() -> None:
+    assert variant_for_width(768, pretraining=True) == "pretrain_videomae_base_patch16_224"
+    assert variant_for_width(768, pretraining=False) == "vit_base_patch16_224"
+    assert variant_for_width(768, pretraining=True, image=True) == "pretrain_mae_base_patch16_224"
+    assert variant_for_width(1024, pretraining=False, image=True) == "vit_image_large_patch16_224"
+    assert variant_for_width(1280, pretraining=True, image=True) is None  # patch 14 (the release's) and 16
+    assert variant_for_width(1280, True, image=True, patch_size=14) == "pretrain_mae_huge_patch14_224"
+    with torch.device("meta"):
+        huge = create_model("pretrain_mae_huge_patch14_224")
+    assert huge.grid_size == (1, 16, 16) and len(huge.decoder.blocks) == 8 and huge.mask_token.shape[-1] == 512
 
 
 def test_the_mae_image_config_has_mae_defaults_and_refuses_what_images_cannot_do(tmp_path: Path) -> None:

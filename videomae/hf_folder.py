@@ -200,7 +200,7 @@ def classifier_trunk(source: str | Path | None) -> tuple[str, dict[str, Any]] | 
     trunk = {k: kwargs[k] for k in _TRUNK_ARGS}
     trunk |= {ours: kwargs.get(pretraining, kwargs.get(ours)) for ours, pretraining in _ENCODER_ARGS.items()}
     if is_image_hf_config(folder.config):
-        return registered_image_name(trunk["embed_dim"], pretraining=False), trunk
+        return registered_image_name(trunk["embed_dim"], False, trunk["patch_size"]), trunk
     return registered_name(trunk["embed_dim"], pretraining=False), trunk
 
 

@@ -57,10 +57,11 @@ def image_hf_kind(config: dict[str, Any], hf_keys: Sequence[str]) -> str:
     return "classifier" if any(k.startswith("classifier.") for k in hf_keys) else "encoder"
 
 
-def registered_image_name(width: int, pretraining: bool) -> str:
-    """The registered image variant of this width, else the base one (the sizes are passed as arguments anyway)."""
+def registered_image_name(width: int, pretraining: bool, patch_size: int | None = None) -> str:
+    """The registered image variant of this width (and patch, where the width has several), else the base one (the
+    sizes are passed as arguments anyway)."""
     fallback = "pretrain_mae_base_patch16_224" if pretraining else "vit_image_base_patch16_224"
-    return variant_for_width(width, pretraining, image=True) or fallback
+    return variant_for_width(width, pretraining, image=True, patch_size=patch_size) or fallback
 
 
 def to_hf_image_config(
@@ -158,8 +159,8 @@ def from_hf_image_config(config: dict[str, Any], kind: str) -> tuple[str, dict[s
             "decoder_embed_dim": dec_width, "decoder_depth": field("decoder_num_hidden_layers", int),
             "decoder_num_heads": field("decoder_num_attention_heads", int),
         }  # fmt: skip
-        return registered_image_name(width, True), kwargs, notes
+        return registered_image_name(width, True, kwargs["patch_size"]), kwargs, notes
     names = hf_label_names({k: v for k, v in config.items() if k == "id2label"}) if kind == "classifier" else None
     kwargs |= {"embed_dim": width, "depth": depth, "num_heads": heads, "use_mean_pooling": False}
     kwargs["num_classes"] = len(names) if names is not None else 0
-    return registered_image_name(width, False), kwargs, notes
+    return registered_image_name(width, False, kwargs["patch_size"]), kwargs, notes

@@ -66,12 +66,16 @@ _FAMILIES = {  # (pretraining, image) -> name prefix
 }
 
 
-def variant_for_width(width: int | None, pretraining: bool, image: bool = False) -> str | None:
+def variant_for_width(
+    width: int | None, pretraining: bool, image: bool = False, patch_size: int | None = None
+) -> str | None:
     """The registered variant of this width in a family (video: ``pretrain_videomae_*`` / ``vit_*``; image:
-    ``pretrain_mae_*`` / ``vit_image_*``), or ``None`` when none or several fit; its depth or patch may differ from a
-    given model's (pass those as overrides)."""
+    ``pretrain_mae_*`` / ``vit_image_*``), the one with ``patch_size`` where the width has several, or ``None`` when
+    none or several fit; its depth or patch may differ from a given model's (pass those as overrides)."""
     prefix = _FAMILIES[(pretraining, image)] + _SIZE_NAMES.get(width, "?") + "_"  # vit_base_, never vit_image_base_
     found = [n for n in list_models() if n.startswith(prefix)]
+    if len(found) > 1 and patch_size is not None:
+        found = [n for n in found if f"_patch{patch_size}_" in n]
     return found[0] if len(found) == 1 else None
 
 
