@@ -30,6 +30,7 @@ from videomae.checkpoint_reading import (
     read_checkpoint,
     read_state_dict,
     refuse_unsafe_pickle,
+    to_release_layout,
     unwrap_state_dict,
     weights_only_globals,
 )
@@ -38,8 +39,7 @@ from videomae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from videomae.disk_faults import write_atomic
 from videomae.export_guard import check_export_config
 from videomae.head_remap import match_class_names, remap_head
-from videomae.models.convert_hf import convert_hf_state_dict, is_hf_state_dict
-from videomae.models.pos_embed import guess_grid, interpolate_pos_table, sinusoid_table
+from videomae.models.pos_embed import guess_grid, interpolate_pos_table, is_fixed_table
 from videomae.models.registry import create_model
 
 __all__ = [
@@ -69,7 +69,7 @@ class LoadReport:
 
     Attributes:
         source: where the weights came from.
-        format: ``"videomae"`` (ours / the original release) or ``"transformers"``.
+        format: ``"videomae"`` (ours / the original release), ``"mae"`` (the MAE release) or ``"transformers"``.
         loaded: model keys filled from the checkpoint.
         missing: model keys the checkpoint lacks (left at their initial values).
         unexpected: checkpoint keys (after renaming) the model does not use.
@@ -124,7 +124,7 @@ def _target_layout(state: dict[str, torch.Tensor], model: nn.Module) -> tuple[di
     """Rename backbone keys between the pretraining layout (``encoder.*``) and the classifier layout."""
     notes = []
     model_is_pretrain = any(k.startswith("encoder.") for k in model.state_dict())
-    backbone = ("patch_embed.", "blocks.", "norm.", "pos_embed")
+    backbone = ("patch_embed.", "blocks.", "norm.", "pos_embed", "cls_token")
     out = {}
     if model_is_pretrain:
         if any(k.startswith("encoder.") for k in state):  # already the pretraining layout
@@ -150,9 +150,10 @@ def _fit_pos_table(
     owner = model.encoder if key.startswith("encoder.") else model
     target = owner.pos_embed
     if not isinstance(target, nn.Parameter):
-        # A fixed sinusoid table in the checkpoint carries no information: the model builds its own.
-        if torch.allclose(table.float(), sinusoid_table(table.shape[1], table.shape[2]), atol=1e-4):
-            report.notes.append(f"{key}: fixed sinusoid table in the checkpoint; the model builds its own")
+        # A fixed table in the checkpoint (VideoMAE's sinusoid, MAE's 2-D sin-cos) carries no information: the model
+        # builds its own.
+        if is_fixed_table(table):
+            report.notes.append(f"{key}: fixed position table in the checkpoint; the model builds its own")
             return None
         raise CheckpointError(
             f"{report.source}: {key} is a learned position table but the model's is fixed; "
@@ -174,7 +175,9 @@ def _fit_pos_table(
         )
     if source_grid is not None:
         extra = table.shape[1] - int(np.prod(source_grid))
-    resized = interpolate_pos_table(table, old_grid, grid, num_extra_tokens=extra)[:, extra:]
+    # Leading rows the model has too (an image ViT's class token) are kept, others dropped.
+    keep = min(extra, getattr(owner, "num_prefix_tokens", 0))
+    resized = interpolate_pos_table(table, old_grid, grid, num_extra_tokens=extra)[:, extra - keep :]
     report.resized.append(key)
     report.notes.append(f"{key}: position table resampled from grid {tuple(old_grid)} to {tuple(grid)}")
     return resized
@@ -258,7 +261,9 @@ def load_pretrained(
         source: a file (``.pth``/``.pt``/``.bin``/``.safetensors``), a Hugging Face folder, or a (wrapped) state dict.
             Formats: ours; the original VideoMAE / V2 releases (``model``/``module`` wrappers; pretraining weights
             ``encoder.*`` into a classifier, whose decoder keys are then reported unexpected); ``transformers``
-            VideoMAE (pretraining, bare model, classification). ``_orig_mod.`` and ``module.`` prefixes are stripped.
+            VideoMAE (pretraining, bare model, classification); for image models the MAE release
+            (``{"model": state_dict}``, pretraining or fine-tuned) and ``transformers`` ViTMAE / ViT
+            (:mod:`videomae.models.convert_mae`). ``_orig_mod.`` and ``module.`` prefixes are stripped.
         strict: raise when anything is missing or unexpected.
         source_grid: ``(T', H', W')`` of a checkpoint's learned position table when it cannot be guessed.
         label_map: ``(checkpoint class names, model class names)``: the head's rows are taken by class name
@@ -277,12 +282,10 @@ def load_pretrained(
     name = "<state dict>" if isinstance(source, dict) else str(source)
     raw, metadata = (source, {}) if isinstance(source, dict) else read_checkpoint(source)
     state = unwrap_state_dict(raw, name)
-    fmt = "transformers" if is_hf_state_dict(state) else "videomae"
-    if fmt == "transformers":
-        state = convert_hf_state_dict(state)
-    report = LoadReport(source=name, format=fmt)
-    state, notes = _target_layout(state, model)
-    report.notes += notes
+    state, fmt, notes = to_release_layout(state)
+    report = LoadReport(source=name, format=fmt, notes=notes)
+    state, layout_notes = _target_layout(state, model)
+    report.notes += layout_notes
     if label_map is not None:
         _apply_label_map(state, model, label_map, metadata, report)
     own = model.state_dict()

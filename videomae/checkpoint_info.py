@@ -18,6 +18,7 @@ import torch
 from videomae.checkpoint import CheckpointError, read_state_dict
 from videomae.hf_folder import is_hf_folder, read_hf_folder
 from videomae.models.hf_config import HF_CLASSES, hf_label_names
+from videomae.models.hf_image_config import HF_IMAGE_CLASSES
 from videomae.models.registry import variant_for_width
 
 __all__ = ["CheckpointSummary", "summarize_checkpoint"]
@@ -105,6 +106,7 @@ def summarize_checkpoint(source: str | Path) -> CheckpointSummary:
     if problem is not None:
         metadata["config.json problem"] = problem
     pretraining = any(k.startswith(("decoder.", "encoder_to_decoder.")) for k in state)
+    image = any(k.endswith("cls_token") for k in state)  # MAE's image models have a class token
     prefix = "encoder." if any(k.startswith("encoder.") for k in state) else ""
     proj = state.get(prefix + "patch_embed.proj.weight")  # (D, C, tubelet, p, p)
     width, tubelet, patch = (proj.shape[0], proj.shape[2], proj.shape[3]) if proj is not None else (None, None, None)
@@ -112,11 +114,11 @@ def summarize_checkpoint(source: str | Path) -> CheckpointSummary:
     kind = "pretraining (encoder + decoder)" if pretraining else "classifier" if head is not None else "encoder"
     config = metadata.get("model_config", {})
     if folder is not None:
-        kind += f", {HF_CLASSES[folder.kind]}"
+        kind += f", {(HF_IMAGE_CLASSES if image else HF_CLASSES)[folder.kind]}"
         config = {"name": folder.model_name, **folder.model_kwargs}
     name = config.get("name")
     if name is None:  # the registered variant of this width (depth, patch may be overridden)
-        name = variant_for_width(width, pretraining)
+        name = variant_for_width(width, pretraining, image=image)
     grid = None
     if config.get("img_size") and config.get("all_frames"):
         grid = (config["all_frames"] // tubelet, config["img_size"] // patch, config["img_size"] // patch)

@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from videomae.models.convert_hf import convert_hf_state_dict, is_hf_state_dict
+from videomae.models.convert_mae import convert_mae_state_dict, mae_layout
 
 __all__ = [
     "HF_INDEX_FILES",
@@ -28,6 +29,7 @@ __all__ = [
     "CheckpointError",
     "read_checkpoint",
     "read_state_dict",
+    "to_release_layout",
     "refuse_unsafe_pickle",
     "unwrap_state_dict",
     "weights_only_globals",
@@ -79,6 +81,10 @@ def refuse_unsafe_pickle(path: str | Path) -> None:
     _torch_load(Path(path))
 
 
+HF_MODEL_TYPES = ("videomae", "vit_mae", "vit")
+"""``transformers`` model types whose folders we read: VideoMAE, and ViTMAE / ViT for the image models."""
+
+
 def read_checkpoint(source: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read a checkpoint file or Hugging Face folder -> (raw object, safetensors metadata or HF config).
 
@@ -91,8 +97,9 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
     if path.is_dir():
         config_file = path / "config.json"
         config = json.loads(config_file.read_text()) if config_file.exists() else {}
-        if config.get("model_type", "videomae") != "videomae":
-            raise CheckpointError(f"{config_file}: model_type {config['model_type']!r} is not 'videomae'")
+        if config.get("model_type", "videomae") not in HF_MODEL_TYPES:
+            allowed = ", ".join(map(repr, HF_MODEL_TYPES))
+            raise CheckpointError(f"{config_file}: model_type {config['model_type']!r} is not one of {allowed}")
         for name in HF_WEIGHT_FILES:
             if (path / name).exists():
                 return read_checkpoint(path / name)[0], config
@@ -138,13 +145,25 @@ def read_state_dict(source: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     """A checkpoint's weights in the release's key layout -> ``(state dict, metadata, format)``.
 
     Wrappers and prefixes are removed and ``transformers`` keys converted, as :func:`load_pretrained` does;
-    ``format`` is ``"transformers"`` or ``"videomae"`` (ours and the original releases).
+    ``format``: see :func:`to_release_layout`.
     """
     raw, metadata = read_checkpoint(source)
-    state = unwrap_state_dict(raw, str(source))
+    state, fmt, _ = to_release_layout(unwrap_state_dict(raw, str(source)))
+    return state, metadata, fmt
+
+
+def to_release_layout(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str, list[str]]:
+    """Weights in our (the VideoMAE release's) key layout -> ``(state, format, notes)``. ``format``: ``"mae"`` for
+    the MAE release's image models, ``"transformers"`` for ``transformers`` ViTMAE / ViT (converted by
+    :mod:`videomae.models.convert_mae`, whose test comes first: a bare ViTMAEModel's keys look like a bare
+    VideoMAEModel's) and VideoMAE (:mod:`videomae.models.convert_hf`), else ``"videomae"`` (unchanged)."""
+    fmt = mae_layout(state)
+    if fmt is not None:
+        converted, notes = convert_mae_state_dict(state)
+        return converted, fmt, notes
     if is_hf_state_dict(state):
-        return convert_hf_state_dict(state), metadata, "transformers"
-    return state, metadata, "videomae"
+        return convert_hf_state_dict(state), "transformers", []
+    return state, "videomae", []
 
 
 def _is_state_dict(obj: dict) -> bool:

@@ -1,4 +1,5 @@
-"""``transformers`` VideoMAE folders, both ways: read one fully, write one ``from_pretrained`` opens.
+"""``transformers`` VideoMAE folders, both ways: read one fully, write one ``from_pretrained`` opens; for the image
+models the same with ViTMAE / ViT folders (:mod:`videomae.models.hf_image_config`, :mod:`videomae.models.convert_mae`).
 
 Reading (:func:`read_hf_folder`, :func:`load_hf_folder`): the model is built from the folder's ``config.json``, no
 model name or overrides needed. The weights are read weights-only (:mod:`videomae.checkpoint_reading`), and the
@@ -28,6 +29,7 @@ from videomae.checkpoint_reading import HF_WEIGHT_FILES, read_checkpoint, unwrap
 from videomae.disk_faults import write_atomic
 from videomae.export_guard import check_export_config
 from videomae.models.convert_hf import HF_BACKBONE_PREFIX, convert_hf_state_dict, is_hf_state_dict, to_hf_state_dict
+from videomae.models.convert_mae import convert_mae_state_dict, to_hf_vit_state_dict, to_mae_release_state_dict
 from videomae.models.hf_config import (
     EPS_NOTE,
     HF_CLASSES,
@@ -36,6 +38,16 @@ from videomae.models.hf_config import (
     registered_name,
     to_hf_config,
 )
+from videomae.models.hf_image_config import (
+    from_hf_image_config,
+    image_hf_kind,
+    is_image_hf_config,
+    registered_image_name,
+    to_hf_image_config,
+)
+from videomae.models.image_classification import ImageVisionTransformer
+from videomae.models.image_mae import ImageMAE
+from videomae.models.pos_embed import is_fixed_table
 from videomae.models.registry import create_model
 
 __all__ = [
@@ -110,6 +122,8 @@ def read_hf_folder(path: str | Path) -> HFFolder:
     path = Path(path)
     raw, config = read_checkpoint(path)
     hf_state = unwrap_state_dict(raw, str(path))
+    if is_image_hf_config(config):
+        return _read_image_folder(path, config, hf_state)
     if not is_hf_state_dict(hf_state):
         raise CheckpointError(f"{path}: the weights are not transformers VideoMAE weights")
     kind = _kind(config, list(hf_state))
@@ -125,6 +139,34 @@ def read_hf_folder(path: str | Path) -> HFFolder:
     if kind == "pretraining" or kwargs.get("use_mean_pooling") and kind == "classifier":
         notes.append(EPS_NOTE)
     return HFFolder(path, kind, name, kwargs, state, names, config, notes)
+
+
+def _read_image_folder(path: Path, config: dict[str, Any], hf_state: dict[str, torch.Tensor]) -> HFFolder:
+    """:func:`read_hf_folder` for ViTMAE / ViT folders: fixed position tables dropped (our models build them), a
+    classifier's learned one kept (``use_learnable_pos_emb``)."""
+    kind = image_hf_kind(config, list(hf_state))
+    try:
+        name, kwargs, notes = from_hf_image_config(config, kind)
+        state, more = convert_mae_state_dict(hf_state)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    if kind != "pretraining":
+        state = {k.removeprefix("encoder."): v for k, v in state.items()}
+    for key in [k for k in state if k.endswith("pos_embed")]:
+        if is_fixed_table(state[key]):
+            del state[key]
+        elif kind == "pretraining":
+            raise CheckpointError(f"{path}: {key} is not MAE's fixed sin-cos table; our image MAE builds that table")
+        else:
+            kwargs["use_learnable_pos_emb"] = True
+    try:
+        name, kwargs = check_export_config(
+            path / CONFIG_FILE, {"name": name, **kwargs}, state, what="config.json -> model_config"
+        )
+        names = hf_label_names(config) if kind == "classifier" else None
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
+    return HFFolder(path, kind, name, kwargs, state, names, config, notes + more)
 
 
 def load_hf_folder(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, HFFolder]:
@@ -153,9 +195,12 @@ def classifier_trunk(source: str | Path | None) -> tuple[str, dict[str, Any]] | 
     """
     if source is None or not is_hf_folder(source):
         return None
-    kwargs = read_hf_folder(source).model_kwargs
+    folder = read_hf_folder(source)
+    kwargs = folder.model_kwargs
     trunk = {k: kwargs[k] for k in _TRUNK_ARGS}
     trunk |= {ours: kwargs.get(pretraining, kwargs.get(ours)) for ours, pretraining in _ENCODER_ARGS.items()}
+    if is_image_hf_config(folder.config):
+        return registered_image_name(trunk["embed_dim"], False, trunk["patch_size"]), trunk
     return registered_name(trunk["embed_dim"], pretraining=False), trunk
 
 
@@ -177,11 +222,26 @@ def write_hf_folder(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} exists and is not a folder; a transformers export is a folder")
-    config = to_hf_config(model.model_config, label_names, norm_pix_loss)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if isinstance(model, ImageMAE | ImageVisionTransformer):
+        config = to_hf_image_config(model.model_config, label_names, norm_pix_loss)
+        tensors = to_hf_vit_state_dict(to_mae_release_state_dict(state, _fixed_tables(model)))
+    else:
+        config = to_hf_config(model.model_config, label_names, norm_pix_loss)
+        tensors = to_hf_state_dict(state, HF_BACKBONE_PREFIX)
     config["dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")
-    tensors = {k: v.contiguous() for k, v in to_hf_state_dict(state, HF_BACKBONE_PREFIX).items()}
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / HF_WEIGHT_FILES[0], lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     return out
+
+
+def _fixed_tables(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The fixed position tables of an image model in the release's names (``transformers`` stores them)."""
+    if isinstance(model, ImageMAE):
+        return {
+            "pos_embed": model.encoder.pos_embed.detach().cpu(),
+            "decoder_pos_embed": model.pos_embed.detach().cpu(),
+        }
+    return {"pos_embed": model.pos_embed.detach().cpu()}

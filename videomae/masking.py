@@ -15,7 +15,7 @@ same seed therefore gives the same masks whatever device the masks end up on.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from einops import repeat
@@ -28,10 +28,13 @@ Grid = tuple[int, int, int]
 __all__ = [
     "Grid",
     "MaskGenerator",
+    "Shuffle",
     "decoded_positions",
     "num_hidden",
     "random_mask",
+    "random_shuffle",
     "running_cell_mask",
+    "shuffle_from_noise",
     "tube_mask",
 ]
 
@@ -95,6 +98,48 @@ def tube_mask(
     return repeat(spatial, "b hw -> b (t hw)", t=steps)
 
 
+class Shuffle(NamedTuple):
+    """The index arithmetic of MAE's random masking (``noise -> argsort -> ids_restore``), for a batch.
+
+    Attributes:
+        ids_keep: ``[B, N_keep]`` indices of the tokens the encoder sees, in shuffled order.
+        ids_restore: ``[B, N]`` position of each token in the shuffled order (the inverse permutation: gathering the
+            shuffled sequence with it restores token order).
+        mask: bool ``[B, N]``, True = hidden from the encoder (the tokens past ``N_keep`` in shuffled order).
+    """
+
+    ids_keep: torch.Tensor
+    ids_restore: torch.Tensor
+    mask: torch.Tensor
+
+
+def shuffle_from_noise(noise: torch.Tensor, ratio: float) -> Shuffle:
+    """MAE's per-sample shuffle from ``noise`` ``[B, N]``: tokens sorted by ascending noise, the first ``N_keep``
+    kept (as the release and ``transformers``' ViTMAE, which take the same ``noise``), ``N - N_keep =``
+    :func:`num_hidden` hidden. The release keeps ``int(N * (1 - ratio))``: the same count whenever ``ratio * N`` is
+    exact (0.75 on any grid of ``4k`` tokens, e.g. 14x14), else one token more may stay visible here.
+    """
+    num_tokens = noise.shape[1]
+    num_keep = num_tokens - num_hidden(num_tokens, ratio)
+    ids_shuffle = noise.argsort(dim=1)  # (B, N): token indices, ascending noise
+    ids_restore = ids_shuffle.argsort(dim=1)  # (B, N): each token's place in the shuffled order
+    return Shuffle(ids_shuffle[:, :num_keep], ids_restore, ids_restore >= num_keep)
+
+
+def random_shuffle(
+    batch_size: int,
+    num_tokens: int,
+    ratio: float = 0.75,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Shuffle:
+    """MAE's random masking for a batch: uniform noise per token (drawn on the generator's device, then moved to
+    ``device``), then :func:`shuffle_from_noise`."""
+    noise_device = generator.device if generator is not None else device
+    noise = torch.rand(batch_size, num_tokens, generator=generator, device=noise_device)  # (B, N)
+    return shuffle_from_noise(noise.to(device), ratio)
+
+
 def random_mask(
     batch_size: int,
     grid: Grid,
@@ -102,14 +147,14 @@ def random_mask(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Per-token random mask (image MAE): ``int(ratio * N)`` tokens hidden per sample, anywhere in the grid.
+    """Per-token random mask (image MAE): ``int(ratio * N)`` tokens hidden per sample, anywhere in the grid, drawn
+    as MAE's shuffle (:func:`random_shuffle`).
 
     Returns:
         Bool tensor ``[B, N]``, True = hidden from the encoder.
     """
     _check_grid(grid)
-    num_tokens = grid[0] * grid[1] * grid[2]
-    return _random_choice_mask(batch_size, num_tokens, num_hidden(num_tokens, ratio), generator, device)
+    return random_shuffle(batch_size, grid[0] * grid[1] * grid[2], ratio, generator, device).mask
 
 
 _CELL = 2  # running cells are 2x2 spatial windows, as in VideoMAE V2

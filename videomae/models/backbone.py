@@ -61,6 +61,9 @@ class VideoViT(nn.Module):
             VideoMAE V2 fine-tunes at other frame counts / resolutions; ``None`` builds the table for this grid.
     """
 
+    num_prefix_tokens = 0
+    """Tokens before the patch tokens (a class token: 1 in the image ViT), with rows of their own in the table."""
+
     def __init__(
         self,
         img_size: int = 224,
@@ -89,7 +92,8 @@ class VideoViT(nn.Module):
         self.pos_table_grid = tuple(pos_table_grid) if pos_table_grid is not None else None
         self.patch_embed = PatchEmbed3D(img_size, patch_size, in_chans, embed_dim, all_frames, tubelet_size)
         if use_learnable_pos_emb:
-            self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches, embed_dim))
+            num_rows = self.num_prefix_tokens + self.patch_embed.num_patches
+            self.pos_embed = nn.Parameter(torch.zeros(1, num_rows, embed_dim))
         else:
             self.register_buffer("pos_embed", self._fixed_table(), persistent=False)
         self.blocks = make_blocks(
@@ -135,14 +139,18 @@ class VideoViT(nn.Module):
         """Encode ``videos`` [B, C, T, H, W]; with ``mask`` [B, N] (True = hidden) only the visible tokens.
 
         Returns:
-            ``[B, N_vis, D]`` normalised tokens in token order (``N_vis = N`` without a mask).
+            ``[B, P + N_vis, D]`` normalised tokens, the ``P = num_prefix_tokens`` first, then the patch tokens in
+            token order (``N_vis = N`` without a mask).
         """
-        pos = self.pos_embed.to(dtype=videos.dtype)  # (1, N, D)
-        if mask is None:
-            x = self.patch_embed(videos) + pos  # (B, N, D)
-        else:
-            visible = ~mask
-            pos = gather_tokens(pos.expand(videos.shape[0], -1, -1), visible)  # (B, N_vis, D)
-            x = self.patch_embed(videos, keep=visible) + pos  # (B, N_vis, D)
+        x = self.embed(videos, mask)
         x = run_blocks(self.blocks, x, self.with_cp)
         return self.norm(x)
+
+    def embed(self, videos: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Patch tokens plus their positions, only the visible ones with ``mask`` -> ``[B, N_vis, D]``."""
+        pos = self.pos_embed[:, self.num_prefix_tokens :].to(dtype=videos.dtype)  # (1, N, D)
+        if mask is None:
+            return self.patch_embed(videos) + pos  # (B, N, D)
+        visible = ~mask
+        pos = gather_tokens(pos.expand(videos.shape[0], -1, -1), visible)  # (B, N_vis, D)
+        return self.patch_embed(videos, keep=visible) + pos  # (B, N_vis, D)

@@ -118,17 +118,17 @@ class VisionTransformer(VideoViT):
 
     def layer_id(self, name: str) -> int:
         """Layer index of a parameter for layer-wise lr decay: 0 = embeddings, i + 1 = block i, L + 1 = head."""
-        if name.startswith(("patch_embed", "pos_embed")):
+        if name.startswith(("patch_embed", "pos_embed", "cls_token")):
             return 0
         if name.startswith("blocks."):
             return int(name.split(".")[1]) + 1
         return self.get_num_layers() + 1
 
     def forward_features(self, videos: torch.Tensor) -> torch.Tensor:
-        """Pooled features: videos [B, C, T, H, W] -> [B, D]."""
-        x = self.forward_tokens(videos)  # (B, N, D)
+        """Pooled features: videos [B, C, T, H, W] -> [B, D] (mean over the patch tokens, or the first token)."""
+        x = self.forward_tokens(videos)  # (B, P + N, D)
         if self.fc_norm is not None:
-            return self.fc_norm(x.mean(dim=1))
+            return self.fc_norm(x[:, self.num_prefix_tokens :].mean(dim=1))
         return x[:, 0]
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -18,7 +18,13 @@ import re
 
 import torch
 
-__all__ = ["HF_BACKBONE_PREFIX", "convert_hf_state_dict", "is_hf_state_dict", "to_hf_state_dict"]
+__all__ = [
+    "HF_BACKBONE_PREFIX",
+    "convert_hf_state_dict",
+    "fold_layer_scale",
+    "is_hf_state_dict",
+    "to_hf_state_dict",
+]
 
 HF_BACKBONE_PREFIX = "videomae."
 """Where ``VideoMAEForPreTraining`` / ``VideoMAEForVideoClassification`` keep the trunk (``VideoMAEModel``: none)."""
@@ -129,7 +135,7 @@ def to_hf_state_dict(
         ValueError: a key ``transformers`` has no place for (naming it), e.g. a learned position table.
     """
     out: dict[str, torch.Tensor] = {}
-    for key, value in _fold_layer_scale(state).items():
+    for key, value in fold_layer_scale(state).items():
         name = "encoder." + key if key.startswith(_OUR_BACKBONE) else key  # one layout: the pretraining model's
         match = _OUR_BLOCK_KEY.match(name)
         if match:
@@ -149,7 +155,7 @@ def to_hf_state_dict(
     return out
 
 
-def _fold_layer_scale(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def fold_layer_scale(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``gamma * Linear(x) = Linear'(x)`` with the Linear's output rows scaled by ``gamma``; gammas removed."""
     out = {k: v for k, v in state.items() if k.rsplit(".", 1)[-1] not in _LAYER_SCALE}
     for key, gamma in state.items():

@@ -23,7 +23,9 @@ __all__ = [
     "NORM_EPS",
     "NotExpressibleError",
     "from_hf_config",
+    "hf_field",
     "hf_label_names",
+    "mlp_ratio_for",
     "registered_name",
     "to_hf_config",
 ]
@@ -162,9 +164,9 @@ def hf_label_names(config: dict[str, Any]) -> list[str] | None:
     return names
 
 
-def _field(config: dict[str, Any], key: str, kind: type) -> Any:
-    """A ``config.json`` field (or its ``VideoMAEConfig`` default), checked for type."""
-    value = config.get(key, _HF_DEFAULTS[key])
+def hf_field(config: dict[str, Any], key: str, kind: type, defaults: dict[str, Any] | None = None) -> Any:
+    """A ``config.json`` field (or its default in ``defaults``: ``VideoMAEConfig``'s unless given), checked for type."""
+    value = config.get(key, (_HF_DEFAULTS if defaults is None else defaults)[key])
     if kind is int and isinstance(value, list) and len(value) == 2 and value[0] == value[1]:
         value = value[0]  # [h, w] of square frames or patches
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -174,7 +176,7 @@ def _field(config: dict[str, Any], key: str, kind: type) -> Any:
     return value  # ranges: the model's own argument check (videomae.models.arguments), on meta, before building
 
 
-def _mlp_ratio(hidden: int, intermediate: int) -> float:
+def mlp_ratio_for(hidden: int, intermediate: int) -> float:
     """A ratio our Blocks turn back into ``intermediate`` (``int(hidden * ratio)``, as the release)."""
     if hidden < 1 or intermediate < 1:
         raise NotExpressibleError(
@@ -196,28 +198,30 @@ def from_hf_config(config: dict[str, Any], kind: str) -> tuple[str, dict[str, An
     Raises:
         NotExpressibleError: a field our models cannot follow, or of the wrong type (named).
     """
-    g = {k: _field(config, k, int) for k in ("image_size", "patch_size", "num_channels", "num_frames", "tubelet_size")}
-    g |= {k: _field(config, k, int) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads")}
-    if _field(config, "hidden_act", str) not in _GELU:
+    g = {
+        k: hf_field(config, k, int) for k in ("image_size", "patch_size", "num_channels", "num_frames", "tubelet_size")
+    }
+    g |= {k: hf_field(config, k, int) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads")}
+    if hf_field(config, "hidden_act", str) not in _GELU:
         raise NotExpressibleError(f"config.json: hidden_act={config['hidden_act']!r}; VideoMAE's MLP uses exact GELU")
     width = g["hidden_size"]
-    ratio = _mlp_ratio(width, _field(config, "intermediate_size", int))
-    mean_pooling = _field(config, "use_mean_pooling", bool)
+    ratio = mlp_ratio_for(width, hf_field(config, "intermediate_size", int))
+    mean_pooling = hf_field(config, "use_mean_pooling", bool)
     kwargs: dict[str, Any] = {
         "img_size": g["image_size"], "patch_size": g["patch_size"], "in_chans": g["num_channels"],
         "all_frames": g["num_frames"], "tubelet_size": g["tubelet_size"], "mlp_ratio": ratio,
-        "qkv_bias": _field(config, "qv_bias", bool), "init_values": 0.0,
-        "drop_rate": _field(config, "hidden_dropout_prob", float),
-        "attn_drop_rate": _field(config, "attention_probs_dropout_prob", float),
+        "qkv_bias": hf_field(config, "qv_bias", bool), "init_values": 0.0,
+        "drop_rate": hf_field(config, "hidden_dropout_prob", float),
+        "attn_drop_rate": hf_field(config, "attention_probs_dropout_prob", float),
     }  # fmt: skip
     notes = []
     eps = config.get("layer_norm_eps", _HF_DEFAULTS["layer_norm_eps"])
     if eps != NORM_EPS:
         notes.append(f"config.json layer_norm_eps={eps}; VideoMAE's norms use {NORM_EPS} (the release's)")
     if kind == "pretraining":
-        dec = {k: _field(config, k, int) for k in ("decoder_hidden_size", "decoder_num_hidden_layers")}
-        dec_heads = _field(config, "decoder_num_attention_heads", int)
-        dec_mlp = _field(config, "decoder_intermediate_size", int)
+        dec = {k: hf_field(config, k, int) for k in ("decoder_hidden_size", "decoder_num_hidden_layers")}
+        dec_heads = hf_field(config, "decoder_num_attention_heads", int)
+        dec_mlp = hf_field(config, "decoder_intermediate_size", int)
         if int(dec["decoder_hidden_size"] * ratio) != dec_mlp:
             raise NotExpressibleError(
                 f"config.json: decoder_intermediate_size={dec_mlp} is not the encoder's MLP ratio "
@@ -233,7 +237,7 @@ def from_hf_config(config: dict[str, Any], kind: str) -> tuple[str, dict[str, An
         names = hf_label_names(config) if kind == "classifier" else None
         num_classes = len(names) if names is not None else 0
         if kind == "classifier" and names is None:
-            num_classes = _field(config, "num_labels", int) if "num_labels" in config else 2  # transformers' default
+            num_classes = hf_field(config, "num_labels", int) if "num_labels" in config else 2  # transformers' default
         kwargs |= {
             "embed_dim": width, "depth": g["num_hidden_layers"], "num_heads": g["num_attention_heads"],
             "num_classes": num_classes, "use_mean_pooling": mean_pooling,

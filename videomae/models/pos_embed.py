@@ -1,4 +1,5 @@
-"""Position tables: the release's fixed 1-D sinusoid table, and resampling a table to another token grid."""
+"""Position tables: VideoMAE's fixed 1-D sinusoid table, MAE's fixed 2-D sin-cos table, and resampling a table to
+another token grid."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-__all__ = ["guess_grid", "interpolate_pos_table", "sinusoid_table"]
+__all__ = ["guess_grid", "interpolate_pos_table", "is_fixed_table", "sincos_2d_table", "sinusoid_table"]
 
 
 def sinusoid_table(num_positions: int, dim: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -25,6 +26,53 @@ def sinusoid_table(num_positions: int, dim: int, device: torch.device | str | No
     table[:, 0::2] = torch.sin(angle[:, 0::2])
     table[:, 1::2] = torch.cos(angle[:, 1::2])
     return table.float().unsqueeze(0)  # (1, N, D)
+
+
+def _sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """``[sin(p·ω) | cos(p·ω)]`` with ``ω_i = 10000^(-i / (dim/2))``: ``positions`` (M,) float64 -> (M, dim)."""
+    omega = 1.0 / 10000.0 ** (torch.arange(dim // 2, dtype=torch.float64, device=positions.device) / (dim / 2))
+    angle = positions[:, None] * omega[None, :]  # (M, dim/2)
+    return torch.cat([angle.sin(), angle.cos()], dim=1)
+
+
+def sincos_2d_table(
+    height: int, width: int, dim: int, num_prefix_tokens: int = 1, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """The fixed 2-D sin-cos table of the MAE release over a ``height x width`` patch grid (row-major tokens).
+
+    The first half of the channels encodes the token's column, the second half its row (the release builds the grid
+    with ``meshgrid(w, h)``; ``transformers`` keeps that order for the released weights), each half
+    ``[sin | cos]`` of the 1-D table. ``num_prefix_tokens`` zero rows lead (the class token's position is zero).
+    Computed in float64, returned as float32 ``[1, num_prefix_tokens + height * width, dim]``.
+
+    Raises:
+        ValueError: ``dim`` is not a multiple of 4.
+    """
+    if dim % 4:
+        raise ValueError(f"a 2-D sin-cos position table needs a width divisible by 4, got {dim}")
+    rows = torch.arange(height, dtype=torch.float64, device=device).repeat_interleave(width)  # (H*W,) h of each token
+    cols = torch.arange(width, dtype=torch.float64, device=device).repeat(height)  # (H*W,) w of each token
+    table = torch.cat([_sincos_1d(cols, dim // 2), _sincos_1d(rows, dim // 2)], dim=1)  # (H*W, D)
+    prefix = torch.zeros(num_prefix_tokens, dim, dtype=torch.float64, device=device)
+    return torch.cat([prefix, table]).float().unsqueeze(0)  # (1, P + H*W, D)
+
+
+def is_fixed_table(table: torch.Tensor, atol: float = 1e-4) -> bool:
+    """Whether ``table`` ``[1, N, D]`` is one of the fixed tables our models build themselves (so a checkpoint that
+    stores it carries no information): the 1-D sinusoid over ``N`` tokens, or a square 2-D sin-cos table with no or
+    one leading zero row (MAE's class token)."""
+    if table.ndim != 3 or table.shape[0] != 1:
+        return False
+    num, dim = table.shape[1], table.shape[2]
+    table = table.detach().float().cpu()
+    if torch.allclose(table, sinusoid_table(num, dim, device="cpu"), atol=atol):
+        return True
+    for prefix in (0, 1):
+        side = math.isqrt(num - prefix)
+        if dim % 4 == 0 and side * side == num - prefix:
+            if torch.allclose(table, sincos_2d_table(side, side, dim, prefix, device="cpu"), atol=atol):
+                return True
+    return False
 
 
 def interpolate_pos_table(

@@ -28,7 +28,7 @@ from videomae.models.backbone import VideoViT, gather_tokens, run_blocks
 from videomae.models.layers import init_vit_module, make_blocks
 from videomae.models.pos_embed import sinusoid_table
 
-__all__ = ["PretrainDecoder", "PretrainVisionTransformer"]
+__all__ = ["MaskedAutoencoder", "PretrainDecoder", "PretrainVisionTransformer"]
 
 
 class PretrainDecoder(nn.Module):
@@ -65,7 +65,57 @@ class PretrainDecoder(nn.Module):
         return self.head(self.norm(x))  # (B, N_dec, tubelet*p*p*C)
 
 
-class PretrainVisionTransformer(nn.Module):
+class MaskedAutoencoder(nn.Module):
+    """What the video and image masked autoencoders share: an ``encoder`` (a :class:`VideoViT`) and a ``decoder``
+    (a :class:`PretrainDecoder`), ``forward = forward_decoder(forward_encoder(x, mask), mask, decode_mask)``.
+    Subclasses build the parts and define ``forward_decoder``."""
+
+    encoder: VideoViT
+    decoder: PretrainDecoder
+    model_config: dict[str, Any]
+
+    @property
+    def grid_size(self) -> tuple[int, int, int]:
+        """Token grid ``(T', H', W')``."""
+        return self.encoder.grid_size
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Turn activation checkpointing of every encoder and decoder block on or off."""
+        self.encoder.with_cp = enable
+        self.decoder.with_cp = enable
+        self.model_config["with_cp"] = enable
+
+    def get_num_layers(self) -> int:
+        """Number of encoder blocks."""
+        return len(self.encoder.blocks)
+
+    def forward_encoder(self, videos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Encode the visible tokens: videos [B, C, T, H, W], mask [B, N] (True = hidden) -> ``[B, P + N_vis, D_enc]``
+        (``P`` leading tokens of the encoder's own, e.g. an image ViT's class token)."""
+        return self.encoder(videos, mask)
+
+    def forward_decoder(
+        self, latent: torch.Tensor, mask: torch.Tensor, decode_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self, videos: torch.Tensor, mask: torch.Tensor, decode_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Reconstruct masked tokens.
+
+        Args:
+            videos: ``[B, C, T, H, W]`` (an image model also takes ``[B, C, H, W]``), ImageNet-normalised.
+            mask: bool ``[B, N]``, True = hidden from the encoder; same count per sample.
+            decode_mask: bool ``[B, N]``, True = dropped by the decoder; ``None`` = predict the ``mask`` tokens.
+
+        Returns:
+            ``[B, N_dec, tubelet·p·p·C]`` predictions in token order.
+        """
+        return self.forward_decoder(self.forward_encoder(videos, mask), mask, decode_mask)
+
+
+class PretrainVisionTransformer(MaskedAutoencoder):
     """Masked video autoencoder (VideoMAE V2).
 
     Args:
@@ -149,11 +199,6 @@ class PretrainVisionTransformer(nn.Module):
         self.register_buffer("pos_embed", sinusoid_table(num_patches, decoder_embed_dim), persistent=False)
         self.init_weights()
 
-    @property
-    def grid_size(self) -> tuple[int, int, int]:
-        """Token grid ``(T', H', W')``."""
-        return self.encoder.grid_size
-
     def init_weights(self) -> None:
         """Initialise as the release (xavier Linears, unit norms, mask token N(0, 0.02)); recompute fixed tables.
 
@@ -181,20 +226,6 @@ class PretrainVisionTransformer(nn.Module):
             names.add("encoder.pos_embed")
         return names
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Turn activation checkpointing of every encoder and decoder block on or off."""
-        self.encoder.with_cp = enable
-        self.decoder.with_cp = enable
-        self.model_config["with_cp"] = enable
-
-    def get_num_layers(self) -> int:
-        """Number of encoder blocks."""
-        return len(self.encoder.blocks)
-
-    def forward_encoder(self, videos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Encode the visible tokens: videos [B, C, T, H, W], mask [B, N] (True = hidden) -> [B, N_vis, D_enc]."""
-        return self.encoder(videos, mask)
-
     def forward_decoder(
         self, x_vis: torch.Tensor, mask: torch.Tensor, decode_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -210,18 +241,3 @@ class PretrainVisionTransformer(nn.Module):
         pos_pred = gather_tokens(pos, predicted)  # (B, N_dec, D_dec)
         x = torch.cat([x_vis + pos_vis, self.mask_token.to(x_vis.dtype) + pos_pred], dim=1)  # (B, N_vis + N_dec, D_dec)
         return self.decoder(x, pos_pred.shape[1])
-
-    def forward(
-        self, videos: torch.Tensor, mask: torch.Tensor, decode_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Reconstruct masked tokens.
-
-        Args:
-            videos: ``[B, C, T, H, W]``, ImageNet-normalised.
-            mask: bool ``[B, N]``, True = hidden from the encoder; same count per sample.
-            decode_mask: bool ``[B, N]``, True = dropped by the decoder; ``None`` = predict the ``mask`` tokens.
-
-        Returns:
-            ``[B, N_dec, tubelet·p·p·C]`` predictions in token order.
-        """
-        return self.forward_decoder(self.forward_encoder(videos, mask), mask, decode_mask)
