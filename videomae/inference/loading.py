@@ -131,8 +131,8 @@ def export_metadata(source: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{source}: unreadable safetensors metadata ({err})") from None
 
 
-
 _export_metadata = export_metadata  # the name videomae.launching.config_checks imports
+
 
 def load_inference_model(
     source: str | Path,

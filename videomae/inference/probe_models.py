@@ -223,4 +223,3 @@ def describe(probe: ProbeModel) -> dict[str, Any]:
     """The probe model as the report records it."""
     return {"checkpoint": probe.spec, "kind": probe.kind, "model": probe.model_name, "model_kwargs":
             probe.model_kwargs, "weights": probe.identity}  # fmt: skip
-
