@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,14 @@ __all__ = [
     "load_cached",
     "save_cached",
 ]
+
+try:  # image rows (videomae.data.images) arrive with the image-data work; until then every row is a video
+    from videomae.data.images import is_image_path
+except ImportError:  # pragma: no cover
+
+    def is_image_path(path: str | os.PathLike) -> bool:
+        return False
+
 
 log = logging.getLogger(__name__)
 
@@ -108,23 +116,32 @@ def labelled_dataset(
     data_root: str | os.PathLike | None,
     settings: ClipSettings,
     label_names: list[str] | None = None,
-) -> HybridVideoDataset:
-    """The manifest's centre clips, every row labelled (in ``label_names``' space when given).
+) -> tuple[HybridVideoDataset, ClipSettings]:
+    """The manifest's centre clips, every row labelled (in ``label_names``' space when given), and the settings
+    they are made with: those given, but one frame for a manifest of images (a video model holds each image over
+    its frames itself, an image model encodes it once).
 
     Raises:
         ValueError: rows without a label (naming the manifest and the fix), or classes ``label_names`` lacks.
     """
-    dataset = HybridVideoDataset(
-        [SourceSpec(str(manifest), data_root=data_root)],
-        num_frames=settings.num_frames, sampling_rate=settings.sampling_rate, input_size=settings.input_size,
-        train=False, short_side_size=settings.short_side_size, frame_template=settings.frame_template,
-        backend=settings.backend, label_names=label_names,
-    )  # fmt: skip
+
+    def build(clip: ClipSettings) -> HybridVideoDataset:
+        return HybridVideoDataset(
+            [SourceSpec(str(manifest), data_root=data_root)],
+            num_frames=clip.num_frames, sampling_rate=clip.sampling_rate, input_size=clip.input_size, train=False,
+            short_side_size=clip.short_side_size, frame_template=clip.frame_template, backend=clip.backend,
+            label_names=label_names,
+        )  # fmt: skip
+
+    dataset = build(settings)
     unlabelled = int((dataset.labels < 0).sum())
     if unlabelled:
         raise ValueError(f"{manifest}: {unlabelled} of {len(dataset)} rows have no label; a probe needs labelled "
                          "train and val manifests (a 'label' column: class names or ids)")  # fmt: skip
-    return dataset
+    if settings.num_frames > 1 and all(is_image_path(row.path) for row in dataset.rows):
+        settings = replace(settings, num_frames=1)
+        dataset = build(settings)
+    return dataset, settings
 
 
 def _sha256(path: str | os.PathLike) -> str:

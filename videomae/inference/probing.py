@@ -172,14 +172,15 @@ def run_probe(
     extra = {"frame_template": frame_template} if frame_template else {}
     settings = clip_settings(probe, shape, num_frames=num_frames, sampling_rate=sampling_rate,
                              short_side_size=short_side_size, backend=backend, **extra)  # fmt: skip
-    datasets = {"train": labelled_dataset(train, data_root, settings)}
-    datasets["val"] = labelled_dataset(val, data_root, settings, label_names=datasets["train"].label_names)
+    datasets, clips = {}, {}
+    datasets["train"], clips["train"] = labelled_dataset(train, data_root, settings)
+    names = datasets["train"].label_names
+    datasets["val"], clips["val"] = labelled_dataset(val, data_root, settings, label_names=names)
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokens = options.kind != "linear"
     model, features, files = None, {}, {}
     for split, manifest in (("train", train), ("val", val)):
-        path, key = cache_path(cache, probe, manifest, data_root, datasets[split].label_names, settings,
-                               options.precision)  # fmt: skip
+        path, key = cache_path(cache, probe, manifest, data_root, names, clips[split], options.precision)
         found = None if options.recompute else load_cached(path, key, tokens=tokens)
         if found is None:
             model = model or probe.load(device, options.precision)  # built only when some features are missing
@@ -187,7 +188,6 @@ def run_probe(
                                      batch_size=options.batch_size, workers=options.workers)  # fmt: skip
             save_cached(path, found, key)
         features[split], files[split] = found, path
-    names = datasets["train"].label_names
     num_classes = len(names) if names else int(max(f.labels.max() for f in features.values())) + 1
     results, pool = fit_probes(features["train"], features["val"], num_classes, options)
     report = {
@@ -198,6 +198,7 @@ def run_probe(
         "classes": num_classes,
         "label_names": names,
         "splits": {split: {"manifest": str(manifest), "samples": len(features[split].labels),
+                           "num_frames": clips[split].num_frames, "modality": features[split].modality,
                            "unreadable": features[split].unreadable, "cached": features[split].cached,
                            "feature_seconds": round(features[split].seconds, 3), "cache_file": str(files[split])}
                    for split, manifest in (("train", train), ("val", val))},
