@@ -101,6 +101,9 @@ class MethodEntry:
         title: its name in the table.
         recipe: packaged pretraining recipe (``videomae/recipes/pretrain/<recipe>.yaml``).
         overrides: extra ``key=value`` overrides of the run.
+        needs: demo files the recipe reads; when one is missing (a demo set from before the image set), the run
+            uses ``fallback`` overrides instead.
+        fallback: overrides that replace the missing files.
         score: ``(bench, entry, export) -> scores``; ``video`` is its JSON figure, ``video_random`` its baseline.
     """
 
@@ -108,13 +111,25 @@ class MethodEntry:
     title: str
     recipe: str
     overrides: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()
+    fallback: tuple[str, ...] = ()
     score: Callable[[Bench, MethodEntry, Path], dict[str, float | None]] = field(default=probe_scores)
 
 
+FRAMES_AS_IMAGES = ("data.manifests=[demo_data/train_unlabeled.csv]",)
+"""Image methods on a demo set without images: one frame of each training clip (a random one per step)."""
 ENTRIES = (
     MethodEntry("video_mae", "video MAE (VideoMAE V2)", "demo"),
-    MethodEntry("image_mae", "image MAE", "mae_image_demo"),
-    MethodEntry("mocov3_image", "MoCo v3, images", "mocov3_demo"),
+    MethodEntry(
+        "image_mae", "image MAE", "mae_image_demo", needs=("train_images_unlabeled.csv",), fallback=FRAMES_AS_IMAGES
+    ),
+    MethodEntry(
+        "mocov3_image",
+        "MoCo v3, images",
+        "mocov3_demo",
+        needs=("train_images_unlabeled.csv",),
+        fallback=FRAMES_AS_IMAGES,
+    ),
     MethodEntry("mocov3_video", "MoCo v3, clips", "mocov3_video_demo"),
 )
 
@@ -159,8 +174,12 @@ def pretrain(bench: Bench, entry: MethodEntry) -> tuple[Path, float]:
     shutil.rmtree(run, ignore_errors=True)
     launcher = {"deepspeed": [str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(_free_port())],
                 "python": [sys.executable]}[bench.launcher]  # fmt: skip
+    missing = [name for name in entry.needs if not (bench.demo / name).is_file()]
+    if missing:
+        print(f"== {entry.key}: the demo set has no {', '.join(missing)}; {' '.join(entry.fallback)}", flush=True)
     command = [*launcher, str(ROOT / "launch" / "pretrain.py"), "--config", entry.recipe, f"output_dir={run}",
-               f"train.max_steps={bench.steps}", f"seed={bench.seed}", *entry.overrides]  # fmt: skip
+               f"train.max_steps={bench.steps}", f"seed={bench.seed}", *entry.overrides,
+               *(entry.fallback if missing else ())]  # fmt: skip
     print("== " + " ".join(command), flush=True)
     proc = subprocess.Popen(command, cwd=bench.work, env=_env())
     first = last = None
