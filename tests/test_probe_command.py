@@ -172,3 +172,14 @@ def test_a_run_folder_probes_as_its_consolidated_checkpoint(demo, tmp_path):
     exports = list((tmp_path / "p" / "features" / "exports").iterdir())
     rebuilt, _ = load_exported(exports[0])
     assert all(torch.equal(rebuilt.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_random_twin_of_an_export_has_its_shape_and_other_weights(pretrain_export):
+    export, _ = load_exported(pretrain_export)
+    twin = resolve_probe_model(f"random:{pretrain_export}", seed=0)
+    assert twin.kind == "random" and twin.model_name == PRETRAIN and twin.shape().num_patches == 32
+    weights = twin.load().model.state_dict()
+    assert {k: v.shape for k, v in weights.items()} == {k: v.shape for k, v in export.state_dict().items()}
+    assert not torch.equal(
+        weights["encoder.blocks.0.mlp.fc1.weight"], export.state_dict()["encoder.blocks.0.mlp.fc1.weight"]
+    )
