@@ -31,10 +31,12 @@ def _run_probe(args: argparse.Namespace) -> int:
 
     overrides = {".".join(path): value for path, value in map(parse_override, args.override)}
     options = ProbeOptions(
-        kind=args.kind, pool=args.pool, l2=args.l2, max_iter=args.max_iter, epochs=args.epochs, lr=args.lr,
-        num_heads=args.num_heads, seed=args.seed, batch_size=args.batch_size, workers=args.workers,
-        device=args.device, precision=args.precision, recompute=args.recompute,
+        kind=args.kind, pool=args.pool, l2=args.l2, epochs=args.epochs, lr=args.lr, num_heads=args.num_heads,
+        seed=args.seed, batch_size=args.batch_size, workers=args.workers, device=args.device,
+        precision=args.precision, recompute=args.recompute,
     )  # fmt: skip
+    if args.max_iter is not None:
+        options.max_iter = args.max_iter
     out = Path(args.out) if args.out else _default_out(args.checkpoint)
     report = run_probe(
         args.checkpoint, args.train, args.val, out=out, data_root=args.data_root, cache=args.cache,
@@ -96,7 +98,12 @@ def add_probe(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast (default fp32)")
     p.add_argument("--backend", choices=("auto", "decord", "pyav"), default="auto", help="video decoder")
     p.add_argument("--l2", type=float, default=1e-3, help="linear probe: L2 penalty on the weights (default 1e-3)")
-    p.add_argument("--max-iter", type=int, default=100, help="linear probe: L-BFGS iterations (default 100)")
+    p.add_argument(
+        "--max-iter",
+        type=int,
+        default=None,
+        help="linear probe: L-BFGS iterations at most (default 1000); it stops when converged",
+    )
     p.add_argument("--epochs", type=int, default=20, help="attentive probe: epochs (default 20)")
     p.add_argument("--lr", type=float, default=1e-2, help="attentive probe: AdamW learning rate (default 1e-2)")
     p.add_argument("--num-heads", type=int, default=4, help="attentive probe: heads (default 4)")

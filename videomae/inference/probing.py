@@ -21,6 +21,7 @@ import torch
 
 from videomae.disk_faults import write_atomic
 from videomae.evaluation.probes import (
+    LINEAR_MAX_ITER,
     POOLS,
     fit_attentive_probe,
     fit_linear_probe,
@@ -52,7 +53,7 @@ class ProbeOptions:
         kind: ``linear``, ``attentive`` or ``both``.
         pool: linear-probe features (see :data:`~videomae.evaluation.probes.POOLS`).
         l2: linear probe's penalty on the weights.
-        max_iter: linear probe's L-BFGS iterations.
+        max_iter: linear probe's L-BFGS iterations at most (it stops when converged).
         epochs: attentive probe's epochs.
         lr: attentive probe's AdamW learning rate.
         num_heads: attentive probe's heads.
@@ -67,7 +68,7 @@ class ProbeOptions:
     kind: str = "linear"
     pool: str = "auto"
     l2: float = 1e-3
-    max_iter: int = 100
+    max_iter: int = LINEAR_MAX_ITER
     epochs: int = 20
     lr: float = 1e-2
     num_heads: int = 4
