@@ -19,6 +19,7 @@ encoder is also probed on it (video encoders see each image held still), as the 
 
     python bench/methods_pay.py                     # every method with a recipe, 300 steps each
     python bench/methods_pay.py --steps 100 --only video_mae
+    python bench/methods_pay.py --reuse             # probe the runs of an earlier call again, no pretraining
 
 Prints a table (method, steps, steps/s, probe val top-1, minus random) and, last, one JSON line:
 ``{"random": .., "video_mae": .., "image_mae": .., "mocov3_image": .., "mocov3_video": .., "chance": ..}`` (val
@@ -43,7 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from videomae.inference.probe_models import resolve_probe_model  # noqa: E402
+from videomae.inference.probe_models import RUN_EXPORT, resolve_probe_model  # noqa: E402
 from videomae.inference.probing import ProbeOptions, run_probe  # noqa: E402
 from videomae.recipes import RECIPES  # noqa: E402
 
@@ -62,6 +63,7 @@ class Bench:
     steps: int
     launcher: str
     seed: int
+    reuse: bool = False
 
     @property
     def demo(self) -> Path:
@@ -168,9 +170,16 @@ def pretrain(bench: Bench, entry: MethodEntry) -> tuple[Path, float]:
     """Run the entry's recipe for ``bench.steps`` steps from scratch -> ``(export, steps/s)``.
 
     steps/s is measured between the first and the last logged training step (the metrics file is watched), so the
-    start-up, the first step's warm-up and the final export are not in it.
+    start-up, the first step's warm-up and the final export are not in it. With ``bench.reuse``, a run this bench
+    finished before with the same steps is kept (its recorded steps/s reported again).
     """
     run = bench.work / "runs" / entry.key
+    record = run / "methods_pay.json"
+    if bench.reuse and record.is_file() and (run / RUN_EXPORT).is_file():
+        done = json.loads(record.read_text())
+        if done.get("steps") == bench.steps and done.get("recipe") == entry.recipe:
+            print(f"== {entry.key}: reusing {run} ({bench.steps} steps)", flush=True)
+            return run / RUN_EXPORT, done["steps_per_s"]
     shutil.rmtree(run, ignore_errors=True)
     launcher = {"deepspeed": [str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(_free_port())],
                 "python": [sys.executable]}[bench.launcher]  # fmt: skip
@@ -192,9 +201,9 @@ def pretrain(bench: Bench, entry: MethodEntry) -> tuple[Path, float]:
             last = (steps[-1], time.perf_counter())
     if proc.returncode != 0:
         raise RuntimeError(f"{entry.recipe}: the pretraining failed (exit {proc.returncode}; its log is above)")
-    export = run / "export" / "model.safetensors"
     rate = (last[0] - first[0]) / (last[1] - first[1]) if first and last and last[1] > first[1] else float("nan")
-    return export, rate
+    record.write_text(json.dumps({"recipe": entry.recipe, "steps": bench.steps, "steps_per_s": rate}) + "\n")
+    return run / RUN_EXPORT, rate
 
 
 def _free_port() -> int:
@@ -213,8 +222,10 @@ def main() -> int:
     parser.add_argument("--launcher", choices=("deepspeed", "python"), default="deepspeed",
                         help="deepspeed: 2 processes (default); python: one")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the runs and of the random encoders")
+    parser.add_argument("--reuse", action="store_true", help="keep runs this bench finished with the same steps "
+                        "(probe them again without pretraining)")  # fmt: skip
     args = parser.parse_args()
-    bench = Bench(Path(args.work).resolve(), args.steps, args.launcher, args.seed)
+    bench = Bench(Path(args.work).resolve(), args.steps, args.launcher, args.seed, args.reuse)
     bench.work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     ensure_demo(bench)
