@@ -21,7 +21,10 @@ encoder is also probed on it (video encoders see each image held still), as the 
     python bench/methods_pay.py --steps 100 --only video_mae
     python bench/methods_pay.py --reuse             # probe the runs of an earlier call again, no pretraining
 
-Prints a table (method, steps, steps/s, probe val top-1, minus random) and, last, one JSON line:
+The same cached features are also probed for each cue of a class alone (``shape``: 3 classes, ``direction``: up or
+down), which shows what each encoder keeps.
+
+Prints a table (method, steps, steps/s, probe val top-1, minus random, the cues) and, last, one JSON line:
 ``{"random": .., "video_mae": .., "image_mae": .., "mocov3_image": .., "mocov3_video": .., "chance": ..}`` (val
 top-1 on the video set; ``random`` is the video MAE encoder's random twin, each method's own is in the table and
 under ``random_per_method``; a skipped method is ``null``). To add a method, add an entry.
@@ -44,6 +47,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from videomae.evaluation.probes import fit_linear_probe  # noqa: E402
 from videomae.inference.probe_models import RUN_EXPORT, resolve_probe_model  # noqa: E402
 from videomae.inference.probing import ProbeOptions, run_probe  # noqa: E402
 from videomae.recipes import RECIPES  # noqa: E402
@@ -70,8 +77,24 @@ class Bench:
         return self.work / "demo_data"
 
 
-def linear_probe(bench: Bench, checkpoint: str, out: Path, manifests: tuple[str, str]) -> float | None:
-    """Val top-1 of the linear probe of ``checkpoint`` on a demo train/val pair (``None`` when the set is absent)."""
+def cue_probes(report: dict[str, Any]) -> dict[str, float]:
+    """Val top-1 of linear probes of the same cached features for each cue of a demo class (``<shape>_<direction>``):
+    ``shape`` (3 classes) and ``direction`` (2), which says what an encoder keeps of each."""
+    train, val = (load_file(report["splits"][s]["cache_file"]) for s in ("train", "val"))
+    names = [name.split("_") for name in report["label_names"]]
+    scores = {}
+    for i, cue in enumerate(("shape", "direction")):
+        values = sorted({n[i] for n in names})
+        relabel = torch.tensor([values.index(n[i]) for n in names])
+        fitted = fit_linear_probe(train[report["pool"]], relabel[train["labels"]], val[report["pool"]],
+                                  relabel[val["labels"]], num_classes=len(values))  # fmt: skip
+        scores[cue] = fitted.accuracy
+    return scores
+
+
+def linear_probe(bench: Bench, checkpoint: str, out: Path, manifests: tuple[str, str]) -> dict[str, float] | None:
+    """Val top-1 of the linear probe of ``checkpoint`` on a demo train/val pair (``top1``), and per cue for the
+    video set (``None`` when the set is absent)."""
     train, val = (bench.demo / m for m in manifests)
     if not (train.is_file() and val.is_file()):
         return None
@@ -81,7 +104,7 @@ def linear_probe(bench: Bench, checkpoint: str, out: Path, manifests: tuple[str,
         num_frames=PROBE_FRAMES if image_model else None, sampling_rate=PROBE_RATE,
         options=ProbeOptions(kind="linear", seed=bench.seed, workers=1),
     )  # fmt: skip
-    return report["results"][0]["val_top1"]
+    return {"top1": report["results"][0]["val_top1"], **(cue_probes(report) if manifests == VIDEO_SET else {})}
 
 
 def probe_scores(bench: Bench, entry: MethodEntry, export: Path) -> dict[str, float | None]:
@@ -89,8 +112,10 @@ def probe_scores(bench: Bench, entry: MethodEntry, export: Path) -> dict[str, fl
     out = bench.work / "probes" / entry.key
     scores = {}
     for name, manifests in (("video", VIDEO_SET), ("image", IMAGE_SET)):
-        scores[name] = linear_probe(bench, str(export), out / name, manifests)
-        scores[f"{name}_random"] = linear_probe(bench, f"random:{export}", out / f"{name}_random", manifests)
+        for suffix, checkpoint in (("", str(export)), ("_random", f"random:{export}")):
+            found = linear_probe(bench, checkpoint, out / f"{name}{suffix}", manifests) or {}
+            scores |= {f"{name}{suffix}" if k == "top1" else f"{k}{suffix}": v for k, v in found.items()}
+            scores.setdefault(f"{name}{suffix}", None)
     return scores
 
 
@@ -255,16 +280,18 @@ def print_table(bench: Bench, rows: dict[str, dict[str, Any]], minutes: float) -
     titles = {e.key: e.title for e in ENTRIES}
     print(f"\nDemo set, linear probe val top-1 (video set: {PROBE_FRAMES} frames x 64 px, 6 classes, chance 0.167; "
           f"{bench.steps} steps per method, launcher {bench.launcher}; {minutes:.1f} min)")  # fmt: skip
-    header = f"{'method':<26}{'steps':>6}{'steps/s':>9}{'probe':>8}{'random':>8}{'- random':>10}{'image set':>11}"
-    print(header + f"{'(random)':>10}")
+    header = f"{'method':<26}{'steps':>6}{'steps/s':>9}{'probe':>8}{'random':>8}{'- random':>10}"
+    print(header + f"{'shape':>7}{'(random)':>9}{'direction':>10}{'(random)':>9}{'image set':>10}{'(random)':>9}")
     for key, row in rows.items():
         if "skipped" in row:
             print(f"{titles[key]:<26}  skipped: {row['skipped']}")
             continue
         gain = None if row["video"] is None else row["video"] - row["video_random"]
+        cues = "".join(f"{_fmt(row.get(k)):>{w}}" for k, w in (("shape", 7), ("shape_random", 9), ("direction", 10),
+                                                               ("direction_random", 9)))  # fmt: skip
         print(f"{titles[key]:<26}{bench.steps:>6}{row['steps_per_s']:>9.2f}{_fmt(row['video']):>8}"
-              f"{_fmt(row['video_random']):>8}{_fmt(gain, '+.3f'):>10}{_fmt(row.get('image')):>11}"
-              f"{_fmt(row.get('image_random')):>10}")  # fmt: skip
+              f"{_fmt(row['video_random']):>8}{_fmt(gain, '+.3f'):>10}{cues}{_fmt(row.get('image')):>10}"
+              f"{_fmt(row.get('image_random')):>9}")  # fmt: skip
     scored = {k: r for k, r in rows.items() if "skipped" not in r}
     line = {"random": scored.get("video_mae", {}).get("video_random")}
     line |= {e.key: scored.get(e.key, {}).get("video") for e in ENTRIES}
