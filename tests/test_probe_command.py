@@ -183,3 +183,28 @@ def test_random_twin_of_an_export_has_its_shape_and_other_weights(pretrain_expor
     assert not torch.equal(
         weights["encoder.blocks.0.mlp.fc1.weight"], export.state_dict()["encoder.blocks.0.mlp.fc1.weight"]
     )
+
+
+def _colour_images(root: Path, split: str, n: int) -> str:
+    """Image rows (one flat-colour JPEG each): the colour is the class."""
+    rows = []
+    for i in range(n):
+        label = "red" if i % 2 else "blue"
+        pixel = np.zeros(3, np.uint8)
+        pixel[0 if label == "red" else 2] = 100 + 20 * (i % 7)
+        Image.fromarray(np.tile(pixel, (32, 32, 1))).save(root / f"{split}_{i:02d}.jpg")
+        rows.append((f"{split}_{i:02d}.jpg", label))
+    return csv_manifest(root / f"{split}.csv", rows)
+
+
+def test_an_image_manifest_is_read_as_one_frame_per_row(tmp_path):
+    pytest.importorskip("videomae.data.images", reason="image rows arrive with the image-data work")
+    for split, n in (("train", 8), ("val", 6)):
+        _colour_images(tmp_path, split, n)
+    for name, grid, modality in (("vit_tiny_patch16_224", TINY_GRID, "repeat"), ("vit_image_tiny_patch16_224",
+                                 {"img_size": 32, "patch_size": 8}, "same")):  # fmt: skip
+        overrides = [a for k, v in {**grid, "num_classes": 0}.items() for a in ("--override", f"{k}={v}")]
+        assert _probe(f"random:{name}", tmp_path, tmp_path / name, *overrides) == 0
+        report = json.loads((tmp_path / name / "probe.json").read_text())
+        assert report["splits"]["val"]["num_frames"] == 1 and report["splits"]["val"]["modality"] == modality
+        assert report["results"][0]["val_top1"] == 1.0
