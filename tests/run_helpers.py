@@ -88,12 +88,19 @@ def finetune_overrides(demo: Path, out: Path, *extra: str) -> list[str]:
 
 
 def launch_pretrain(
-    launcher: str, args: list[str], nproc: int = 1, script: str = "launch/pretrain.py", env: dict | None = None, **popen
+    launcher: str,
+    args: list[str],
+    nproc: int = 1,
+    script: str = "launch/pretrain.py",
+    env: dict | None = None,
+    config: Path = PRETRAIN_DEMO_YAML,
+    **popen,
 ) -> subprocess.Popen:
-    """Start ``script`` (``launch/pretrain.py``) on the demo config under ``python``, ``torchrun`` or ``deepspeed``
-    (own session, so a test can signal the whole group), with ``env`` added; stdout and stderr together."""
+    """Start ``script`` (``launch/pretrain.py``) on ``config`` (the demo config) under ``python``, ``torchrun`` or
+    ``deepspeed`` (own session, so a test can signal the whole group), with ``env`` added; stdout and stderr
+    together."""
     return subprocess.Popen(
-        [*_launcher(launcher, nproc), script, "--config", str(PRETRAIN_DEMO_YAML), *args],
+        [*_launcher(launcher, nproc), script, "--config", str(config), *args],
         cwd=ROOT, env={**_launcher_env(), **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True, **popen,
     )  # fmt: skip
@@ -116,9 +123,25 @@ def kill_run(proc: subprocess.Popen) -> None:
     proc.communicate()
 
 
-def run_pretrain(launcher: str, args: list[str], nproc: int = 1, timeout: int = 600) -> str:
-    """Run ``launch/pretrain.py`` to the end; its output, asserted to have succeeded."""
-    proc = launch_pretrain(launcher, args, nproc)
+def kill_at_first_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 300) -> None:
+    """``kill -9`` a launched run (its process group) as soon as its first checkpoint in ``out`` is complete."""
+    import signal
+    import time
+
+    from videomae.engine import checkpointing as ckpt
+
+    deadline = time.time() + timeout
+    while ckpt.find_latest(out / "checkpoints") is None and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+
+
+def run_pretrain(
+    launcher: str, args: list[str], nproc: int = 1, timeout: int = 600, config: Path = PRETRAIN_DEMO_YAML
+) -> str:
+    """Run ``launch/pretrain.py`` on ``config`` to the end; its output, asserted to have succeeded."""
+    proc = launch_pretrain(launcher, args, nproc, config=config)
     output, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, output[-4000:]
     return output

@@ -23,7 +23,8 @@ from videomae.models import list_models
 from videomae.recipes import RECIPES
 
 CONFIG_DIR = RECIPES / "pretrain"
-SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
+# VideoMAE's recipes (the other methods' recipes are checked by their own tests)
+SHIPPED = sorted(p for p in CONFIG_DIR.glob("*.yaml") if "\nmethod:" not in "\n" + p.read_text())
 STEPS = ["train.max_steps=10"]
 
 

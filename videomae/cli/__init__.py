@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from videomae.cli import checkpoints, data, doctor, inference, plan, probe, train
+from videomae.cli import checkpoints, data, doctor, inference, plan, probe, train, zero_shot
 from videomae.disk_faults import DiskWriteError
 
 __all__ = ["build_parser", "main"]
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         probe.add_probe,
         plan.add_plan,
         doctor.add_doctor,
+        zero_shot.add_zero_shot,
     ):
         add(subparsers)
     return parser

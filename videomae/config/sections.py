@@ -25,6 +25,7 @@ __all__ = [
     "validate_deepspeed",
     "validate_logging",
     "validate_manifests",
+    "validate_run_sections",
     "validate_train",
 ]
 
@@ -232,6 +233,19 @@ def validate_data(d: DataConfig) -> None:
     validate_manifests("data.manifests", d.manifests)
     require(0.0 <= d.hflip_prob <= 1.0, "data.hflip_prob", "a probability in [0, 1]", d.hflip_prob)
     require(0.0 <= d.bad_sample_ceiling <= 1.0, "data.bad_sample_ceiling", "a share in [0, 1]", d.bad_sample_ceiling)
+
+
+def validate_run_sections(cfg: Any) -> None:
+    """The sections every training config shares: ``data``, ``train``, ``deepspeed`` (against ``train.compile``)
+    and ``logging``.
+
+    Raises:
+        ConfigError: naming the dotted key and the allowed values.
+    """
+    validate_data(cfg.data)
+    validate_train(cfg.train)
+    validate_deepspeed(cfg.deepspeed, cfg.train.compile)
+    validate_logging(cfg.logging)
 
 
 def validate_manifests(key: str, sources: list[ManifestSource]) -> None:

@@ -9,6 +9,10 @@ and runs on the accelerator's tensors through NCCL. NCCL serves CUDA tensors onl
 with the CPU entry, also DeepSpeed's and PyTorch's own CPU-side collectives (object collectives, barriers) are
 served. Only this module calls ``torch.distributed``.
 
+Two exceptions move activations and stay on their tensors' device (NCCL on CUDA, gloo on CPU): the contrastive
+methods' gathers of features across ranks, :func:`gather_rows` (no gradient: MoCo v3's keys) and
+:func:`gather_rows_with_grad` (CLIP's features, synchronised BatchNorm's statistics).
+
 Ranks come from the launcher's environment: ``torchrun`` and ``deepspeed`` set ``RANK``/``WORLD_SIZE``/
 ``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT``; under ``srun`` they are derived from SLURM's variables
 (:func:`env_from_slurm`); with neither, the run is a single process.
@@ -27,6 +31,8 @@ import torch.distributed as torch_dist
 
 __all__ = [
     "DistEnv",
+    "gather_rows",
+    "gather_rows_with_grad",
     "all_finite",
     "any_rank",
     "all_gather_objects",
@@ -293,3 +299,46 @@ def sum_across_ranks(values: torch.Tensor) -> torch.Tensor:
     if world_size() > 1:
         torch_dist.all_reduce(values)
     return values
+
+
+# ---------------------------------------------------------------------------------------------------- data plane
+
+
+def gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``x`` concatenated along dim 0 in rank order, on ``x``'s device, without gradient:
+    ``[B, ...] -> [world * B, ...]`` (``x.detach()`` without a process group). Every rank passes the same shape."""
+    x = x.detach()
+    if world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    torch_dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+class _GatherRowsWithGrad(torch.autograd.Function):
+    """Forward: all-gather. Backward: each rank holds the gradient of its own loss for every rank's rows; summed
+    over ranks (all-reduce), each rank keeps its rows' slice: the gradient of the sum of all ranks' losses."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.rows = torch_dist.get_rank(), x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(torch_dist.get_world_size())]
+        torch_dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)  # (W*B, ...)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        torch_dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
+def gather_rows_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """:func:`gather_rows` that carries gradients back to each rank's own rows, summed over the ranks' losses.
+
+    With each rank's loss a mean over its own rows against the gathered ones, DeepSpeed's mean of the gradients over
+    ranks then equals the gradient of the single-process loss on the global batch. ``x`` without a process group.
+    """
+    if world_size() == 1:
+        return x
+    return _GatherRowsWithGrad.apply(x)

@@ -74,8 +74,8 @@ def model_findings(cfg: Any) -> list[Finding]:
     findings += _clip_findings(cfg, model.model_config)
     if finetune:
         findings += _teacher_findings(cfg)
-    elif getattr(cfg, "mask", None) is not None:  # methods without masks (MoCo v3) have no such section
-        findings += _mask_findings(cfg.mask, model.grid_size)
+    elif hasattr(getattr(cfg, "mask", None), "decoder_type"):  # VideoMAE's dual masks (MoCo v3 has none, MAE-CLIP
+        findings += _mask_findings(cfg.mask, model.grid_size)  # checks its own ratios in its config)
     return findings
 
 

@@ -21,13 +21,16 @@ from videomae.models.pos_embed import interpolate_pos_table, sinusoid_table
 __all__ = ["VideoViT", "gather_tokens", "run_blocks"]
 
 
-def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, with_cp: bool) -> torch.Tensor:
-    """Apply ``blocks`` in turn, recomputing each in backward when ``with_cp`` (activation checkpointing)."""
+def run_blocks(
+    blocks: nn.ModuleList, x: torch.Tensor, with_cp: bool, attn_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Apply ``blocks`` in turn, recomputing each in backward when ``with_cp`` (activation checkpointing);
+    ``attn_mask``: see :meth:`~videomae.models.layers.Attention.forward`."""
     for block in blocks:
         if with_cp and torch.is_grad_enabled():
-            x = cp.checkpoint(block, x, use_reentrant=False)
+            x = cp.checkpoint(block, x, attn_mask, use_reentrant=False)
         else:
-            x = block(x)
+            x = block(x, attn_mask)
     return x
 
 

@@ -171,7 +171,9 @@ class Attention(nn.Module):
         q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.num_heads)  # 3 x (B, H, N, d)
         return q, k, v
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Attend over ``x`` [B, N, D]; ``attn_mask`` bool, broadcastable to [B, H, N, N], True = may attend (e.g.
+        a causal text tower's mask); ``None``: every token attends to every token."""
         q, k, v = self._qkv(x)
         if self.cos_attn:
             # Fold the per-head logit scale into the unit-norm queries so the fused kernel can take scale=1.
@@ -183,9 +185,11 @@ class Attention(nn.Module):
             scale = self.scale
         dropout = self.attn_drop if self.training else 0.0
         if self.fused:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scale)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, scale=scale)
         else:
             attn = (q * scale) @ k.transpose(-2, -1)  # (B, H, N, N)
+            if attn_mask is not None:
+                attn = attn.masked_fill(~attn_mask, float("-inf"))
             attn = F.dropout(attn.softmax(dim=-1), p=dropout, training=self.training)
             out = attn @ v
         out = rearrange(out, "b h n d -> b n (h d)")  # (B, N, D)
@@ -256,11 +260,12 @@ class Block(nn.Module):
                 self.gamma_1.fill_(float(self.init_values))
                 self.gamma_2.fill_(float(self.init_values))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One block on ``x`` [B, N, D]; ``attn_mask`` as :meth:`Attention.forward`."""
         if self.gamma_1 is None:
-            x = x + self.drop_path(self.attn(self.norm1(x)))
+            x = x + self.drop_path(self.attn(self.norm1(x), attn_mask))
             return x + self.drop_path(self.mlp(self.norm2(x)))
-        x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x)))
+        x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x), attn_mask))
         return x + self.drop_path(self.gamma_2 * self.mlp(self.norm2(x)))
 
 
