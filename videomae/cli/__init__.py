@@ -1,7 +1,7 @@
 """The ``videomae`` console command: parses arguments and dispatches to the module that does the work.
 
 Each sub-command is one ``add_<name>(subparsers)`` function (``train``: pretrain, finetune, stages; ``data``:
-demo-data, manifest; ``inference``: predict, extract-features, visualize; ``checkpoints``: export, info) that
+demo-data, manifest; ``inference``: predict, extract-features, visualize; ``checkpoints``: export, info; ``probe``) that
 declares its arguments and sets ``handler`` to a function ``(args) -> exit code``. Handlers import their module
 lazily, so ``videomae --help`` stays fast and one broken optional dependency never breaks the other commands.
 """
@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from videomae.cli import checkpoints, data, doctor, inference, plan, train, zero_shot
+from videomae.cli import checkpoints, data, doctor, inference, plan, probe, train, zero_shot
 from videomae.disk_faults import DiskWriteError
 
 __all__ = ["build_parser", "main"]
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         inference.add_visualize,
         checkpoints.add_export,
         checkpoints.add_info,
+        probe.add_probe,
         plan.add_plan,
         doctor.add_doctor,
         zero_shot.add_zero_shot,

@@ -16,7 +16,7 @@ from videomae.checkpoint import CheckpointError, load_exported, load_pretrained
 from videomae.hf_folder import is_hf_folder, load_hf_folder
 from videomae.models import PretrainVisionTransformer, VideoViT, VisionTransformer, create_model
 
-__all__ = ["POOLS", "PRECISIONS", "InferenceModel", "load_inference_model"]
+__all__ = ["POOLS", "PRECISIONS", "InferenceModel", "export_metadata", "load_inference_model", "run_setting"]
 
 POOLS = ("mean", "tokens")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -73,12 +73,7 @@ class InferenceModel:
 
     def run_setting(self, key: str, section: str = "data") -> Any:
         """``<section>.<key>`` of the training run's config stored in the export (``None`` when absent)."""
-        for name, value in self.metadata.items():
-            if (name == "config" or name.endswith("_config")) and isinstance(value, dict):
-                part = value.get(section)
-                if isinstance(part, dict) and part.get(key) is not None:
-                    return part[key]
-        return None
+        return run_setting(self.metadata, key, section)
 
     def autocast(self) -> torch.autocast:
         """Autocast context for this model's precision (a no-op for fp32)."""
@@ -115,7 +110,17 @@ class InferenceModel:
         return out.float().cpu()
 
 
-def _export_metadata(source: str | Path) -> dict[str, Any]:
+def run_setting(metadata: dict[str, Any], key: str, section: str = "data") -> Any:
+    """``<section>.<key>`` of the training run's config held in an export's ``metadata`` (``None`` when absent)."""
+    for name, value in metadata.items():
+        if (name == "config" or name.endswith("_config")) and isinstance(value, dict):
+            part = value.get(section)
+            if isinstance(part, dict) and part.get(key) is not None:
+                return part[key]
+    return None
+
+
+def export_metadata(source: str | Path) -> dict[str, Any]:
     """The ``videomae`` metadata of a safetensors export (``{}`` for any other source)."""
     if not str(source).endswith(".safetensors") or not Path(source).is_file():
         return {}
@@ -124,6 +129,9 @@ def _export_metadata(source: str | Path) -> dict[str, Any]:
             return json.loads((handle.metadata() or {}).get("videomae", "{}"))
     except (SafetensorError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{source}: unreadable safetensors metadata ({err})") from None
+
+
+_export_metadata = export_metadata  # the name videomae.launching.config_checks imports
 
 
 def load_inference_model(
@@ -177,4 +185,4 @@ def load_inference_model(
             f"{' ...' if len(missing) > 6 else ''}); check --model and --override"
         )
     notes = list(report.notes) + [f"{k}: not in the checkpoint, left at its initial value" for k in report.missing]
-    return InferenceModel(model.to(device).eval(), _export_metadata(source), str(source), precision, notes)
+    return InferenceModel(model.to(device).eval(), export_metadata(source), str(source), precision, notes)

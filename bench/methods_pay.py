@@ -1,0 +1,304 @@
+"""Which pretraining method pays on the demo set? A short pretraining of each, then the same linear probe.
+
+For every method entry of :data:`ENTRIES` whose packaged recipe exists (``videomae/recipes/pretrain/NAME.yaml``;
+the others are skipped with the reason), in a scratch folder holding ``videomae demo-data``:
+
+1. pretrain with ``deepspeed --num_gpus 2 launch/pretrain.py --config RECIPE output_dir=... train.max_steps=N``
+   (2 CPU processes with one thread each: both cores busy; the recipes read ``demo_data/...``, so the run starts in
+   the scratch folder), timing steps/s from the moment the first step is logged to the last;
+2. linear-probe the export's frozen features with the code of ``videomae probe`` (L-BFGS logistic regression on
+   standardised features: the class token where the encoder has one, else the mean of the patch tokens), and
+   the same probe of a randomly initialised encoder of the same shape (``random:<export>``, seed 0).
+
+Every method is probed on the same labelled video set (the demo ``train.csv`` -> ``val.csv``: 480 -> 120 clips of 6
+classes, shape x direction), with the same 8 frames 4 apart of each video's centre clip: the class needs motion, which
+a single frame cannot show, so only a set with clips compares image and video encoders on the task. An image encoder
+encodes the 8 frames one by one and its tokens are averaged over them (it sees every frame but not their order); a
+video encoder takes the clip. When the demo set has an image set too (``train_images.csv``, ``val_images.csv``), every
+encoder is also probed on it (video encoders see each image held still), as the image methods' own task.
+
+    python bench/methods_pay.py                     # every method with a recipe, 300 steps each
+    python bench/methods_pay.py --steps 100 --only video_mae
+    python bench/methods_pay.py --reuse             # probe the runs of an earlier call again, no pretraining
+
+The same cached features are also probed for each cue of a class alone (``shape``: 3 classes, ``direction``: up or
+down), which shows what each encoder keeps.
+
+Prints a table (method, steps, steps/s, probe val top-1, minus random, the cues) and, last, one JSON line:
+``{"random": .., "video_mae": .., "image_mae": .., "mocov3_image": .., "mocov3_video": .., "chance": ..}`` (val
+top-1 on the video set; ``random`` is the video MAE encoder's random twin, each method's own is in the table and
+under ``random_per_method``; a skipped method is ``null``). To add a method, add an entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from videomae.evaluation.probes import fit_linear_probe  # noqa: E402
+from videomae.inference.probe_models import RUN_EXPORT, resolve_probe_model  # noqa: E402
+from videomae.inference.probing import ProbeOptions, run_probe  # noqa: E402
+from videomae.recipes import RECIPES  # noqa: E402
+
+BIN = Path(sys.executable).parent
+VIDEO_SET = ("train.csv", "val.csv")
+IMAGE_SET = ("train_images.csv", "val_images.csv")
+PROBE_FRAMES, PROBE_RATE = 8, 4
+"""The clip every encoder is probed on: the video demo recipe's 8 frames, 4 apart."""
+
+
+@dataclass
+class Bench:
+    """The scratch folder and the settings every entry shares."""
+
+    work: Path
+    steps: int
+    launcher: str
+    seed: int
+    reuse: bool = False
+
+    @property
+    def demo(self) -> Path:
+        return self.work / "demo_data"
+
+
+def cue_probes(report: dict[str, Any]) -> dict[str, float]:
+    """Val top-1 of linear probes of the same cached features for each cue of a demo class (``<shape>_<direction>``):
+    ``shape`` (3 classes) and ``direction`` (2), which says what an encoder keeps of each."""
+    train, val = (load_file(report["splits"][s]["cache_file"]) for s in ("train", "val"))
+    names = [name.split("_") for name in report["label_names"]]
+    scores = {}
+    for i, cue in enumerate(("shape", "direction")):
+        values = sorted({n[i] for n in names})
+        relabel = torch.tensor([values.index(n[i]) for n in names])
+        fitted = fit_linear_probe(train[report["pool"]], relabel[train["labels"]], val[report["pool"]],
+                                  relabel[val["labels"]], num_classes=len(values))  # fmt: skip
+        scores[cue] = fitted.accuracy
+    return scores
+
+
+def linear_probe(bench: Bench, checkpoint: str, out: Path, manifests: tuple[str, str]) -> dict[str, float] | None:
+    """Val top-1 of the linear probe of ``checkpoint`` on a demo train/val pair (``top1``), and per cue for the
+    video set (``None`` when the set is absent)."""
+    train, val = (bench.demo / m for m in manifests)
+    if not (train.is_file() and val.is_file()):
+        return None
+    image_model = resolve_probe_model(checkpoint, seed=bench.seed).shape().num_frames == 1
+    report = run_probe(
+        checkpoint, train, val, out=out, data_root=bench.demo, cache=bench.work / "features",
+        num_frames=PROBE_FRAMES if image_model else None, sampling_rate=PROBE_RATE,
+        options=ProbeOptions(kind="linear", seed=bench.seed, workers=1),
+    )  # fmt: skip
+    return {"top1": report["results"][0]["val_top1"], **(cue_probes(report) if manifests == VIDEO_SET else {})}
+
+
+def probe_scores(bench: Bench, entry: MethodEntry, export: Path) -> dict[str, float | None]:
+    """The default score of an entry: linear probes of its export and of its random twin, on both sets."""
+    out = bench.work / "probes" / entry.key
+    scores = {}
+    for name, manifests in (("video", VIDEO_SET), ("image", IMAGE_SET)):
+        for suffix, checkpoint in (("", str(export)), ("_random", f"random:{export}")):
+            found = linear_probe(bench, checkpoint, out / f"{name}{suffix}", manifests) or {}
+            scores |= {f"{name}{suffix}" if k == "top1" else f"{k}{suffix}": v for k, v in found.items()}
+            scores.setdefault(f"{name}{suffix}", None)
+    return scores
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """One method of the bench.
+
+    Attributes:
+        key: its name in the JSON line.
+        title: its name in the table.
+        recipe: packaged pretraining recipe (``videomae/recipes/pretrain/<recipe>.yaml``).
+        overrides: extra ``key=value`` overrides of the run.
+        needs: demo files the recipe reads; when one is missing (a demo set from before the image set), the run
+            uses ``fallback`` overrides instead.
+        fallback: overrides that replace the missing files.
+        score: ``(bench, entry, export) -> scores``; ``video`` is its JSON figure, ``video_random`` its baseline.
+    """
+
+    key: str
+    title: str
+    recipe: str
+    overrides: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()
+    fallback: tuple[str, ...] = ()
+    score: Callable[[Bench, MethodEntry, Path], dict[str, float | None]] = field(default=probe_scores)
+
+
+FRAMES_AS_IMAGES = ("data.manifests=[demo_data/train_unlabeled.csv]",)
+"""Image methods on a demo set without images: one frame of each training clip (a random one per step)."""
+ENTRIES = (
+    MethodEntry("video_mae", "video MAE (VideoMAE V2)", "demo"),
+    MethodEntry(
+        "image_mae", "image MAE", "mae_image_demo", needs=("train_images_unlabeled.csv",), fallback=FRAMES_AS_IMAGES
+    ),
+    MethodEntry(
+        "mocov3_image",
+        "MoCo v3, images",
+        "mocov3_demo",
+        needs=("train_images_unlabeled.csv",),
+        fallback=FRAMES_AS_IMAGES,
+    ),
+    MethodEntry("mocov3_video", "MoCo v3, clips", "mocov3_video_demo"),
+)
+
+
+def ensure_demo(bench: Bench) -> None:
+    """``videomae demo-data`` into the scratch folder, once."""
+    if (bench.demo / "demo.json").is_file():
+        return
+    print(f"== writing the demo data to {bench.demo}", flush=True)
+    subprocess.run([sys.executable, "-m", "videomae", "demo-data", str(bench.demo), "--quiet"], check=True,
+                   env=_env())  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _logged_steps(metrics: Path) -> list[int]:
+    if not metrics.is_file():
+        return []
+    steps = []
+    for line in metrics.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line being written
+            continue
+        if record.get("loss") is not None:
+            steps.append(int(record["step"]))
+    return steps
+
+
+def pretrain(bench: Bench, entry: MethodEntry) -> tuple[Path, float]:
+    """Run the entry's recipe for ``bench.steps`` steps from scratch -> ``(export, steps/s)``.
+
+    steps/s is measured between the first and the last logged training step (the metrics file is watched), so the
+    start-up, the first step's warm-up and the final export are not in it. With ``bench.reuse``, a run this bench
+    finished before with the same steps is kept (its recorded steps/s reported again).
+    """
+    run = bench.work / "runs" / entry.key
+    record = run / "methods_pay.json"
+    if bench.reuse and record.is_file() and (run / RUN_EXPORT).is_file():
+        done = json.loads(record.read_text())
+        if done.get("steps") == bench.steps and done.get("recipe") == entry.recipe:
+            print(f"== {entry.key}: reusing {run} ({bench.steps} steps)", flush=True)
+            return run / RUN_EXPORT, done["steps_per_s"]
+    shutil.rmtree(run, ignore_errors=True)
+    launcher = {"deepspeed": [str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(_free_port())],
+                "python": [sys.executable]}[bench.launcher]  # fmt: skip
+    missing = [name for name in entry.needs if not (bench.demo / name).is_file()]
+    if missing:
+        print(f"== {entry.key}: the demo set has no {', '.join(missing)}; {' '.join(entry.fallback)}", flush=True)
+    command = [*launcher, str(ROOT / "launch" / "pretrain.py"), "--config", entry.recipe, f"output_dir={run}",
+               f"train.max_steps={bench.steps}", f"seed={bench.seed}", *entry.overrides,
+               *(entry.fallback if missing else ())]  # fmt: skip
+    print("== " + " ".join(command), flush=True)
+    proc = subprocess.Popen(command, cwd=bench.work, env=_env())
+    first = last = None
+    while proc.poll() is None:
+        time.sleep(0.25)
+        steps = _logged_steps(run / "metrics.jsonl")
+        if steps and first is None:
+            first = (steps[0], time.perf_counter())
+        if steps and steps[-1] != (last or (None,))[0]:
+            last = (steps[-1], time.perf_counter())
+    if proc.returncode != 0:
+        raise RuntimeError(f"{entry.recipe}: the pretraining failed (exit {proc.returncode}; its log is above)")
+    rate = (last[0] - first[0]) / (last[1] - first[1]) if first and last and last[1] > first[1] else float("nan")
+    record.write_text(json.dumps({"recipe": entry.recipe, "steps": bench.steps, "steps_per_s": rate}) + "\n")
+    return run / RUN_EXPORT, rate
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", default="/tmp/videomae_methods_pay", help="scratch folder (demo data, runs)")
+    parser.add_argument("--steps", type=int, default=300, help="pretraining steps of every method (default 300)")
+    parser.add_argument("--only", nargs="+", default=None, metavar="KEY", help="these entries only")
+    parser.add_argument("--launcher", choices=("deepspeed", "python"), default="deepspeed",
+                        help="deepspeed: 2 processes (default); python: one")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="seed of the runs and of the random encoders")
+    parser.add_argument("--reuse", action="store_true", help="keep runs this bench finished with the same steps "
+                        "(probe them again without pretraining)")  # fmt: skip
+    args = parser.parse_args()
+    bench = Bench(Path(args.work).resolve(), args.steps, args.launcher, args.seed, args.reuse)
+    bench.work.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    ensure_demo(bench)
+    rows: dict[str, dict[str, Any]] = {}
+    for entry in ENTRIES:
+        if args.only and entry.key not in args.only:
+            continue
+        if not (RECIPES / "pretrain" / f"{entry.recipe}.yaml").is_file():
+            print(f"== {entry.key}: skipped, no recipe videomae/recipes/pretrain/{entry.recipe}.yaml yet", flush=True)
+            rows[entry.key] = {"skipped": f"no recipe {entry.recipe}"}
+            continue
+        began = time.perf_counter()
+        export, rate = pretrain(bench, entry)
+        scores = entry.score(bench, entry, export)
+        rows[entry.key] = {"steps_per_s": rate, "minutes": (time.perf_counter() - began) / 60, **scores}
+        print(f"== {entry.key}: {rows[entry.key]}", flush=True)
+    print_table(bench, rows, (time.perf_counter() - start) / 60)
+    return 0
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(bench: Bench, rows: dict[str, dict[str, Any]], minutes: float) -> None:
+    """The table, then the JSON line (last)."""
+    titles = {e.key: e.title for e in ENTRIES}
+    print(f"\nDemo set, linear probe val top-1 (video set: {PROBE_FRAMES} frames x 64 px, 6 classes, chance 0.167; "
+          f"{bench.steps} steps per method, launcher {bench.launcher}; {minutes:.1f} min)")  # fmt: skip
+    header = f"{'method':<26}{'steps':>6}{'steps/s':>9}{'probe':>8}{'random':>8}{'- random':>10}"
+    print(header + f"{'shape':>7}{'(random)':>9}{'direction':>10}{'(random)':>9}{'image set':>10}{'(random)':>9}")
+    for key, row in rows.items():
+        if "skipped" in row:
+            print(f"{titles[key]:<26}  skipped: {row['skipped']}")
+            continue
+        gain = None if row["video"] is None else row["video"] - row["video_random"]
+        cues = "".join(f"{_fmt(row.get(k)):>{w}}" for k, w in (("shape", 7), ("shape_random", 9), ("direction", 10),
+                                                               ("direction_random", 9)))  # fmt: skip
+        print(f"{titles[key]:<26}{bench.steps:>6}{row['steps_per_s']:>9.2f}{_fmt(row['video']):>8}"
+              f"{_fmt(row['video_random']):>8}{_fmt(gain, '+.3f'):>10}{cues}{_fmt(row.get('image')):>10}"
+              f"{_fmt(row.get('image_random')):>9}")  # fmt: skip
+    scored = {k: r for k, r in rows.items() if "skipped" not in r}
+    line = {"random": scored.get("video_mae", {}).get("video_random")}
+    line |= {e.key: scored.get(e.key, {}).get("video") for e in ENTRIES}
+    line["chance"] = 1 / 6
+    line["random_per_method"] = {k: r["video_random"] for k, r in scored.items()}
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in line.items()}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
