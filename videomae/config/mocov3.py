@@ -30,7 +30,8 @@ class MocoDataConfig(DataConfig):
     """Training data of MoCo v3: the shared data keys, with two views per decoded video."""
 
     num_sample: int = 2
-    """Views per decoded video: MoCo v3 takes exactly 2 (each with its own crop and flip), as ``[v0a, v0b, v1a, ...]``."""
+    """Views per decoded video: MoCo v3 takes exactly 2 (each with its own crop and flip), batched as
+    ``[v0a, v0b, v1a, ...]``."""
     hflip_prob: float = 0.5
     """Probability of a horizontal flip per view (the release flips with 0.5)."""
 
@@ -147,7 +148,8 @@ def validate(cfg: MocoV3Config) -> None:
     require(m.mlp_dim >= 1, "moco.mlp_dim", "an integer >= 1", m.mlp_dim)
     _probability("moco.jitter_prob", m.jitter_prob)
     _probability("moco.grayscale_prob", m.grayscale_prob)
-    strengths_ok = len(m.jitter_strength) == 4 and all(s >= 0 for s in m.jitter_strength) and m.jitter_strength[3] <= 0.5
+    s = m.jitter_strength
+    strengths_ok = len(s) == 4 and all(v >= 0 for v in s) and s[3] <= 0.5
     allowed = "4 numbers >= 0: brightness, contrast, saturation, hue (hue <= 0.5)"
     require(strengths_ok, "moco.jitter_strength", allowed, m.jitter_strength)
     for key in ("blur_prob", "solarize_prob"):

@@ -145,7 +145,8 @@ def momentum_at(step: int, total_steps: int, base: float, cosine: bool = True) -
 def update_momentum_encoder(momentum_encoder: nn.Module, encoder: nn.Module, m: float) -> None:
     """``theta_k <- m * theta_k + (1 - m) * theta_q`` for every trained parameter (a frozen one, e.g. the patch
     projection, is the same on both sides and stays untouched); the query side may be in a lower precision."""
-    pairs = [(k, q) for k, q in zip(momentum_encoder.parameters(), encoder.parameters(), strict=True) if q.requires_grad]
+    both = zip(momentum_encoder.parameters(), encoder.parameters(), strict=True)
+    pairs = [(k, q) for k, q in both if q.requires_grad]
     if pairs:
         keys = [k for k, _ in pairs]
         torch._foreach_lerp_(keys, [q.detach().to(k.dtype) for k, q in pairs], 1.0 - m)

@@ -149,9 +149,7 @@ def apply_view(x: torch.Tensor, p: ViewParams) -> torch.Tensor:
     return torch.where(_per_sample(p.solarize) & (x >= 0.5), 1 - x, x)
 
 
-def augment_views(
-    views: torch.Tensor, recipes: tuple[ViewRecipe, ...], generator: torch.Generator
-) -> torch.Tensor:
+def augment_views(views: torch.Tensor, recipes: tuple[ViewRecipe, ...], generator: torch.Generator) -> torch.Tensor:
     """Augment normalised clips ``[V, B, 3, T, H, W]`` (view ``v`` with ``recipes[v]``) -> the same shape,
     normalised again (ImageNet mean/std, as the loader's)."""
     shape = (1, 3, 1, 1, 1)

@@ -61,8 +61,14 @@ def view_recipes(cfg: MocoV3Config) -> tuple[ViewRecipe, ViewRecipe]:
     """The photometric recipes of view 1 and view 2 from ``moco.*``."""
     m = cfg.moco
     return tuple(
-        ViewRecipe(m.jitter_prob, tuple(m.jitter_strength), m.grayscale_prob, m.blur_prob[v], tuple(m.blur_sigma),
-                   m.solarize_prob[v])  # fmt: skip
+        ViewRecipe(
+            m.jitter_prob,
+            tuple(m.jitter_strength),
+            m.grayscale_prob,
+            m.blur_prob[v],
+            tuple(m.blur_sigma),
+            m.solarize_prob[v],
+        )  # fmt: skip
         for v in range(2)
     )
 
@@ -155,7 +161,8 @@ class MocoV3Method(Method):
     def export_model(self, state: dict[str, torch.Tensor]) -> nn.Module:
         """The query backbone alone, as its registered classifier without a head."""
         backbone = self.build_backbone()
-        backbone.load_state_dict({k[len(BACKBONE_PREFIX) :]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)})
+        n = len(BACKBONE_PREFIX)
+        backbone.load_state_dict({k[n:]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)})
         return backbone
 
     def export_metadata(self, step: int) -> dict[str, Any]:
