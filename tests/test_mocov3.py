@@ -149,6 +149,8 @@ def test_heads_follow_the_release_layout():
     bn, ref = GlobalBatchNorm1d(64), nn.BatchNorm1d(64)
     torch.testing.assert_close(bn(x), ref(x))
     torch.testing.assert_close(bn.running_var, ref.running_var)
+    torch.testing.assert_close(bn.eval()(x), ref.eval()(x))  # evaluation: the running statistics
+    assert GlobalBatchNorm1d(64).to(torch.bfloat16)(x.bfloat16()).dtype == torch.bfloat16  # a bf16 engine module
 
 
 def test_frozen_patch_projection_is_drawn_as_the_release_and_never_updated():

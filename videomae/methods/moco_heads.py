@@ -32,29 +32,40 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
     (one differentiable all-gather of each rank's count, mean and variance, combined exactly), so each rank
     normalises as one process would on the whole batch, gradients included. ``torch.nn.SyncBatchNorm`` does this
     on accelerators only (``expected input tensor to be on GPU``); this one runs wherever the process group does.
-    One process or evaluation: plain BatchNorm."""
+    Statistics and normalisation are computed in fp32 whatever the dtypes of the input and of the parameters (a
+    bf16 engine module, or the fp32 momentum encoder under autocast)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or dist.world_size() == 1:
-            return super().forward(x)
-        xf = x.float()  # statistics in fp32 whatever the compute dtype
-        count = torch.full((1,), float(x.shape[0]), device=x.device)
-        local = torch.cat([count, xf.mean(0), xf.var(0, unbiased=False)])  # (1 + 2C,)
-        stats = gather_with_grad(local)  # (world, 1 + 2C)
-        counts, means, variances = stats[:, :1], stats[:, 1 : 1 + x.shape[1]], stats[:, 1 + x.shape[1] :]
-        total = counts.sum()
-        mean = (counts * means).sum(0) / total  # (C,)
-        var = (counts * (variances + (means - mean) ** 2)).sum(0) / total  # biased, as the normalisation uses
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                unbiased = var * (total / (total - 1))
-                self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
-                self.running_var.lerp_(unbiased.to(self.running_var.dtype), self.momentum)
+        xf = x.float()
+        if self.training:
+            mean, var, total = self._batch_stats(xf)
+            if self.track_running_stats:
+                with torch.no_grad():
+                    self.num_batches_tracked.add_(1)
+                    unbiased = var * (total / (total - 1))
+                    self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
+                    self.running_var.lerp_(unbiased.to(self.running_var.dtype), self.momentum)
+        else:
+            mean, var = self.running_mean.float(), self.running_var.float()
         y = (xf - mean) * torch.rsqrt(var + self.eps)
         if self.affine:
             y = y * self.weight.float() + self.bias.float()
         return y.to(x.dtype)
+
+    @staticmethod
+    def _batch_stats(xf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean and biased variance ``[C]`` of the rows of every rank, and their count."""
+        count = torch.full((1,), float(xf.shape[0]), device=xf.device)
+        mean, var = xf.mean(0), xf.var(0, unbiased=False)
+        if dist.world_size() == 1:
+            return mean, var, count[0]
+        stats = gather_with_grad(torch.cat([count, mean, var]))  # (world, 1 + 2C)
+        c = xf.shape[1]
+        counts, means, variances = stats[:, :1], stats[:, 1 : 1 + c], stats[:, 1 + c :]
+        total = counts.sum()
+        mean = (counts * means).sum(0) / total  # (C,)
+        var = (counts * (variances + (means - mean) ** 2)).sum(0) / total  # biased, as the normalisation uses
+        return mean, var, total
 
 
 def build_mlp(num_layers: int, in_dim: int, hidden_dim: int, out_dim: int, last_bn: bool) -> nn.Sequential:
