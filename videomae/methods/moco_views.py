@@ -11,6 +11,7 @@ compare them for fixed parameters) on pixels in 0..1: the batch is un-normalised
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,7 @@ __all__ = ["ViewParams", "ViewRecipe", "apply_view", "blur_kernel_size", "draw_v
 
 _GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
+_IDENTITY = (1.0, 1.0, 1.0, 0.0)  # the jitter factors that change nothing
 
 
 @dataclass(frozen=True)
@@ -57,14 +59,20 @@ class ViewParams:
     """bool ``[n]``."""
 
 
+@functools.lru_cache(maxsize=64)
+def _const(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A constant on the device, made once: a host-to-device copy per step would wait for the device."""
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
 def draw_view_params(n: int, recipe: ViewRecipe, generator: torch.Generator, device: torch.device) -> ViewParams:
     """Draw ``n`` samples' parameters of ``recipe`` from ``generator`` (on ``device``, as the generator)."""
 
     def uniform(*shape: int) -> torch.Tensor:
         return torch.rand(*shape, generator=generator, device=device)
 
-    strength = torch.tensor(recipe.jitter, device=device)  # (4,)
-    centre = torch.tensor([1.0, 1.0, 1.0, 0.0], device=device)
+    strength = _const(tuple(recipe.jitter), device, torch.float32)  # (4,)
+    centre = _const(_IDENTITY, device, torch.float32)
     low, high = recipe.blur_sigma
     return ViewParams(
         order=torch.argsort(uniform(n, 4), dim=1),
@@ -83,7 +91,7 @@ def _per_sample(values: torch.Tensor) -> torch.Tensor:
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
     """Luma ``[n, 1, T, H, W]`` of RGB clips ``[n, 3, T, H, W]``."""
-    weights = torch.tensor(_GRAY, dtype=x.dtype, device=x.device).view(1, 3, 1, 1, 1)
+    weights = _const(_GRAY, x.device, x.dtype).view(1, 3, 1, 1, 1)
     return (x * weights).sum(dim=1, keepdim=True)
 
 
@@ -104,7 +112,7 @@ def _shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     hue = torch.remainder(hue + shift, 1.0)
     saturation = chroma / torch.where(value > 0, value, torch.ones_like(value))
     # back to RGB: channel n is v - v * s * clamp(min(k, 4 - k), 0, 1) with k = (n + 6 h) mod 6, n = 5, 3, 1
-    offsets = torch.tensor([5.0, 3.0, 1.0], dtype=x.dtype, device=x.device).view(1, 3, 1, 1, 1)
+    offsets = _const((5.0, 3.0, 1.0), x.device, x.dtype).view(1, 3, 1, 1, 1)
     k = torch.remainder(offsets + 6 * hue, 6.0)
     return (value - value * saturation * torch.minimum(k, 4 - k).clamp(0, 1)).clamp_(0, 1)
 
@@ -134,7 +142,7 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 def apply_view(x: torch.Tensor, p: ViewParams) -> torch.Tensor:
     """Augment clips ``[n, 3, T, H, W]`` of pixels in 0..1 with the per-sample parameters ``p``."""
     x = x.clamp(0, 1)
-    identity = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=x.dtype, device=x.device)
+    identity = _const(_IDENTITY, x.device, x.dtype)
     for position in range(4):
         op = p.order[:, position : position + 1]  # (n, 1)
         active = p.jitter.view(-1, 1) & (op == torch.arange(4, device=x.device))  # (n, 4): which op runs here
@@ -153,8 +161,8 @@ def augment_views(views: torch.Tensor, recipes: tuple[ViewRecipe, ...], generato
     """Augment normalised clips ``[V, B, 3, T, H, W]`` (view ``v`` with ``recipes[v]``) -> the same shape,
     normalised again (ImageNet mean/std, as the loader's)."""
     shape = (1, 3, 1, 1, 1)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=views.dtype, device=views.device).view(shape)
-    std = torch.tensor(IMAGENET_STD, dtype=views.dtype, device=views.device).view(shape)
+    mean = _const(tuple(IMAGENET_MEAN), views.device, views.dtype).view(shape)
+    std = _const(tuple(IMAGENET_STD), views.device, views.dtype).view(shape)
     out = []
     for clips, recipe in zip(views, recipes, strict=True):
         params = draw_view_params(clips.shape[0], recipe, generator, views.device)
