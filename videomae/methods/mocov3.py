@@ -162,7 +162,14 @@ class MocoV3Method(Method):
         """The query backbone alone, as its registered classifier without a head."""
         backbone = self.build_backbone()
         n = len(BACKBONE_PREFIX)
-        backbone.load_state_dict({k[n:]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)})
+        weights = {k[n:]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
+        if self.ctx is not None:
+            # DeepSpeed's bf16 consolidation leaves out parameters no optimizer holds (the frozen patch projection):
+            # they come from the module, which holds them whole in ZeRO stages 0-2, as training used them.
+            for name, param in self.ctx.engine.module.backbone.named_parameters():
+                if not param.requires_grad and name not in weights:
+                    weights[name] = param.detach().float().cpu()
+        backbone.load_state_dict(weights)
         return backbone
 
     def export_metadata(self, step: int) -> dict[str, Any]:
