@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from videomae.config import ConfigError, load_config
+from videomae.config.batch_plan import batch_plan
 from videomae.engine.optim import param_groups
 from videomae.methods.moco_heads import (
     GlobalBatchNorm1d,
@@ -29,8 +30,9 @@ from videomae.methods.moco_views import (
     blur_kernel_size,
     draw_view_params,
 )
-from videomae.models import create_model
+from videomae.models import create_model, list_models
 from videomae.objectives.contrastive import info_nce, symmetric_info_nce
+from videomae.recipes import resolve
 
 TINY = {"img_size": 32, "patch_size": 8, "all_frames": 1, "tubelet_size": 1, "embed_dim": 32, "depth": 1,
         "num_heads": 2, "num_classes": 0}  # fmt: skip
@@ -192,3 +194,27 @@ def test_bad_settings_are_refused_naming_the_key(override, key):
     with pytest.raises(ConfigError) as err:
         load_config(None, ["method=mocov3", "train.max_steps=1", override])
     assert str(err.value).startswith(key), str(err.value)
+
+
+MOCO_RECIPES = ["mocov3_demo", "mocov3_video_demo", "mocov3_vit_b_in1k"]
+
+
+@pytest.mark.parametrize("name", MOCO_RECIPES)
+def test_recipes_load_as_mocov3_with_a_classifier_and_a_header(name):
+    path = resolve(name, ("pretrain",))
+    cfg = load_config(path)
+    assert type(cfg).__name__ == "MocoV3Config" and cfg.data.num_sample == 2
+    assert cfg.model.name in list_models("vit_") and path.read_text().startswith("#")
+    assert cfg.data.num_frames == cfg.model.overrides["all_frames"]
+
+
+def test_the_published_vit_b_recipe():
+    cfg = load_config(resolve("mocov3_vit_b_in1k", ("pretrain",)))
+    m, t = cfg.moco, cfg.train
+    assert (m.temperature, m.momentum, m.momentum_cosine, m.mlp_dim, m.proj_dim, m.freeze_patch_embed) == (
+        0.2, 0.99, True, 4096, 256, True)  # fmt: skip
+    assert (t.epochs, t.warmup_epochs, t.weight_decay, t.betas, t.lr) == (300, 40, 0.1, [0.9, 0.999], 1.5e-4)
+    assert (m.jitter_prob, m.jitter_strength, m.grayscale_prob, m.blur_prob, m.solarize_prob) == (
+        0.8, [0.4, 0.4, 0.2, 0.1], 0.2, [1.0, 0.1], [0.0, 0.2])  # fmt: skip
+    plan = batch_plan(cfg, world_size=32)  # 128 images x 32 processes = 4096, lr per 256 images (not views)
+    assert plan.videos_per_step == 4096 and plan.peak_lr == pytest.approx(1.5e-4 * 4096 / 256)
