@@ -12,8 +12,8 @@ from helpers import free_port
 from torch import nn
 
 from videomae.engine import dist
-from videomae.methods.moco_collectives import gather_no_grad
 from videomae.methods.moco_heads import GlobalBatchNorm1d
+from videomae.objectives.clip_gather import gather_with_grad
 from videomae.objectives.contrastive import symmetric_info_nce
 
 B, D, C, TAU = 3, 5, 4, 0.2
@@ -32,8 +32,9 @@ def _rank(rank: int, port: int, out: str) -> None:
         data, mine = _global_batch(), slice(rank * B, (rank + 1) * B)
         q1 = data["q1"][mine].clone().requires_grad_()
         q2 = data["q2"][mine].clone().requires_grad_()
-        keys = gather_no_grad(torch.stack([data["k1"][mine], data["k2"][mine]], dim=1))  # (2B, 2, D)
-        loss = symmetric_info_nce(q1, q2, keys[:, 0], keys[:, 1], rank * B, TAU)
+        keys, first = gather_with_grad(torch.stack([data["k1"][mine], data["k2"][mine]], dim=1))  # (2B, 2, D)
+        assert first == rank * B
+        loss = symmetric_info_nce(q1, q2, keys[:, 0], keys[:, 1], first, TAU)
         loss.backward()
         torch.manual_seed(1)
         bn = GlobalBatchNorm1d(C)

@@ -16,10 +16,7 @@ from videomae.config.sections import (
     LoggingConfig,
     RunConfig,
     TrainConfig,
-    validate_data,
-    validate_deepspeed,
-    validate_logging,
-    validate_train,
+    validate_run_sections,
 )
 
 __all__ = ["MocoConfig", "MocoDataConfig", "MocoModelConfig", "MocoV3Config", "validate"]
@@ -126,10 +123,7 @@ def validate(cfg: MocoV3Config) -> None:
         ConfigError: naming the dotted key and the allowed values.
     """
     require(cfg.method == type(cfg).method, "method", f"{type(cfg).method!r} for a {type(cfg).__name__}", cfg.method)
-    validate_data(cfg.data)
-    validate_train(cfg.train)
-    validate_deepspeed(cfg.deepspeed, cfg.train.compile)
-    validate_logging(cfg.logging)
+    validate_run_sections(cfg)
     two = "2: MoCo v3 contrasts two views of each video (its crops are drawn independently)"
     require(cfg.data.num_sample == 2, "data.num_sample", two, cfg.data.num_sample)
     # The momentum encoder is a whole fp32 copy per rank, updated from the query encoder's whole weights; ZeRO-3

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from videomae.engine import dist
-from videomae.methods.moco_collectives import gather_with_grad
+from videomae.objectives.clip_gather import gather_with_grad
 
 __all__ = [
     "GlobalBatchNorm1d",
@@ -29,7 +29,8 @@ __all__ = [
 
 class GlobalBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm over the global batch: in training the mean and variance are those of every rank's rows together
-    (one differentiable all-gather of each rank's count, mean and variance, combined exactly), so each rank
+    (one differentiable all-gather of each rank's count, mean and variance, combined exactly: the gather of
+    :mod:`videomae.objectives.clip_gather`), so each rank
     normalises as one process would on the whole batch, gradients included. ``torch.nn.SyncBatchNorm`` does this
     on accelerators only (``expected input tensor to be on GPU``); this one runs wherever the process group does.
     Statistics and normalisation are computed in fp32 whatever the dtypes of the input and of the parameters (a
@@ -59,7 +60,7 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
         mean, var = xf.mean(0), xf.var(0, unbiased=False)
         if dist.world_size() == 1:
             return mean, var, count[0]
-        stats = gather_with_grad(torch.cat([count, mean, var]))  # (world, 1 + 2C)
+        stats, _ = gather_with_grad(torch.cat([count, mean, var]).unsqueeze(0))  # (world, 1 + 2C)
         c = xf.shape[1]
         counts, means, variances = stats[:, :1], stats[:, 1 : 1 + c], stats[:, 1 + c :]
         total = counts.sum()

@@ -36,7 +36,6 @@ from videomae.engine.optim import param_groups
 from videomae.engine.session import Session, start_session
 from videomae.engine.trainer import RunSummary, Trainer, build_trainer
 from videomae.methods.finetune_recipe import classifier_forward_flops
-from videomae.methods.moco_collectives import gather_no_grad
 from videomae.methods.moco_heads import (
     MocoEncoder,
     MocoV3Model,
@@ -46,6 +45,7 @@ from videomae.methods.moco_heads import (
 )
 from videomae.methods.moco_views import ViewRecipe, augment_views
 from videomae.models import create_model
+from videomae.objectives.clip_gather import gather_with_grad
 from videomae.objectives.contrastive import symmetric_info_nce
 
 __all__ = ["MOMENTUM_KEY", "MocoV3Method", "build_mocov3_method", "build_mocov3_trainer", "run_mocov3", "view_recipes"]
@@ -133,8 +133,7 @@ class MocoV3Method(Method):
         q1, q2 = ctx.engine(x).float().chunk(2)  # (B, proj_dim) each
         with torch.no_grad(), self._autocast():
             k1, k2 = self.momentum(x).float().chunk(2)
-        keys = gather_no_grad(torch.stack([k1, k2], dim=1))  # (world*B, 2, proj_dim): one collective
-        first = ctx.rank * q1.shape[0]
+        keys, first = gather_with_grad(torch.stack([k1, k2], dim=1))  # (world*B, 2, proj_dim), no grad: one gather
         return LossOutput(symmetric_info_nce(q1, q2, keys[:, 0], keys[:, 1], first, self.cfg.moco.temperature))
 
     def _autocast(self) -> contextlib.AbstractContextManager:
