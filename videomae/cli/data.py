@@ -73,6 +73,9 @@ def _run_manifest_build(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             progress=not args.quiet,
             shard=args.shard,
+            images=args.images,
+            captions=args.captions,
+            captions_from_sidecars=args.captions_from_sidecars,
         )
     except KeyboardInterrupt as stopped:  # BuildInterrupted says what the probe log keeps
         print(f"videomae manifest build: {stopped or 'interrupted before any clip was probed'}", file=sys.stderr)
@@ -141,16 +144,17 @@ def _run_manifest_merge(args: argparse.Namespace) -> int:
 
 def add_manifest(subparsers: argparse._SubParsersAction) -> None:
     """Register ``manifest build|check|merge``."""
-    from videomae.data.manifest_build import DEFAULT_TIMEOUT_S
+    from videomae.data.manifest_build import DEFAULT_TIMEOUT_S, IMAGE_MODES
 
     p = subparsers.add_parser("manifest", help="build, check and merge manifests (see data_lists/SCHEMA.md)")
     sub = p.add_subparsers(dest="manifest_command", required=True, metavar="{build,check,merge,transcode}")
 
     b = sub.add_parser(
         "build",
-        help="scan a folder of videos / frame folders and write a CSV manifest",
-        description="Scan ROOT for video files (by extension) and frame folders, probe each "
-        "(decoded frame count, fps, size) in a process pool, write OUT.csv with paths "
+        help="scan a folder of videos / frame folders / images and write a CSV manifest",
+        description="Scan ROOT for video files (by extension), frame folders (folders of images named by "
+        "--frame-template) and other images (.jpg .jpeg .png .bmp .webp: one row each, read as one-frame clips), "
+        "probe each (decoded frame count, fps, size) in a process pool, write OUT.csv with paths "
         "relative to ROOT and OUT.csv.rejects.csv (clips left out, with the reason). Results are logged "
         "to OUT.csv.probed.jsonl as they come: after a kill, rerun the same command to probe only the rest.",
     )
@@ -160,7 +164,8 @@ def add_manifest(subparsers: argparse._SubParsersAction) -> None:
     labels.add_argument(
         "--labels-from-subfolders",
         action="store_true",
-        help="label = name of the first sub-folder under ROOT (ROOT/<class>/...)",
+        help="label = name of the first sub-folder under ROOT (ROOT/<class>/..., e.g. the ImageNet layout "
+        "ROOT/<class>/xxx.JPEG)",
     )
     labels.add_argument(
         "--label-map",
@@ -170,6 +175,28 @@ def add_manifest(subparsers: argparse._SubParsersAction) -> None:
     )
     b.add_argument(
         "--workers", type=int, default=None, help="probe processes (default: the CPU cores this process may use)"
+    )
+    captions = b.add_mutually_exclusive_group()
+    captions.add_argument(
+        "--captions",
+        metavar="FILE",
+        default=None,
+        help='captions for the text column: CSV with a path,text header or JSON Lines of {"path", "text"}, '
+        "paths relative to ROOT as in the manifest; paths that match no clip are reported",
+    )
+    captions.add_argument(
+        "--captions-from-sidecars",
+        action="store_true",
+        help="caption of each clip = the .txt of the same name beside it (clip.mp4, photo.jpg or the frame "
+        "folder clip/ -> clip.txt, photo.txt)",
+    )
+    b.add_argument(
+        "--images",
+        choices=IMAGE_MODES,
+        default="auto",
+        help="image files outside frame folders: auto (default) lists each as a one-frame clip, except folders "
+        "whose images look like numbered video frames (reported with the --frame-template to use); all lists "
+        "them all; none lists none",
     )
     add_frame_template(b)
     b.add_argument(
