@@ -20,7 +20,10 @@ def _run_demo_data(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     written = write_demo_dataset(args.out, config, workers=args.workers, progress=not args.quiet)
     elapsed = time.perf_counter() - began
-    print(f"wrote {config.num_train} train + {config.num_val} val clips to {args.out} in {elapsed:.1f} s")
+    print(
+        f"wrote {config.num_train} train + {config.num_val} val clips (and one still image each) to {args.out} "
+        f"in {elapsed:.1f} s"
+    )
     for name, path in written.items():
         print(f"  {name:24s} {path}")
     print(f"manifest paths are relative to {args.out}: use it as data_root (e.g. data.data_root={args.out})")
@@ -34,9 +37,11 @@ def add_demo_data(subparsers: argparse._SubParsersAction) -> None:
     d = DemoConfig()
     p = subparsers.add_parser(
         "demo-data",
-        help="write the embedded learnable demo set (H.264 files + frame folders + manifests)",
+        help="write the embedded learnable demo set (H.264 files + frame folders + still images + manifests)",
         description="Write short clips of a square/disc/triangle moving up or down over a random texture; "
-        "the class is the (shape, direction) pair. Deterministic from --seed.",
+        "the class is the (shape, direction) pair. Each clip also gives one PNG frame (an image set labelled by "
+        "shape: train_images.csv, val_images.csv, labels_images.txt) and every row a caption (text column) "
+        "naming the colour, the shape and the direction. Deterministic from --seed.",
     )
     p.add_argument("out", help="output folder (created if needed)")
     p.add_argument("--num-train", type=int, default=d.num_train, help=f"training clips (default {d.num_train})")
