@@ -109,7 +109,7 @@ def test_demo_data_then_manifest_commands(tmp_path, capsys):
     report = capsys.readouterr().out
     assert report.count("too_short") == 7 and f"{out / 'val_frames.csv'}:2: too_short:" in report
 
-    # build on the demo folder: 12 videos + 12 frame folders, labelled by the first sub-folder
+    # build on the demo folder: 12 videos + 12 frame folders + 12 still images, labelled by the first sub-folder
     assert (
         main(
             [
@@ -128,8 +128,8 @@ def test_demo_data_then_manifest_commands(tmp_path, capsys):
     )
     with open(tmp_path / "all.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 24 and {r["label"] for r in rows} == {"frames", "videos"}
-    assert {r["num_frames"] for r in rows} == {"8"}
+    assert len(rows) == 36 and {r["label"] for r in rows} == {"frames", "images", "videos"}
+    assert {(r["label"], r["num_frames"]) for r in rows} == {("frames", "8"), ("videos", "8"), ("images", "1")}
 
     # merge train + val (labelled by name) into one label space
     assert (

@@ -27,7 +27,7 @@ def test_train_samples_from_videos_and_frame_folders(tmp_path, media):
     assert len(ds) == 3 and ds.label_names == ["jump", "run"] and ds.num_classes == 2
     for i, label in enumerate([1, 0, -1]):
         s = ds[i]
-        assert set(s) == {"video", "label", "index"}
+        assert set(s) == {"video", "label", "index", "text"}
         assert s["video"].shape == (3, 4, 32, 32) and s["video"].dtype == torch.float32
         assert s["label"] == label and s["index"] == i
         pixels = unnormalize(s["video"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -15,14 +16,19 @@ from videomae.data.demo import (
     CLASS_NAMES,
     DATA_VERSION,
     DIRECTIONS,
+    IMAGE_CLASS_NAMES,
     SHAPES,
     ClipSpec,
     DemoConfig,
+    clip_extras,
     clip_specs,
     render_clip,
     write_demo_dataset,
 )
+from videomae.data.demo_captions import colour_name
+from videomae.data.images import decode_image_file
 from videomae.data.manifest import read_manifest
+from videomae.data.manifest_tools import build_manifest
 
 SMALL = DemoConfig(num_train=12, num_val=6, seed=3, size=64, frames=16)
 
@@ -43,7 +49,8 @@ def test_same_seed_gives_byte_identical_files(demo_dir, tmp_path):
     again, first = _files(tmp_path), _files(demo_dir)
     assert sorted(again) == sorted(first)
     assert [name for name in first if again[name] != first[name]] == []
-    n_files = 1 + 1 + 6 + (SMALL.num_train + SMALL.num_val) * (1 + SMALL.frames)  # labels, json, csv, clips
+    # two label maps, json, 9 manifests; per clip a video, its frames and its still image
+    n_files = 2 + 1 + 9 + (SMALL.num_train + SMALL.num_val) * (1 + SMALL.frames + 1)
     assert len(first) == n_files
 
 
@@ -205,3 +212,53 @@ def test_bad_arguments_are_refused_by_name(tmp_path, bad):
     key = next(iter(bad))
     with pytest.raises(ValueError, match=key):
         write_demo_dataset(tmp_path, DemoConfig(**bad))
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def test_still_images_are_frames_labelled_by_shape(demo_dir, tmp_path):
+    assert (demo_dir / "labels_images.txt").read_text().split() == list(IMAGE_CLASS_NAMES) == list(SHAPES)
+    for split, num in (("train", SMALL.num_train), ("val", SMALL.num_val)):
+        specs = clip_specs(split, num, SMALL)
+        images = read_manifest(demo_dir / f"{split}_images.csv", demo_dir, label_map=demo_dir / "labels_images.txt")
+        assert [SHAPES[r.label] for r in images.rows] == [CLASS_NAMES[s.label].split("_")[0] for s in specs]
+        for i, (row, spec) in enumerate(zip(images.rows, specs)):
+            assert Path(row.path).parent.name == SHAPES[row.label] and row.num_frames == 1  # the ImageNet layout
+            still = render_clip(spec, SMALL.size, SMALL.frames)[clip_extras(split, i, spec, SMALL).frame]
+            assert np.array_equal(decode_image_file(row.path), still)  # PNG: the drawn frame exactly
+        # the class folders give the same labels through `manifest build --labels-from-subfolders`
+        built = build_manifest(demo_dir / "images" / split, tmp_path / f"{split}.csv", labels_from_subfolders=True,
+                               workers=1, progress=False)  # fmt: skip
+        by_path = {f"images/{split}/{r.path}": built.label_names[r.label] for r in built.rows}
+        assert by_path == {str(Path(r.path).relative_to(demo_dir)): SHAPES[r.label] for r in images.rows}
+    unlabeled = read_manifest(demo_dir / "train_images_unlabeled.csv", demo_dir)
+    assert len(unlabeled) == SMALL.num_train and all(r.label is None and r.text for r in unlabeled.rows)
+
+
+def test_captions_say_what_each_row_shows(demo_dir):
+    phrasings = set()
+    for name in ("train", "val", "train_unlabeled", "train_frames", "train_images", "val_images"):
+        split = name.split("_")[0]
+        specs = clip_specs(split, SMALL.num_train if split == "train" else SMALL.num_val, SMALL)
+        rows = read_manifest(demo_dir / f"{name}.csv", demo_dir).rows
+        assert len(rows) == len(specs)
+        for row, spec in zip(rows, specs):
+            shape, direction = CLASS_NAMES[spec.label].split("_")
+            words = _words(row.text)
+            assert shape in words and colour_name(spec.colour) in words, row.text
+            if "images" in name:  # a still shows no motion
+                assert not words & set(DIRECTIONS), row.text
+            else:
+                assert direction in words and not words & (set(DIRECTIONS) - {direction}), row.text
+            assert CLASS_NAMES[spec.label] not in row.text
+            colour = colour_name(spec.colour)
+            phrasings.add(row.text.replace(colour, "C").replace(shape, "S").replace(direction, "D"))
+    assert len(phrasings) >= 6  # several phrasings of clips and of images
+
+
+def test_colour_names():
+    named = {(255, 0, 0): "red", (255, 140, 0): "orange", (255, 240, 0): "yellow", (0, 200, 0): "green",
+             (0, 230, 230): "cyan", (20, 40, 255): "blue", (150, 0, 255): "purple", (255, 0, 150): "pink"}  # fmt: skip
+    assert {rgb: colour_name(rgb) for rgb in named} == named

@@ -57,7 +57,8 @@ def tree(tmp_path_factory) -> Path:
     data = (root / "shapes" / "clip.mp4").read_bytes()
     (root / "shapes" / "cut.mp4").write_bytes(data[: len(data) // 3])  # moov atom lost: unreadable
     (root / "other").mkdir()
-    Image.fromarray(_frames(1)[0]).save(root / "other" / "frame-1.png")
+    for i, frame in enumerate(_frames(2), start=1):  # video frames named by another template
+        Image.fromarray(frame).save(root / "other" / f"frame-{i}.png")
     (root / "shapes" / ".hidden.mp4").write_bytes(b"")
     (root / "walk" / "notes.txt").write_text("not a video")
     return root
@@ -80,6 +81,7 @@ def test_scan_finds_videos_and_frame_folders(tree):
         ("walk/short.mp4", False, None),
     ]
     assert [rel for rel, _ in skipped] == ["other"] and "img_{:05d}.jpg" in skipped[0][1]
+    assert "set --frame-template 'frame-{}.png'" in skipped[0][1]
     clips, skipped = scan_folder(tree, frame_template="frame-{}.png")
     assert ("other", True, 1) in [(c.rel, c.is_folder, c.start) for c in clips]
 

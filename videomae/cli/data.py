@@ -20,7 +20,10 @@ def _run_demo_data(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     written = write_demo_dataset(args.out, config, workers=args.workers, progress=not args.quiet)
     elapsed = time.perf_counter() - began
-    print(f"wrote {config.num_train} train + {config.num_val} val clips to {args.out} in {elapsed:.1f} s")
+    print(
+        f"wrote {config.num_train} train + {config.num_val} val clips (and one still image each) to {args.out} "
+        f"in {elapsed:.1f} s"
+    )
     for name, path in written.items():
         print(f"  {name:24s} {path}")
     print(f"manifest paths are relative to {args.out}: use it as data_root (e.g. data.data_root={args.out})")
@@ -34,9 +37,11 @@ def add_demo_data(subparsers: argparse._SubParsersAction) -> None:
     d = DemoConfig()
     p = subparsers.add_parser(
         "demo-data",
-        help="write the embedded learnable demo set (H.264 files + frame folders + manifests)",
+        help="write the embedded learnable demo set (H.264 files + frame folders + still images + manifests)",
         description="Write short clips of a square/disc/triangle moving up or down over a random texture; "
-        "the class is the (shape, direction) pair. Deterministic from --seed.",
+        "the class is the (shape, direction) pair. Each clip also gives one PNG frame (an image set labelled by "
+        "shape: train_images.csv, val_images.csv, labels_images.txt) and every row a caption (text column) "
+        "naming the colour, the shape and the direction. Deterministic from --seed.",
     )
     p.add_argument("out", help="output folder (created if needed)")
     p.add_argument("--num-train", type=int, default=d.num_train, help=f"training clips (default {d.num_train})")
@@ -73,6 +78,9 @@ def _run_manifest_build(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             progress=not args.quiet,
             shard=args.shard,
+            images=args.images,
+            captions=args.captions,
+            captions_from_sidecars=args.captions_from_sidecars,
         )
     except KeyboardInterrupt as stopped:  # BuildInterrupted says what the probe log keeps
         print(f"videomae manifest build: {stopped or 'interrupted before any clip was probed'}", file=sys.stderr)
@@ -141,16 +149,17 @@ def _run_manifest_merge(args: argparse.Namespace) -> int:
 
 def add_manifest(subparsers: argparse._SubParsersAction) -> None:
     """Register ``manifest build|check|merge``."""
-    from videomae.data.manifest_build import DEFAULT_TIMEOUT_S
+    from videomae.data.manifest_build import DEFAULT_TIMEOUT_S, IMAGE_MODES
 
     p = subparsers.add_parser("manifest", help="build, check and merge manifests (see data_lists/SCHEMA.md)")
     sub = p.add_subparsers(dest="manifest_command", required=True, metavar="{build,check,merge,transcode}")
 
     b = sub.add_parser(
         "build",
-        help="scan a folder of videos / frame folders and write a CSV manifest",
-        description="Scan ROOT for video files (by extension) and frame folders, probe each "
-        "(decoded frame count, fps, size) in a process pool, write OUT.csv with paths "
+        help="scan a folder of videos / frame folders / images and write a CSV manifest",
+        description="Scan ROOT for video files (by extension), frame folders (folders of images named by "
+        "--frame-template) and other images (.jpg .jpeg .png .bmp .webp: one row each, read as one-frame clips), "
+        "probe each (decoded frame count, fps, size) in a process pool, write OUT.csv with paths "
         "relative to ROOT and OUT.csv.rejects.csv (clips left out, with the reason). Results are logged "
         "to OUT.csv.probed.jsonl as they come: after a kill, rerun the same command to probe only the rest.",
     )
@@ -160,7 +169,8 @@ def add_manifest(subparsers: argparse._SubParsersAction) -> None:
     labels.add_argument(
         "--labels-from-subfolders",
         action="store_true",
-        help="label = name of the first sub-folder under ROOT (ROOT/<class>/...)",
+        help="label = name of the first sub-folder under ROOT (ROOT/<class>/..., e.g. the ImageNet layout "
+        "ROOT/<class>/xxx.JPEG)",
     )
     labels.add_argument(
         "--label-map",
@@ -170,6 +180,28 @@ def add_manifest(subparsers: argparse._SubParsersAction) -> None:
     )
     b.add_argument(
         "--workers", type=int, default=None, help="probe processes (default: the CPU cores this process may use)"
+    )
+    captions = b.add_mutually_exclusive_group()
+    captions.add_argument(
+        "--captions",
+        metavar="FILE",
+        default=None,
+        help='captions for the text column: CSV with a path,text header or JSON Lines of {"path", "text"}, '
+        "paths relative to ROOT as in the manifest; paths that match no clip are reported",
+    )
+    captions.add_argument(
+        "--captions-from-sidecars",
+        action="store_true",
+        help="caption of each clip = the .txt of the same name beside it (clip.mp4, photo.jpg or the frame "
+        "folder clip/ -> clip.txt, photo.txt)",
+    )
+    b.add_argument(
+        "--images",
+        choices=IMAGE_MODES,
+        default="auto",
+        help="image files outside frame folders: auto (default) lists each as a one-frame clip, except folders "
+        "whose images look like numbered video frames (reported with the --frame-template to use); all lists "
+        "them all; none lists none",
     )
     add_frame_template(b)
     b.add_argument(

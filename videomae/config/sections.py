@@ -86,6 +86,17 @@ class DataConfig:
     hflip_prob: float = 0.0
     """Probability of a horizontal flip per clip; 0 as in VideoMAE pretraining (keep it 0 for direction-sensitive
     data such as Something-Something)."""
+    crop: Literal["multiscale", "random_resized"] = "multiscale"
+    """Training crop: ``multiscale`` = VideoMAE's multi-scale crop (sides 1, 0.875, 0.75 or 0.66 of the short side
+    at 13 fixed places); ``random_resized`` = torchvision's RandomResizedCrop box (area share ``crop_scale``,
+    aspect ratio ``crop_ratio``), as MAE and MoCo v3 crop images. One box per clip, resized to ``input_size``."""
+    crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
+    """``random_resized`` only: range of the crop's area as a share of the frame's (MAE pretraining: 0.2-1; MoCo v3
+    and supervised training: 0.08-1)."""
+    crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
+    """``random_resized`` only: range of the crop's width / height, drawn log-uniformly."""
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+    """Antialiased resize of crops (training) and frames (evaluation); the MAE release resizes its crops bicubically."""
     max_consecutive_failures: int = 20
     """Undecodable samples in a row (per worker) before the run stops; each one is logged, replaced and counted."""
     bad_sample_ceiling: float = 0.5
@@ -232,6 +243,10 @@ def validate_data(d: DataConfig) -> None:
     require(timeout_ok, "data.decode_timeout_s", allowed, d.decode_timeout_s)
     validate_manifests("data.manifests", d.manifests)
     require(0.0 <= d.hflip_prob <= 1.0, "data.hflip_prob", "a probability in [0, 1]", d.hflip_prob)
+    scale_ok = len(d.crop_scale) == 2 and 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1
+    require(scale_ok, "data.crop_scale", "[low, high] with 0 < low <= high <= 1", d.crop_scale)
+    ratio_ok = len(d.crop_ratio) == 2 and 0 < d.crop_ratio[0] <= d.crop_ratio[1]
+    require(ratio_ok, "data.crop_ratio", "[low, high] with 0 < low <= high", d.crop_ratio)
     require(0.0 <= d.bad_sample_ceiling <= 1.0, "data.bad_sample_ceiling", "a share in [0, 1]", d.bad_sample_ceiling)
 
 

@@ -1,11 +1,17 @@
 """Clip datasets over one or several manifests (batches are made by :func:`videomae.data.collate.collate_clips`).
 
-A sample is ``{"video": float [C, T, H, W], "label": int, "index": int}``; with ``num_sample = S > 1`` (training)
-or several test views (``test_num_segment * test_num_crop > 1``) the video is ``[S, C, T, H, W]`` and
+A sample is ``{"video": float [C, T, H, W], "label": int, "index": int, "text": str}``; with ``num_sample = S > 1``
+(training) or several test views (``test_num_segment * test_num_crop > 1``) the video is ``[S, C, T, H, W]`` and
 :func:`collate_clips` flattens the views into the batch. ``label`` is -1 for unlabelled clips; ``index`` is the
-dataset index of the clip actually returned (a bad clip's replacement has its own index). With
-``return_text=True`` a ``"text"`` string is added. Test-mode samples also carry ``"valid": bool``; a training
-sample that replaces bad clips carries their indices as ``"bad_rows"`` (batched by :func:`collate_clips`).
+dataset index of the clip actually returned (a bad clip's replacement has its own index); ``text`` is the row's
+caption (``""`` without one; ``return_text=False`` leaves it out). Test-mode samples also carry ``"valid": bool``;
+a training sample that replaces bad clips carries their indices as ``"bad_rows"`` (batched by
+:func:`collate_clips`).
+
+A row whose path is an image file (:func:`~videomae.data.images.is_image_path`) is a clip of one frame repeated
+``num_frames`` times (every test segment alike); images take no short-video policy. Image configs set
+``num_frames: 1``; a larger count lets still images join video sets as static clips (as OmniMAE feeds images to a
+video model), at the cost of ``num_frames`` copies of each image.
 
 Construction reads and validates the manifests only; no file is opened or probed, and decoders are created inside
 ``__getitem__`` (in the DataLoader worker). A clip that cannot be loaded (missing, corrupt, fewer than
@@ -21,7 +27,7 @@ videos.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -30,11 +36,11 @@ from torch.utils.data import Dataset
 
 from videomae.data.bad_samples import BadSampleLog
 from videomae.data.collate import collate_clips
-from videomae.data.decoding import DEFAULT_FRAME_TEMPLATE, DecodeError, open_reader, run_with_timeout
+from videomae.data.decoding import DEFAULT_FRAME_TEMPLATE, DecodeError, decode_clips
+from videomae.data.images import is_image_path
 from videomae.data.labels import merge_label_spaces
 from videomae.data.manifest import Manifest, ManifestRow, read_manifest_table
 from videomae.data.manifest_table import ManifestTable, RowsView
-from videomae.data.readers import ReaderError
 from videomae.data.replacement import Attempts, KnownBad, replacement_row
 from videomae.data.sampling import sample_test_indices, sample_train_indices
 from videomae.data.short_video import ShortVideoLog, check_policy, default_min_frames, short_video_clip
@@ -108,6 +114,9 @@ class HybridVideoDataset(Dataset):
         scales, hflip_prob, rand_augment, reprob: training augmentation (see :class:`TrainTransform`): crop scales,
             flip probability, timm RandAugment string (same ops on every frame; ``None``: off) and random erasing
             probability (one box through the clip).
+        crop, crop_scale, crop_ratio: the training crop, ``multiscale`` (``scales``) or ``random_resized`` (area
+            share and aspect-ratio ranges; see :class:`TrainTransform`).
+        interpolation: ``bilinear`` or ``bicubic`` resizing, in training and testing.
         test_num_segment, test_num_crop, short_side_size: testing views (see ``sample_test_indices`` and
             :class:`EvalTransform`); views are ordered segment-major.
         frame_template: default file-name template of frame folders.
@@ -118,7 +127,7 @@ class HybridVideoDataset(Dataset):
         max_consecutive_failures: loads failing in a row (per worker) before the run is stopped.
         label_names: fixed class list; default: merged by class name over the sources (sorted), or integer labels
             used as they are when no source names its classes.
-        return_text: add the manifest's ``text`` (caption) to each sample.
+        return_text: add the manifest's ``text`` (caption, ``""`` when absent) to each sample.
         seed: seeds the choice of replacement clips (with the epoch, see :meth:`set_epoch`).
     """
 
@@ -135,6 +144,10 @@ class HybridVideoDataset(Dataset):
         hflip_prob: float = 0.5,
         rand_augment: str | None = None,
         reprob: float = 0.0,
+        crop: str = "multiscale",
+        crop_scale: Sequence[float] = (0.2, 1.0),
+        crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
+        interpolation: str = "bilinear",
         test_num_segment: int = 1,
         test_num_crop: int = 1,
         short_side_size: int | None = None,
@@ -145,7 +158,7 @@ class HybridVideoDataset(Dataset):
         run_dir: str | os.PathLike | None = None,
         max_consecutive_failures: int = 20,
         label_names: Sequence[str] | None = None,
-        return_text: bool = False,
+        return_text: bool = True,
         seed: int = 0,
     ):
         if not sources:
@@ -166,8 +179,11 @@ class HybridVideoDataset(Dataset):
         self.frame_template, self.backend = frame_template, backend
         self.decode_timeout, self.min_frames = decode_timeout, min_frames
         self.return_text, self.seed = return_text, seed
-        self.train_transform = TrainTransform(input_size, scales, hflip_prob, rand_augment=rand_augment, reprob=reprob)
-        self.eval_transform = EvalTransform(input_size, short_side_size, test_num_crop)
+        self.train_transform = TrainTransform(
+            input_size, scales, hflip_prob, rand_augment=rand_augment, reprob=reprob, crop=crop, crop_scale=crop_scale,
+            crop_ratio=crop_ratio, interpolation=interpolation,
+        )  # fmt: skip
+        self.eval_transform = EvalTransform(input_size, short_side_size, test_num_crop, interpolation=interpolation)
         self.bad = BadSampleLog(run_dir, max_consecutive_failures)
 
         # Rows live in columns (one ManifestTable per source): nothing per row that reading in a worker would copy.
@@ -233,12 +249,12 @@ class HybridVideoDataset(Dataset):
                 # record() raises TooManyBadSamples after too many failures in a row
                 if not self.train:
                     self.bad.record(row, e, outcome="returned as an invalid sample (evaluation never substitutes)")
-                    return self._sample(i, self._invalid_video(i), valid=False)
+                    return self._sample(i, row, self._invalid_video(i), valid=False)
                 self.bad.record(row, e)
                 i = self._replacement(index, len(attempts.failed))
                 continue
             self.bad.success()
-            sample = self._sample(i, self._transform(frames), valid=True)
+            sample = self._sample(i, row, self._transform(frames), valid=True)
             if attempts.failed:  # the rows that failed before this one loaded: the training loop counts them
                 sample["bad_rows"] = attempts.failed
             if short is not None:  # this clip needed its source's short-video policy
@@ -255,12 +271,12 @@ class HybridVideoDataset(Dataset):
         """
         return self._transform(self._load(index)[0])
 
-    def _sample(self, i: int, video: torch.Tensor, valid: bool) -> dict:
+    def _sample(self, i: int, row: ManifestRow, video: torch.Tensor, valid: bool) -> dict:
         sample = {"video": video, "label": int(self.labels[i]), "index": i}
         if not self.train:
             sample["valid"] = valid
         if self.return_text:
-            sample["text"] = self.rows[i].text or ""
+            sample["text"] = row.text or ""
         return sample
 
     def _invalid_video(self, i: int) -> torch.Tensor:
@@ -285,6 +301,10 @@ class HybridVideoDataset(Dataset):
         what the short-video policy did (``None``: the clip fit the video)."""
         num_frames, rate, template, policy = self._clip_settings(i)
         row, short = self.rows[i], None
+        if is_image_path(row.path):  # one frame, repeated over the clip (every view alike): no short-video policy
+            views = 1 if self.train else self.test_num_segment
+            frames, _ = decode_clips(row, lambda n: [[0]], backend=self.backend, timeout=self.decode_timeout)
+            return [frames.expand(num_frames, *frames.shape[1:])] * views, None
 
         def views_for(n: int) -> list[list[int]]:
             nonlocal short
@@ -341,50 +361,3 @@ class VideoClipDataset(HybridVideoDataset):
         **kwargs,
     ):
         super().__init__([SourceSpec(manifest, data_root=data_root, format=format)], **kwargs)
-
-
-def decode_clips(
-    row: ManifestRow,
-    clips_for: Callable[[int], list[list[int]]],
-    *,
-    backend: str = "auto",
-    frame_template: str = DEFAULT_FRAME_TEMPLATE,
-    min_frames: int = 1,
-    timeout: float | None = None,
-) -> tuple[torch.Tensor, list[list[int]]]:
-    """Decode, in one read, every frame that the clips of ``row`` need.
-
-    Args:
-        row: the clip's manifest row (``path``, ``start``, ``num_frames``).
-        clips_for: ``decodable frames -> frame indices of each clip`` (e.g. a ``sample_test_indices`` call).
-        backend: ``"auto"``, ``"decord"`` or ``"pyav"``.
-        frame_template: file names in a frame folder.
-        min_frames: fewer decodable frames make the clip bad (at least 1).
-        timeout: seconds before the read is abandoned (``None``: no limit).
-
-    Returns:
-        ``(frames, positions)``: the distinct frames ``uint8 [F, H, W, C]`` in ascending frame order, and for each
-        clip the positions of its frames in ``frames`` (overlapping clips share frames; nothing is decoded twice).
-
-    Raises:
-        DecodeError: missing, corrupt, too short or timed-out clip.
-    """
-    min_frames = max(min_frames, 1)
-
-    def work() -> tuple[np.ndarray, list[list[int]]]:
-        reader = open_reader(row.path, backend, frame_template, row.start)
-        try:
-            n = reader.num_frames if row.num_frames is None else min(reader.num_frames, row.num_frames)
-            if n < min_frames:
-                raise DecodeError(row.path, f"{n} decodable frames, fewer than min_frames={min_frames}")
-            clips = clips_for(n)
-            wanted = sorted({j for clip in clips for j in clip})
-            where = {j: k for k, j in enumerate(wanted)}
-            return reader.read(wanted), [[where[j] for j in clip] for clip in clips]
-        except ReaderError as e:
-            raise DecodeError(row.path, str(e)) from e
-        finally:
-            reader.close()
-
-    frames, positions = run_with_timeout(work, timeout, row.path)
-    return torch.from_numpy(np.ascontiguousarray(frames)), positions

@@ -25,12 +25,20 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
 
-from videomae.data.readers import DEFAULT_FRAME_TEMPLATE, DecordReader, FrameFolderReader, PyAVReader, ReaderError
+from videomae.data.images import is_image_path
+from videomae.data.readers import (
+    DEFAULT_FRAME_TEMPLATE,
+    DecordReader,
+    FrameFolderReader,
+    ImageReader,
+    PyAVReader,
+    ReaderError,
+)
 
 __all__ = [
     "BACKENDS",
@@ -38,6 +46,7 @@ __all__ = [
     "DecodeError",
     "DecodeTimeout",
     "VideoInfo",
+    "decode_clips",
     "decord_available",
     "open_reader",
     "probe_video",
@@ -45,6 +54,9 @@ __all__ = [
     "resolve_backend",
     "run_with_timeout",
 ]
+
+if TYPE_CHECKING:
+    from videomae.data.manifest_types import ManifestRow
 
 BACKENDS = ("auto", "decord", "pyav")
 T = TypeVar("T")
@@ -114,7 +126,8 @@ def open_reader(
 
     Returns:
         An object with ``num_frames`` (frames it can deliver), ``fps``, ``read(indices) -> uint8 [T, H, W, C]``
-        and ``close()``. For videos, ``start`` skips that many leading frames.
+        and ``close()``. For videos, ``start`` skips that many leading frames. An image file
+        (:func:`~videomae.data.images.is_image_path`) is a clip of one frame (``backend`` and ``start`` ignored).
 
     Raises:
         DecodeError: missing path, unknown backend, or a file no backend can open.
@@ -128,6 +141,8 @@ def open_reader(
             raise DecodeError(path, str(e)) from e
     if not os.path.exists(path):
         raise DecodeError(path, "file not found")
+    if is_image_path(path):
+        return ImageReader(path)
     try:
         reader = PyAVReader(path) if backend == "pyav" else DecordReader(path)
     except ReaderError as e:
@@ -211,7 +226,7 @@ def probe_video(
     keyframe to the end to check how many of the final frames really decode (truncated files lose their tail).
     The first frame is decoded for the size. ``exact=True`` instead decodes every frame (without RGB conversion),
     which also catches corruption in the middle, at the cost of a full decode. Frame folders: consecutive files
-    from ``start``; the size comes from the first image.
+    from ``start``; the size comes from the first image. An image file is decoded whole: one frame.
 
     Raises:
         DecodeError: missing, unreadable or empty clip, or the timeout passed.
@@ -225,6 +240,9 @@ def probe_video(
             return VideoInfo(reader.num_frames, 0.0, first.shape[1], first.shape[0])
         if not os.path.exists(path):
             raise DecodeError(path, "file not found")
+        if is_image_path(path):
+            first = _read_or_raise(ImageReader(path), path)
+            return VideoInfo(1, 0.0, first.shape[1], first.shape[0])
         try:
             reader = PyAVReader(path)
             first = reader.read([0])[0]
@@ -253,6 +271,53 @@ def _read_or_raise(reader, path: str) -> np.ndarray:
         return reader.read([0])[0]
     except ReaderError as e:
         raise DecodeError(path, str(e)) from e
+
+
+def decode_clips(
+    row: ManifestRow,
+    clips_for: Callable[[int], list[list[int]]],
+    *,
+    backend: str = "auto",
+    frame_template: str = DEFAULT_FRAME_TEMPLATE,
+    min_frames: int = 1,
+    timeout: float | None = None,
+) -> tuple[torch.Tensor, list[list[int]]]:
+    """Decode, in one read, every frame that the clips of ``row`` need.
+
+    Args:
+        row: the clip's manifest row (``path``, ``start``, ``num_frames``).
+        clips_for: ``decodable frames -> frame indices of each clip`` (e.g. a ``sample_test_indices`` call).
+        backend: ``"auto"``, ``"decord"`` or ``"pyav"``.
+        frame_template: file names in a frame folder.
+        min_frames: fewer decodable frames make the clip bad (at least 1).
+        timeout: seconds before the read is abandoned (``None``: no limit).
+
+    Returns:
+        ``(frames, positions)``: the distinct frames ``uint8 [F, H, W, C]`` in ascending frame order, and for each
+        clip the positions of its frames in ``frames`` (overlapping clips share frames; nothing is decoded twice).
+
+    Raises:
+        DecodeError: missing, corrupt, too short or timed-out clip.
+    """
+    min_frames = max(min_frames, 1)
+
+    def work() -> tuple[np.ndarray, list[list[int]]]:
+        reader = open_reader(row.path, backend, frame_template, row.start)
+        try:
+            n = reader.num_frames if row.num_frames is None else min(reader.num_frames, row.num_frames)
+            if n < min_frames:
+                raise DecodeError(row.path, f"{n} decodable frames, fewer than min_frames={min_frames}")
+            clips = clips_for(n)
+            wanted = sorted({j for clip in clips for j in clip})
+            where = {j: k for k, j in enumerate(wanted)}
+            return reader.read(wanted), [[where[j] for j in clip] for clip in clips]
+        except ReaderError as e:
+            raise DecodeError(row.path, str(e)) from e
+        finally:
+            reader.close()
+
+    frames, positions = run_with_timeout(work, timeout, row.path)
+    return torch.from_numpy(np.ascontiguousarray(frames)), positions
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["FolderCheck", "check_frame_folder", "template_regex"]
+__all__ = ["FolderCheck", "check_frame_folder", "guess_frame_template", "template_regex"]
+
+_NUMBERED = re.compile(r"(.*?)(\d+)(\.[^.]+)")
 
 _FILE_KINDS = (
     (stat.S_ISFIFO, "a FIFO"),
@@ -40,6 +43,22 @@ class FolderCheck:
     height: int = 0
     error: str | None = None
     first_missing: str | None = None
+
+
+def guess_frame_template(names: Sequence[str]) -> str | None:
+    """The ``str.format`` template of ``names`` when they look like extracted video frames: at least two files,
+    all ``<prefix><number><.ext>`` with one prefix and extension, numbered consecutively from 0 or 1
+    (``frame_0001.jpg``, ``frame_0002.jpg``, ...: ``frame_{:04d}.jpg``); ``None`` otherwise (ImageNet's sparse
+    numbers, names without numbers)."""
+    parts = [_NUMBERED.fullmatch(n) for n in names]
+    if len(parts) < 2 or not all(parts) or len({(m.group(1), m.group(3)) for m in parts}) != 1:
+        return None
+    numbers = sorted(int(m.group(2)) for m in parts)
+    if numbers[0] not in (0, 1) or numbers[-1] - numbers[0] != len(numbers) - 1:
+        return None
+    widths = {len(m.group(2)) for m in parts}
+    padded = len(widths) == 1 and any(m.group(2).startswith("0") for m in parts)
+    return parts[0].group(1) + (f"{{:0{widths.pop()}d}}" if padded else "{}") + parts[0].group(3)
 
 
 def template_regex(template: str) -> re.Pattern[str]:

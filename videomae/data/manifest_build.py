@@ -1,23 +1,23 @@
-"""``videomae manifest build``: scan a folder for video files and frame folders, probe each, write a CSV.
+"""``videomae manifest build``: scan a folder for video files, frame folders and images, probe each, write a CSV.
 
 Built to survive a large folder: clips are probed in a pool of killable processes (a probe past ``timeout`` is
 killed and its clip rejected with the reason), each result is appended to a probe log as it arrives
 (:mod:`~videomae.data.manifest_resume`: rerunning the command after a kill probes only the rest), a build can be
 one shard of several (:mod:`~videomae.data.manifest_shards`), and the manifest and its rejects are written
-atomically at the end.
+atomically at the end. Captions come from sidecar ``.txt`` files or a captions file (:mod:`.captions`).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from videomae.data.frame_check import template_regex
+from videomae.data.captions import match_captions, read_captions_file, read_sidecar_captions
+from videomae.data.clip_labels import clip_label, read_path_label_map
+from videomae.data.frame_check import guess_frame_template, template_regex
+from videomae.data.images import IMAGE_EXTENSIONS, is_image_path
 from videomae.data.labels import label_rule_violation
 from videomae.data.manifest import ManifestRow, write_manifest
 from videomae.data.manifest_probe import DEFAULT_FRAME_TEMPLATE, ProbeJob, ProbeResult, probe_stream
@@ -27,6 +27,7 @@ from videomae.data.manifest_shards import Shard, parse_shard, write_rejects, wri
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "IMAGE_EXTENSIONS",
+    "IMAGE_MODES",
     "VIDEO_EXTENSIONS",
     "BuildInterrupted",
     "BuildResult",
@@ -36,7 +37,8 @@ __all__ = [
 ]
 
 VIDEO_EXTENSIONS = ("mp4", "avi", "mkv", "webm", "mov", "m4v", "mpg", "mpeg", "flv", "wmv")
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "webp")
+IMAGE_MODES = ("auto", "all", "none")
+"""Which images outside frame folders a build lists (see :func:`scan_folder`)."""
 DEFAULT_TIMEOUT_S = 30.0
 """Seconds a probe may take before its process is killed (a clip probes in well under a second)."""
 _MAX_LISTED = 20
@@ -48,7 +50,8 @@ class BuildInterrupted(KeyboardInterrupt):
 
 @dataclass(frozen=True)
 class ScannedClip:
-    """A clip found by :func:`scan_folder`: ``rel`` is relative to the scanned root (``/`` separators)."""
+    """A clip found by :func:`scan_folder`: ``rel`` is relative to the scanned root (``/`` separators); a file
+    that is no frame folder is a video or, by its extension, an image."""
 
     rel: str
     is_folder: bool
@@ -68,6 +71,9 @@ class BuildResult:
         rejects: the CSV listing ``skipped``.
         probed: clips probed by this run; resumed: clips whose result came from an interrupted run's log.
         shard: the shard built, ``None`` for the whole folder.
+        captions: where captions came from (``"sidecars"``, a captions file, ``None``: none asked for).
+        captioned: rows written with a caption.
+        caption_misses: paths of the captions file that name no clip under the root (sorted).
     """
 
     output: str
@@ -79,6 +85,9 @@ class BuildResult:
     probed: int = 0
     resumed: int = 0
     shard: Shard | None = None
+    captions: str | None = None
+    captioned: int = 0
+    caption_misses: list[str] = field(default_factory=list)
 
     def summary(self, root: str) -> str:
         """A short human-readable report."""
@@ -96,19 +105,38 @@ class BuildResult:
             lines.append(f"  ({more}all {len(self.skipped)} with their reasons in {self.rejects})")
         if self.unlabelled:
             lines.append(f"  {len(self.unlabelled)} clips have no label, e.g. {self.unlabelled[0]}")
+        images = sum(is_image_path(r.path) for r in self.rows)
+        if images:
+            lines.append(
+                f"  {images} rows are still images, one row each (if they are video frames, give --frame-template "
+                "to read their folders as clips; --images none lists no image)"
+            )
+        if self.captions is not None:
+            lines.append(f"  {self.captioned} of {len(self.rows)} rows have a caption (from {self.captions})")
+        if self.caption_misses:
+            shown = ", ".join(self.caption_misses[:5]) + (", ..." if len(self.caption_misses) > 5 else "")
+            lines.append(f"  {len(self.caption_misses)} captioned paths name no clip under the root: {shown}")
         lines.append(f"paths are relative to {root}: use it as data_root (--data-root {root})")
         return "\n".join(lines)
 
 
 def scan_folder(
-    root: str | os.PathLike, frame_template: str = DEFAULT_FRAME_TEMPLATE, extensions: Iterable[str] = VIDEO_EXTENSIONS
+    root: str | os.PathLike,
+    frame_template: str = DEFAULT_FRAME_TEMPLATE,
+    extensions: Iterable[str] = VIDEO_EXTENSIONS,
+    images: str = "auto",
 ) -> tuple[list[ScannedClip], list[tuple[str, str]]]:
-    """Find video files and frame folders under ``root`` (hidden entries skipped, sorted by path).
+    """Find video files, frame folders and images under ``root`` (hidden entries skipped, sorted by path).
 
-    A frame folder is a directory holding image files; its ``start`` is the lowest index among the files named
-    by ``frame_template``. Returns the clips and ``(relative path, reason)`` for image folders whose files do
-    not match the template.
+    A frame folder is a directory holding image files some of which are named by ``frame_template``; its
+    ``start`` is the lowest index among them (its other images are ignored). The images of any other folder (and
+    of ``root``) are clips of their own, one each, as ``images`` says: ``all``; ``auto``: unless they look like
+    the frames of a video under another template (:func:`~videomae.data.frame_check.guess_frame_template`), which
+    are reported with that template; ``none``: never (folders of images are reported). Returns the clips and
+    ``(relative path, reason)`` of what was left out.
     """
+    if images not in IMAGE_MODES:
+        raise ValueError(f"images={images!r}: expected one of {', '.join(IMAGE_MODES)}")
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise NotADirectoryError(f"{root} is not a folder")
@@ -120,7 +148,7 @@ def scan_folder(
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
         prefix = "" if rel_dir == "." else rel_dir + "/"
-        images = []
+        image_files = []
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
@@ -128,58 +156,31 @@ def scan_folder(
             if ext in video_ext:
                 clips.append(ScannedClip(prefix + name, False))
             elif ext in IMAGE_EXTENSIONS:
-                images.append(name)
-        if images and rel_dir != ".":
-            indices = [
-                int(m.group(1))
-                for m in map(pattern.fullmatch, images)
-                if m and frame_template.format(int(m.group(1))) == m.group(0)
-            ]
-            if indices:
-                clips.append(ScannedClip(rel_dir, True, min(indices)))
-            else:
-                skipped.append(
-                    (rel_dir, f"{len(images)} images, none named like {frame_template!r} (set --frame-template)")
+                image_files.append(name)
+        indices = [
+            int(m.group(1))
+            for m in map(pattern.fullmatch, image_files)
+            if m and frame_template.format(int(m.group(1))) == m.group(0)
+        ]
+        guess = guess_frame_template(image_files) if images == "auto" else None
+        if indices and rel_dir != ".":
+            clips.append(ScannedClip(rel_dir, True, min(indices)))
+        elif images == "all" or (images == "auto" and guess is None):
+            clips += [ScannedClip(prefix + name, False) for name in image_files]
+        elif guess is not None:
+            skipped.append(
+                (
+                    rel_dir,
+                    f"{len(image_files)} images named like video frames ({guess!r}), none like "
+                    f"{frame_template!r}: set --frame-template {guess!r}, or --images all to list each image",
                 )
+            )
+        elif image_files and rel_dir != ".":
+            skipped.append(
+                (rel_dir, f"{len(image_files)} images, none named like {frame_template!r} (set --frame-template)")
+            )
     clips.sort(key=lambda c: c.rel)
     return clips, skipped
-
-
-def _read_path_label_map(path: str) -> dict[str, str]:
-    """A clip -> label mapping: JSON object, or CSV with a ``label`` column and a ``path`` (or ``name``) column."""
-    text = Path(path).read_text(encoding="utf-8")
-    if path.lower().endswith(".json"):
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object {{clip: label}}, got {type(data).__name__}")
-        return {str(k): str(v) for k, v in data.items()}
-    reader = csv.DictReader(text.splitlines())
-    columns = [c.strip().lower() for c in reader.fieldnames or []]
-    key = "path" if "path" in columns else "name" if "name" in columns else None
-    if key is None or "label" not in columns:
-        raise ValueError(
-            f"{path}: a label mapping CSV needs a 'label' column and a 'path' or 'name' column "
-            f"(found: {', '.join(columns) or 'no header'})"
-        )
-    mapping = {}
-    for row in reader:
-        row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
-        mapping[row[key]] = row["label"]
-    return mapping
-
-
-def _clip_label(rel: str, from_subfolders: bool, mapping: dict[str, str] | None) -> str | None:
-    if from_subfolders:
-        return rel.split("/", 1)[0] if "/" in rel else None
-    return _lookup_label(mapping, rel) if mapping is not None else None
-
-
-def _lookup_label(mapping: dict[str, str], rel: str) -> str | None:
-    base = rel.rsplit("/", 1)[-1]
-    for key in (rel, os.path.splitext(rel)[0], base, os.path.splitext(base)[0]):
-        if key in mapping:
-            return mapping[key]
-    return None
 
 
 def build_manifest(
@@ -194,6 +195,9 @@ def build_manifest(
     timeout: float | None = DEFAULT_TIMEOUT_S,
     progress: bool = True,
     shard: Shard | str | None = None,
+    images: str = "auto",
+    captions: str | os.PathLike | None = None,
+    captions_from_sidecars: bool = False,
 ) -> BuildResult:
     """Scan ``root``, probe every clip in a process pool and write a CSV manifest with paths relative to ``root``.
 
@@ -204,7 +208,8 @@ def build_manifest(
     Args:
         root: folder to scan (recursively).
         output: CSV file to write.
-        labels_from_subfolders: label = first path component under ``root`` (``root/<class>/clip.mp4``).
+        labels_from_subfolders: label = first path component under ``root`` (``root/<class>/clip.mp4``, and the
+            ImageNet layout ``root/<class>/xxx.jpg``).
         label_map: a clip -> label mapping (JSON object or CSV ``path,label`` / ``name,label``); a clip matches by
             relative path, relative path without extension, file name, or file name without extension.
         workers: probe processes (default: the CPU cores this process may use).
@@ -213,34 +218,51 @@ def build_manifest(
         timeout: seconds per probe before its process is killed and the clip rejected (``None``/0: no limit).
         progress: show a progress bar (with the rate and the time left).
         shard: build only shard ``i/n`` (``"i/n"`` or a :class:`Shard`); ``manifest merge`` joins the shards.
+        images: which image files outside frame folders to list as one-frame clips, ``auto``, ``all`` or ``none``
+            (see :func:`scan_folder`).
+        captions: a captions file (CSV ``path,text`` or JSON Lines, paths relative to ``root``) for the ``text``
+            column; its paths that name no clip are reported in the result.
+        captions_from_sidecars: take each clip's caption from the ``.txt`` of the same name beside it.
 
     Returns:
         A :class:`BuildResult`. Clips that fail to probe are left out and listed in ``skipped`` and the rejects.
 
     Raises:
-        ValueError: both label options, labels that break :data:`videomae.data.labels.LABEL_RULE`, no clip found
-            (none probed, unsharded), a bad ``shard``, or a probe log of another build at ``OUT.probed.jsonl``.
+        ValueError: both label options, both caption options, an unreadable captions file, labels that break
+            :data:`videomae.data.labels.LABEL_RULE`, no clip found (none probed, unsharded), a bad ``shard``, or a
+            probe log of another build at ``OUT.probed.jsonl``.
         BuildInterrupted: Ctrl-C (or SIGTERM turned into it); the log keeps every result so far.
     """
     if labels_from_subfolders and label_map is not None:
         raise ValueError("give either labels_from_subfolders or label_map, not both")
+    if captions_from_sidecars and captions is not None:
+        raise ValueError("give either captions or captions_from_sidecars, not both")
     shard = parse_shard(shard) if isinstance(shard, str) else shard
     root = os.fspath(root)
     extensions = list(extensions or VIDEO_EXTENSIONS)
-    mapping = _read_path_label_map(os.fspath(label_map)) if label_map is not None else None  # fail before probing
-    clips, skipped = scan_folder(root, frame_template, extensions)
+    mapping = read_path_label_map(os.fspath(label_map)) if label_map is not None else None  # fail before probing
+    caption_file = read_captions_file(captions) if captions is not None else None
+    clips, skipped = scan_folder(root, frame_template, extensions, images)
     if not clips:
-        raise ValueError(f"no video files ({', '.join(extensions)}) or frame folders ({frame_template}) under {root}")
-    clip_labels = {c.rel: _clip_label(c.rel, labels_from_subfolders, mapping) for c in clips}
+        kinds = f"video files ({', '.join(extensions)}), frame folders ({frame_template})"
+        kinds += f" or images ({', '.join(IMAGE_EXTENSIONS)})" if images != "none" else ""
+        raise ValueError(f"no {kinds} under {root}")
+    clip_texts, misses = {}, []
+    if caption_file is not None:  # matched against every clip, whatever the shard
+        clip_texts, misses = match_captions(caption_file, (c.rel for c in clips))
+    clip_labels = {c.rel: clip_label(c.rel, labels_from_subfolders, mapping) for c in clips}
     problem = label_rule_violation([lb for lb in clip_labels.values() if lb is not None])
     if problem is not None:  # before probing, over every shard's clips: the manifest could not be read back
         raise ValueError(f"labels of the clips under {root}: {problem}")
     if shard is not None:
         clips, skipped = shard.take(clips, lambda c: c.rel), shard.take(skipped, lambda s: s[0])
+    if captions_from_sidecars:
+        clip_texts = read_sidecar_captions(root, ((c.rel, c.is_folder) for c in clips))
     identity = {
         "root": os.path.abspath(root),
         "frame_template": frame_template,
         "extensions": sorted({e.lower().lstrip(".") for e in extensions}),
+        "images": images,
         "shard": str(shard) if shard is not None else None,
     }
     log = ProbeLog(output, identity)
@@ -265,7 +287,7 @@ def build_manifest(
         if (labels_from_subfolders or mapping is not None) and label is None:
             unlabelled.append(clip.rel)
         labels.append(label)
-        rows.append(_row(clip, res))
+        rows.append(_row(clip, res, clip_texts.get(clip.rel)))
     if not rows and shard is None:
         log.close()
         raise ValueError(f"none of the {len(clips)} clips under {root} could be probed; first: {skipped[0]}")
@@ -280,10 +302,15 @@ def build_manifest(
     if shard is not None:
         build = {k: v for k, v in identity.items() if k != "shard"}
         build["labels"] = _label_source(labels_from_subfolders, label_map)
+        build["captions"] = _caption_source(captions_from_sidecars, captions)
         write_shard_info(output, shard, build, len(clips), len(rows))
     log.remove()
     resumed = len(clips) - probed
-    return BuildResult(os.fspath(output), rows, skipped, names, unlabelled, rejects, probed, resumed, shard)
+    source = _caption_source(captions_from_sidecars, captions)
+    captioned = sum(r.text is not None for r in rows)
+    return BuildResult(
+        os.fspath(output), rows, skipped, names, unlabelled, rejects, probed, resumed, shard, source, captioned, misses
+    )
 
 
 def _label_source(from_subfolders: bool, label_map: str | os.PathLike | None) -> str | None:
@@ -292,9 +319,16 @@ def _label_source(from_subfolders: bool, label_map: str | os.PathLike | None) ->
     return os.path.abspath(os.fspath(label_map)) if label_map is not None else None
 
 
-def _row(clip: ScannedClip, res: ProbeResult) -> ManifestRow:
+def _caption_source(from_sidecars: bool, captions: str | os.PathLike | None) -> str | None:
+    if from_sidecars:
+        return "sidecars"
+    return os.path.abspath(os.fspath(captions)) if captions is not None else None
+
+
+def _row(clip: ScannedClip, res: ProbeResult, text: str | None) -> ManifestRow:
     return ManifestRow(
         path=clip.rel,
+        text=text,
         start=clip.start,
         num_frames=res.num_frames,
         fps=round(res.fps, 6) or None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from videomae.data.images import is_image_path
 from videomae.data.manifest import (
     Manifest,
     ManifestError,
@@ -84,7 +85,8 @@ def check_manifest(
         manifest: CSV manifest or one of the original list formats.
         data_root: prefix joined to relative paths.
         num_frames, sampling_rate: the clip the run samples; clips with fewer decodable frames than the clip spans,
-            ``(num_frames - 1) * sampling_rate + 1`` (:func:`videomae.data.sampling.clip_span`), are too short.
+            ``(num_frames - 1) * sampling_rate + 1`` (:func:`videomae.data.sampling.clip_span`), are too short
+            (image rows never are: an image is repeated over the clip).
         label_map: label map file the labels must belong to (names known, ids in range).
         fix: write a copy without the unusable rows (duplicates keep their first occurrence; every row of a clip
             with conflicting labels goes) and with ``num_frames`` corrected where it is larger than what decodes.
@@ -184,6 +186,6 @@ def _clip_problems(row: ManifestRow, res: ProbeResult, span: int | None) -> list
         )
     elif row.num_frames is not None:
         available = row.num_frames
-    if span is not None and available < span:
+    if span is not None and available < span and not is_image_path(row.path):  # an image repeats over the clip
         out.append(Problem(row.line, "too_short", f"{row.path}: {available} frames < the {span} a clip spans"))
     return out

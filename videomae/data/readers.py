@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from videomae.data.images import ImageDecodeError, decode_image_file
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_FRAME_TEMPLATE = "img_{:05d}.jpg"
@@ -248,8 +250,8 @@ class PyAVReader:
 class FrameFolderReader:
     """A folder of image files named by a template (``img_{:05d}.jpg``) from a start index on.
 
-    The count is the number of consecutive existing files from ``start``; JPEGs are decoded with
-    ``torchvision.io.decode_jpeg`` (libjpeg-turbo), other formats with PIL, all converted to RGB.
+    The count is the number of consecutive existing files from ``start``; each frame is decoded to RGB by
+    :func:`videomae.data.images.decode_image_file` (torchvision, PIL where it cannot).
     """
 
     name = "frames"
@@ -282,7 +284,7 @@ class FrameFolderReader:
         for i in indices:
             i = min(i, self.num_frames - 1)
             if i not in cache:
-                cache[i] = _decode_image(os.path.join(self.path, self.template.format(self.start + i)))
+                cache[i] = _decode_frame(os.path.join(self.path, self.template.format(self.start + i)))
             out.append(cache[i])
         shapes = {f.shape for f in out}
         if len(shapes) > 1:
@@ -291,6 +293,34 @@ class FrameFolderReader:
 
     def close(self) -> None:
         pass
+
+
+class ImageReader:
+    """A still image as a clip of one frame (the file is decoded at each read, not on open).
+
+    Every requested index gives that frame, so a clip of ``T`` indices repeats the image ``T`` times.
+    """
+
+    name = "image"
+    num_frames = 1
+    fps = 0.0
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        frame = _decode_frame(self.path)
+        return np.stack([frame] * len(indices))  # (T, H, W, C)
+
+    def close(self) -> None:
+        pass
+
+
+def _decode_frame(file: str) -> np.ndarray:
+    try:
+        return decode_image_file(file)
+    except ImageDecodeError as e:
+        raise ReaderError(f"cannot decode image {file}: {e}") from e
 
 
 _reformatters = threading.local()
@@ -311,25 +341,6 @@ def _rgb24(frame) -> np.ndarray:
 
         reformatter = _reformatters.rgb = VideoReformatter()
     return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
-
-
-def _decode_image(file: str) -> np.ndarray:
-    """One RGB image ``[H, W, C]``: JPEG through libjpeg-turbo (torchvision), anything else, or a JPEG that
-    torchvision rejects (CMYK, progressive quirks), through PIL."""
-    try:
-        if file.lower().endswith((".jpg", ".jpeg")):
-            from torchvision.io import ImageReadMode, decode_jpeg, read_file
-
-            return decode_jpeg(read_file(file), mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
-    except (RuntimeError, OSError):
-        pass
-    from PIL import Image
-
-    try:
-        with Image.open(file) as img:
-            return np.asarray(img.convert("RGB"))
-    except (OSError, ValueError) as e:
-        raise ReaderError(f"cannot decode frame {file}: {_short(e)}") from e
 
 
 def _short(e: BaseException, limit: int = 300) -> str:

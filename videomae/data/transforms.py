@@ -7,11 +7,16 @@ edge midpoints, quarter points), resized to ``input_size`` with antialiased bili
 PIL's bilinear resize of the original), optionally flipped, then normalised with ImageNet mean/std. Fine-tuning
 adds timm's RandAugment (the same ops and magnitudes on every frame, :class:`ClipRandAugment`) and random erasing
 (one box through all frames, after normalisation).
+
+``crop="random_resized"`` replaces the multi-scale crop by torchvision's ``RandomResizedCrop`` box (area share
+from ``crop_scale``, aspect ratio log-uniform in ``crop_ratio``, ten tries then a centre crop), the MAE / MoCo v3
+image augmentation, drawn from the same per-sample generator so a resumed run sees the same crops.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import random
 from collections.abc import Sequence
 
@@ -23,6 +28,8 @@ from timm.data.auto_augment import rand_augment_transform
 from timm.data.random_erasing import RandomErasing
 
 __all__ = [
+    "CROPS",
+    "INTERPOLATIONS",
     "ClipRandAugment",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -30,11 +37,16 @@ __all__ = [
     "TrainTransform",
     "multi_scale_crop_box",
     "normalize_clip",
+    "random_resized_crop_box",
     "resize_uint8",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CROPS = ("multiscale", "random_resized")
+"""Training crops: VideoMAE's ``GroupMultiScaleCrop`` or the ``RandomResizedCrop`` of MAE / MoCo v3."""
+INTERPOLATIONS = ("bilinear", "bicubic")
+"""Antialiased resize modes (VideoMAE resizes bilinearly; the MAE release's crops are bicubic)."""
 
 
 def multi_scale_crop_box(
@@ -63,16 +75,63 @@ def multi_scale_crop_box(
     return hm * h_step, wm * w_step, crop_h, crop_w
 
 
+def random_resized_crop_box(
+    height: int,
+    width: int,
+    scale: Sequence[float] = (0.2, 1.0),
+    ratio: Sequence[float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+) -> tuple[int, int, int, int]:
+    """Draw a ``RandomResizedCrop`` box: the draws and arithmetic of torchvision's ``RandomResizedCrop.get_params``
+    (``generator=None`` gives its boxes for the same global seed), from ``generator`` when one is given.
+
+    Args:
+        height, width: the frame.
+        scale: range of the box area as a share of the frame's.
+        ratio: range of the box's width / height, drawn log-uniformly.
+        generator: source of the draws (torch's global generator by default).
+
+    Returns:
+        ``(top, left, crop_h, crop_w)`` in pixels of the input frame.
+    """
+    area = height * width
+    log_ratio = torch.log(torch.tensor(ratio))
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
+        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)).item()
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, size=(1,), generator=generator))
+            left = int(torch.randint(0, width - w + 1, size=(1,), generator=generator))
+            return top, left, h, w
+    # ten misses (extreme frame shapes): the largest centred box whose ratio is within bounds
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        w, h = int(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
 def _randint(n: int, generator: torch.Generator | None) -> int:
     return int(torch.randint(0, n, (1,), generator=generator))
 
 
-def resize_uint8(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Antialiased bilinear resize of a ``uint8 [T, C, H, W]`` clip, staying in uint8 (like PIL).
+def resize_uint8(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Antialiased resize (``bilinear`` or ``bicubic``) of a ``uint8 [T, C, H, W]`` clip, staying in uint8 (like
+    PIL's resize).
 
     torch has a vectorised uint8 path for this on CPU, about 7x faster than resizing the float clip.
     """
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=True)
+
+
+def _check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
 
 
 def normalize_clip(
@@ -148,11 +207,12 @@ class ClipRandAugment:
 
 
 class TrainTransform:
-    """Multi-scale crop + resize (+ RandAugment) + horizontal flip + normalisation (+ random erasing).
+    """Multi-scale (or random resized) crop + resize (+ RandAugment) + horizontal flip + normalisation (+ random
+    erasing).
 
     Args:
         input_size: output height and width.
-        scales: crop sizes as fractions of the frame's short side.
+        scales: multi-scale crop sizes as fractions of the frame's short side.
         hflip_prob: probability of a horizontal flip (the original pretraining used none: set 0 for an exact
             reproduction; also set 0 for direction-sensitive labels such as Something-Something).
         max_distort: how many scale steps height and width may differ.
@@ -161,6 +221,10 @@ class TrainTransform:
             after the crop (see :class:`ClipRandAugment`); ``None``: none.
         reprob: probability of random erasing: one box (timm's ``RandomErasing``, per-pixel normal values, at most
             one box) at the same place in every frame, drawn after normalisation.
+        crop: ``multiscale`` (``scales``, ``max_distort``) or ``random_resized`` (``crop_scale``, ``crop_ratio``; see
+            :func:`random_resized_crop_box`); one box for the whole clip either way.
+        crop_scale, crop_ratio: area share and aspect-ratio range of ``random_resized`` boxes.
+        interpolation: ``bilinear`` or ``bicubic`` resize of the crop (antialiased).
 
     Randomness: the crop and flip draw from ``generator`` (torch's global generator by default); RandAugment and
     random erasing use timm's sources (Python ``random``, NumPy, torch global), which the training loader seeds
@@ -177,9 +241,20 @@ class TrainTransform:
         std: Sequence[float] = IMAGENET_STD,
         rand_augment: str | None = None,
         reprob: float = 0.0,
+        crop: str = "multiscale",
+        crop_scale: Sequence[float] = (0.2, 1.0),
+        crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
+        interpolation: str = "bilinear",
     ):
         if not 0.0 <= reprob <= 1.0:
             raise ValueError(f"reprob={reprob} must be in [0, 1]")
+        _check_choice("crop", crop, CROPS)
+        _check_choice("interpolation", interpolation, INTERPOLATIONS)
+        for key, (lo, hi), top in (("crop_scale", crop_scale, 1.0), ("crop_ratio", crop_ratio, math.inf)):
+            if not 0 < lo <= hi <= top:
+                raise ValueError(f"{key}={[lo, hi]}: expected [low, high] with 0 < low <= high <= {top}")
+        self.crop, self.crop_scale, self.crop_ratio = crop, tuple(crop_scale), tuple(crop_ratio)
+        self.interpolation = interpolation
         self.input_size = input_size
         self.scales = tuple(scales)
         self.hflip_prob = hflip_prob
@@ -198,11 +273,14 @@ class TrainTransform:
         The crop is a view and the resize stays in uint8, so the only float pass is the final normalisation.
         """
         _, h, w, _ = clip.shape
-        top, left, ch, cw = multi_scale_crop_box(h, w, self.input_size, self.scales, self.max_distort, generator)
+        if self.crop == "random_resized":
+            top, left, ch, cw = random_resized_crop_box(h, w, self.crop_scale, self.crop_ratio, generator)
+        else:
+            top, left, ch, cw = multi_scale_crop_box(h, w, self.input_size, self.scales, self.max_distort, generator)
         x = clip[:, top : top + ch, left : left + cw].permute(0, 3, 1, 2)  # (T, C, ch, cw) uint8
         size = (self.input_size, self.input_size)
         if (ch, cw) != size:
-            x = resize_uint8(x, size)  # (T, C, S, S)
+            x = resize_uint8(x, size, self.interpolation)  # (T, C, S, S)
         if self.rand_augment is not None:
             x = self.rand_augment(x)
         if self.hflip_prob > 0 and float(torch.rand((), generator=generator)) < self.hflip_prob:
@@ -222,6 +300,7 @@ class EvalTransform:
         short_side_size: the short side after resizing (default ``input_size``).
         num_crops: spatial views per clip.
         mean, std: normalisation (0..1 pixel scale).
+        interpolation: ``bilinear`` or ``bicubic`` resize (antialiased).
     """
 
     def __init__(
@@ -231,7 +310,10 @@ class EvalTransform:
         num_crops: int = 1,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        interpolation: str = "bilinear",
     ):
+        _check_choice("interpolation", interpolation, INTERPOLATIONS)
+        self.interpolation = interpolation
         self.input_size = input_size
         self.short_side_size = short_side_size or input_size
         if self.short_side_size < input_size:
@@ -254,7 +336,7 @@ class EvalTransform:
         new_h, new_w = (s, max(s, round(w * s / h))) if h <= w else (max(s, round(h * s / w)), s)
         x = clip.permute(0, 3, 1, 2)  # (T, C, H, W) uint8
         if (new_h, new_w) != (h, w):
-            x = resize_uint8(x, (new_h, new_w))
+            x = resize_uint8(x, (new_h, new_w), self.interpolation)
         size = self.input_size
         return [x[:, :, top : top + size, left : left + size] for top, left in self.crop_offsets(new_h, new_w)]
 
