@@ -228,10 +228,8 @@ MAE_DEMO_YAML = ROOT / "videomae/recipes/pretrain/mae_image_demo.yaml"
 @pytest.mark.slow
 def test_the_demo_config_trains_20_steps_on_2_processes_with_a_falling_loss(demo: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    # TODO(imagedata): the demo image manifest (train_images_unlabeled.csv) once `videomae demo-data` writes it;
-    # until then one-frame clips of the demo videos.
     args = [
-        f"output_dir={out}", f"data.manifests=[{demo}/train_unlabeled.csv]", f"data.data_root={demo}",
+        f"output_dir={out}", f"data.manifests=[{demo}/train_images_unlabeled.csv]", f"data.data_root={demo}",
         "data.input_size=32", "data.num_workers=0", "train.batch_size=12", "train.max_steps=20", "train.log_every=1",
         "train.warmup_steps=3", "train.save_every=20",
         "model.overrides={img_size: 32, patch_size: 8, encoder_embed_dim: 32, encoder_depth: 2, encoder_num_heads: 2,"

@@ -46,6 +46,10 @@ def hybrid_dataset(sources: list[ManifestSource], cfg: DataConfig, **kwargs: Any
         backend=cfg.decode_backend,
         decode_timeout=cfg.decode_timeout_s or None,
         max_consecutive_failures=cfg.max_consecutive_failures,
+        crop=cfg.crop,
+        crop_scale=cfg.crop_scale,
+        crop_ratio=cfg.crop_ratio,
+        interpolation=cfg.interpolation,
         **kwargs,
     )
 

@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from videomae.data import HybridVideoDataset, SourceSpec, collate_clips
+from videomae.data.images import is_image_path
 from videomae.data.readers import DEFAULT_FRAME_TEMPLATE
 from videomae.disk_faults import write_atomic
 from videomae.evaluation.probes import encode_clips, model_frames
@@ -42,13 +43,6 @@ __all__ = [
     "load_cached",
     "save_cached",
 ]
-
-try:  # image rows (videomae.data.images) arrive with the image-data work; until then every row is a video
-    from videomae.data.images import is_image_path
-except ImportError:  # pragma: no cover
-
-    def is_image_path(path: str | os.PathLike) -> bool:
-        return False
 
 
 log = logging.getLogger(__name__)
