@@ -28,7 +28,11 @@ down), which shows what each encoder keeps.
 Prints a table (method, steps, steps/s, probe val top-1, minus random, the cues) and, last, one JSON line:
 ``{"random": .., "video_mae": .., "image_mae": .., "mocov3_image": .., "mocov3_video": .., "chance": ..}`` (val
 top-1 on the video set; ``random`` is the video MAE encoder's random twin, each method's own is in the table and
-under ``random_per_method``; a skipped method is ``null``). To add a method, add an entry.
+under ``random_per_method``; a skipped method is ``null``), then ``maeclip_zero_shot``: MAE-CLIP's zero-shot val
+top-1 from class-name prompts (the ``maeclip_init`` run, whose vision tower starts from the ``video_mae`` run's
+export, when it ran, else the from-scratch ``maeclip``; both under ``maeclip_zero_shot_per_entry``; a second table
+gives each against chance and the same model before training, with retrieval recall@1 both ways). To add a method,
+add an entry.
 """
 
 from __future__ import annotations
