@@ -19,6 +19,7 @@ encoder is also probed on it (video encoders see each image held still), as the 
 
     python bench/methods_pay.py                     # every method with a recipe, 300 steps each
     python bench/methods_pay.py --steps 100 --only video_mae
+    python bench/methods_pay.py --only video_mae,maeclip_init --reuse   # maeclip_init starts from video_mae's run
     python bench/methods_pay.py --reuse             # probe the runs of an earlier call again, no pretraining
 
 The same cached features are also probed for each cue of a class alone (``shape``: 3 classes, ``direction``: up or
@@ -27,7 +28,11 @@ down), which shows what each encoder keeps.
 Prints a table (method, steps, steps/s, probe val top-1, minus random, the cues) and, last, one JSON line:
 ``{"random": .., "video_mae": .., "image_mae": .., "mocov3_image": .., "mocov3_video": .., "chance": ..}`` (val
 top-1 on the video set; ``random`` is the video MAE encoder's random twin, each method's own is in the table and
-under ``random_per_method``; a skipped method is ``null``). To add a method, add an entry.
+under ``random_per_method``; a skipped method is ``null``), then ``maeclip_zero_shot``: MAE-CLIP's zero-shot val
+top-1 from class-name prompts (the ``maeclip_init`` run, whose vision tower starts from the ``video_mae`` run's
+export, when it ran, else the from-scratch ``maeclip``; both under ``maeclip_zero_shot_per_entry``; a second table
+gives each against chance and the same model before training, with retrieval recall@1 both ways). To add a method,
+add an entry.
 """
 
 from __future__ import annotations
@@ -141,6 +146,21 @@ class MethodEntry:
     needs: tuple[str, ...] = ()
     fallback: tuple[str, ...] = ()
     score: Callable[[Bench, MethodEntry, Path], dict[str, float | None]] = field(default=probe_scores)
+    init_from: str | None = None
+    """Key of the entry whose export starts this run's vision tower (``init=``): it must have run first."""
+
+
+def maeclip_scores(bench: Bench, entry: MethodEntry, export: Path) -> dict[str, float | None]:
+    """The linear probes of the MAE-CLIP vision tower (its ``export/model.safetensors``), plus the run's own
+    zero-shot report (``zero_shot.json`` of the method's ``finish``: val top-1 from class-name prompts, against chance
+    and the same model before training, and retrieval recall@1 both ways)."""
+    report = json.loads((export.parent.parent / "zero_shot.json").read_text())
+    trained, init = report["trained"], report.get("init", {})
+    retrieval = trained["retrieval"]
+    return probe_scores(bench, entry, export) | {
+        "zero_shot": trained["top1"], "zero_shot_init": init.get("top1"), "zero_shot_chance": trained["chance"],
+        "v2t_r1": retrieval["video_to_text"]["R@1"], "t2v_r1": retrieval["text_to_video"]["R@1"],
+    }  # fmt: skip
 
 
 FRAMES_AS_IMAGES = ("data.manifests=[demo_data/train_unlabeled.csv]",)
@@ -158,7 +178,13 @@ ENTRIES = (
         fallback=FRAMES_AS_IMAGES,
     ),
     MethodEntry("mocov3_video", "MoCo v3, clips", "mocov3_video_demo"),
+    MethodEntry("maeclip", "MAE-CLIP, from scratch", "maeclip_demo", score=maeclip_scores),
+    MethodEntry(
+        "maeclip_init", "MAE-CLIP, from video MAE", "maeclip_demo", score=maeclip_scores, init_from="video_mae"
+    ),  # fmt: skip
 )
+MAECLIP_HEADLINE = ("maeclip_init", "maeclip")
+"""The entry whose zero-shot top-1 is the JSON line's ``maeclip_zero_shot``: the progressive recipe when it ran."""
 
 
 def ensure_demo(bench: Bench) -> None:
@@ -202,7 +228,8 @@ def pretrain(bench: Bench, entry: MethodEntry) -> tuple[Path, float]:
     record = run / "methods_pay.json"
     if bench.reuse and record.is_file() and (run / RUN_EXPORT).is_file():
         done = json.loads(record.read_text())
-        if done.get("steps") == bench.steps and done.get("recipe") == entry.recipe:
+        same = (done.get("steps"), done.get("recipe"), done.get("init")) == (bench.steps, entry.recipe, entry.init_from)
+        if same:
             print(f"== {entry.key}: reusing {run} ({bench.steps} steps)", flush=True)
             return run / RUN_EXPORT, done["steps_per_s"]
     shutil.rmtree(run, ignore_errors=True)
@@ -211,8 +238,9 @@ def pretrain(bench: Bench, entry: MethodEntry) -> tuple[Path, float]:
     missing = [name for name in entry.needs if not (bench.demo / name).is_file()]
     if missing:
         print(f"== {entry.key}: the demo set has no {', '.join(missing)}; {' '.join(entry.fallback)}", flush=True)
+    init = [f"init={bench.work / 'runs' / entry.init_from / RUN_EXPORT}"] if entry.init_from else []
     command = [*launcher, str(ROOT / "launch" / "pretrain.py"), "--config", entry.recipe, f"output_dir={run}",
-               f"train.max_steps={bench.steps}", f"seed={bench.seed}", *entry.overrides,
+               f"train.max_steps={bench.steps}", f"seed={bench.seed}", *entry.overrides, *init,
                *(entry.fallback if missing else ())]  # fmt: skip
     print("== " + " ".join(command), flush=True)
     proc = subprocess.Popen(command, cwd=bench.work, env=_env())
@@ -227,7 +255,9 @@ def pretrain(bench: Bench, entry: MethodEntry) -> tuple[Path, float]:
     if proc.returncode != 0:
         raise RuntimeError(f"{entry.recipe}: the pretraining failed (exit {proc.returncode}; its log is above)")
     rate = (last[0] - first[0]) / (last[1] - first[1]) if first and last and last[1] > first[1] else float("nan")
-    record.write_text(json.dumps({"recipe": entry.recipe, "steps": bench.steps, "steps_per_s": rate}) + "\n")
+    record.write_text(
+        json.dumps({"recipe": entry.recipe, "init": entry.init_from, "steps": bench.steps, "steps_per_s": rate}) + "\n"
+    )
     return run / RUN_EXPORT, rate
 
 
@@ -243,7 +273,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="/tmp/videomae_methods_pay", help="scratch folder (demo data, runs)")
     parser.add_argument("--steps", type=int, default=300, help="pretraining steps of every method (default 300)")
-    parser.add_argument("--only", nargs="+", default=None, metavar="KEY", help="these entries only")
+    parser.add_argument(
+        "--only",
+        type=lambda v: v.split(","),
+        default=None,
+        metavar="KEY[,KEY]",
+        help="these entries only (an entry started from another needs that one's run)",
+    )
     parser.add_argument("--launcher", choices=("deepspeed", "python"), default="deepspeed",
                         help="deepspeed: 2 processes (default); python: one")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the runs and of the random encoders")
@@ -261,6 +297,10 @@ def main() -> int:
         if not (RECIPES / "pretrain" / f"{entry.recipe}.yaml").is_file():
             print(f"== {entry.key}: skipped, no recipe videomae/recipes/pretrain/{entry.recipe}.yaml yet", flush=True)
             rows[entry.key] = {"skipped": f"no recipe {entry.recipe}"}
+            continue
+        if entry.init_from and not (bench.work / "runs" / entry.init_from / RUN_EXPORT).is_file():
+            print(f"== {entry.key}: skipped, no {entry.init_from} run to start from (run it first)", flush=True)
+            rows[entry.key] = {"skipped": f"no {entry.init_from} run"}
             continue
         began = time.perf_counter()
         export, rate = pretrain(bench, entry)
@@ -293,10 +333,20 @@ def print_table(bench: Bench, rows: dict[str, dict[str, Any]], minutes: float) -
               f"{_fmt(row['video_random']):>8}{_fmt(gain, '+.3f'):>10}{cues}{_fmt(row.get('image')):>10}"
               f"{_fmt(row.get('image_random')):>9}")  # fmt: skip
     scored = {k: r for k, r in rows.items() if "skipped" not in r}
+    clip_rows = {k: r for k, r in scored.items() if "zero_shot" in r}
+    if clip_rows:
+        print("\nZero-shot on the demo val set (class-name prompts) and retrieval recall@1 (val captions)")
+        print(f"{'method':<26}{'top-1':>7}{'before':>8}{'chance':>8}{'video->text':>13}{'text->video':>13}")
+        for key, row in clip_rows.items():
+            print(f"{titles[key]:<26}{row['zero_shot']:>7.3f}{_fmt(row['zero_shot_init']):>8}"
+                  f"{row['zero_shot_chance']:>8.3f}{row['v2t_r1']:>13.3f}{row['t2v_r1']:>13.3f}")  # fmt: skip
     line = {"random": scored.get("video_mae", {}).get("video_random")}
     line |= {e.key: scored.get(e.key, {}).get("video") for e in ENTRIES}
     line["chance"] = 1 / 6
     line["random_per_method"] = {k: r["video_random"] for k, r in scored.items()}
+    zero_shot = {k: scored[k]["zero_shot"] for k in MAECLIP_HEADLINE if k in scored}
+    line["maeclip_zero_shot"] = next(iter(zero_shot.values()), None)
+    line["maeclip_zero_shot_per_entry"] = zero_shot
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in line.items()}))
 
 

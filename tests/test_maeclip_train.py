@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from maeclip_helpers import captioned_manifest
 from run_helpers import ROOT, kill_at_first_checkpoint, launch_pretrain, losses, run_pretrain
 
 from videomae.checkpoint import load_exported
@@ -22,18 +21,10 @@ from videomae.methods.maeclip import check_captions
 RECIPE = ROOT / "videomae/recipes/pretrain/maeclip_demo.yaml"
 
 
-@pytest.fixture(scope="module")
-def captions(demo) -> Path:
-    """The demo set of conftest with captioned copies of its train and val manifests."""
-    for split in ("train", "val"):
-        captioned_manifest(demo / f"{split}.csv", demo / f"{split}_captions.csv")
-    return demo
-
-
 def maeclip_overrides(demo: Path, out: Path, *extra: str) -> list[str]:
     """The demo recipe shrunk to a tiny model on 32 px, 4-frame clips, output in ``out``."""
     return [
-        f"output_dir={out}", f"data.manifests=[{demo}/train_captions.csv]",
+        f"output_dir={out}", f"data.manifests=[{demo}/train.csv]",
         f"data.data_root={demo}", "data.input_size=32", "data.num_frames=4", "data.num_workers=0",
         "model.overrides={img_size: 32, patch_size: 8, all_frames: 4, embed_dim: 32, depth: 1, num_heads: 2}",
         "model.embed_dim=16", "model.decoder_embed_dim=16", "model.decoder_num_heads=2", "text.context_length=12",
@@ -44,13 +35,13 @@ def maeclip_overrides(demo: Path, out: Path, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("clip", "mae", "mlm"), [(1, 0, 0), (1, 0.5, 0), (1, 0.5, 0.5)])
-def test_each_loss_combination_trains_on_two_processes(captions, tmp_path, clip, mae, mlm):
+def test_each_loss_combination_trains_on_two_processes(demo, tmp_path, clip, mae, mlm):
     out = tmp_path / "run"
     full = mlm > 0
     extra = [f"loss.clip={clip}", f"loss.mae={mae}", f"loss.mlm={mlm}", "train.max_steps=20", "train.save_every=20"]
     if full:  # one run also checks the end-of-training evaluation
-        extra += [f"zero_shot.val={captions}/val_captions.csv", "zero_shot.compare_init=true"]
-    log = run_pretrain("deepspeed", maeclip_overrides(captions, out, *extra), nproc=2, config=RECIPE)
+        extra += [f"zero_shot.val={demo}/val.csv", "zero_shot.compare_init=true"]
+    log = run_pretrain("deepspeed", maeclip_overrides(demo, out, *extra), nproc=2, config=RECIPE)
     assert "2 processes" in log
     seq = losses(out)
     assert sorted(seq) == list(range(1, 21))
@@ -73,15 +64,15 @@ def test_each_loss_combination_trains_on_two_processes(captions, tmp_path, clip,
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_with_the_same_losses(captions, tmp_path):
+def test_killed_run_resumes_with_the_same_losses(demo, tmp_path):
     args = ["loss.mae=0.5", "loss.mlm=0.5", "train.max_steps=10", "train.save_every=2", "deepspeed.zero_stage=0"]
     reference = tmp_path / "reference"
-    run_pretrain("python", maeclip_overrides(captions, reference, *args), config=RECIPE)
+    run_pretrain("python", maeclip_overrides(demo, reference, *args), config=RECIPE)
     out = tmp_path / "killed"
-    kill_at_first_checkpoint(launch_pretrain("python", maeclip_overrides(captions, out, *args), config=RECIPE), out)
+    kill_at_first_checkpoint(launch_pretrain("python", maeclip_overrides(demo, out, *args), config=RECIPE), out)
     killed_at = ckpt.find_latest(out / "checkpoints")
     assert killed_at is not None and killed_at.step < 10, "the run finished before it could be killed"
-    run_pretrain("python", maeclip_overrides(captions, out, *args), config=RECIPE)
+    run_pretrain("python", maeclip_overrides(demo, out, *args), config=RECIPE)
     assert losses(out) == losses(reference)
 
 
