@@ -46,6 +46,8 @@ class CheckpointSummary:
     pos_table: tuple[int, ...] | None
     label_names: list[str] | None
     metadata: dict[str, Any] = field(default_factory=dict)
+    method: str | None = None
+    """The pretraining method that wrote the export (its metadata's ``method``, else its ``pretrain_config``'s)."""
 
     def format_text(self, max_value_chars: int = 160) -> str:
         """Human-readable report; long metadata values are cut to ``max_value_chars`` (0: never)."""
@@ -55,6 +57,7 @@ class CheckpointSummary:
         lines = [
             f"file:          {self.path}",
             f"format:        {self.format} ({self.kind})",
+            *([f"method:        {self.method}"] if self.method else []),
             f"model:         {self.model_name or 'unknown'} ({origin})",
             f"parameters:    {self.num_params:,} ({self.num_params / 1e6:.2f} M) in {self.num_tensors} tensors "
             f"({', '.join(self.dtypes)})",
@@ -111,7 +114,10 @@ def summarize_checkpoint(source: str | Path) -> CheckpointSummary:
     proj = state.get(prefix + "patch_embed.proj.weight")  # (D, C, tubelet, p, p)
     width, tubelet, patch = (proj.shape[0], proj.shape[2], proj.shape[3]) if proj is not None else (None, None, None)
     head = state.get("head.weight")
+    method = metadata.get("method") or (metadata.get("pretrain_config") or {}).get("method")
     kind = "pretraining (encoder + decoder)" if pretraining else "classifier" if head is not None else "encoder"
+    if method == "maeclip" and pretraining:
+        kind = "MAE-CLIP whole model (vision and text towers, decoders)"
     config = metadata.get("model_config", {})
     if folder is not None:
         kind += f", {(HF_IMAGE_CLASSES if image else HF_CLASSES)[folder.kind]}"
@@ -150,6 +156,7 @@ def summarize_checkpoint(source: str | Path) -> CheckpointSummary:
         metadata={
             k: v for k, v in metadata.items() if k not in ("model_config", "label_names", "id2label", "label2id")
         },
+        method=method,
     )
 
 
