@@ -23,7 +23,7 @@ def captioned_manifest(source: Path, out: Path) -> Path:
     with source.open(newline="") as f:
         rows = list(csv.DictReader(f))
     with out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[*rows[0].keys(), "text"])
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys([*rows[0], "text"])))  # demo rows carry text now
         writer.writeheader()
         for i, row in enumerate(rows):
             writer.writerow({**row, "text": caption(row["label"], i)})

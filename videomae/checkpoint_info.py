@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from videomae.checkpoint import CheckpointError, read_state_dict
+from videomae.checkpoint_maeclip import MAECLIP_METADATA_KEY
 from videomae.hf_folder import is_hf_folder, read_hf_folder
 from videomae.models.hf_config import HF_CLASSES, hf_label_names
 from videomae.models.hf_image_config import HF_IMAGE_CLASSES
@@ -83,9 +84,11 @@ class CheckpointSummary:
 
 
 def _metadata(raw: dict[str, str]) -> dict[str, Any]:
-    """Our export's JSON entry, a transformers config, or the raw safetensors metadata."""
-    if "videomae" in raw:
-        return json.loads(raw["videomae"])
+    """Our export's JSON entry (a MAE-CLIP whole model's too), a transformers config, or the raw safetensors
+    metadata."""
+    for key in ("videomae", MAECLIP_METADATA_KEY):
+        if key in raw:
+            return json.loads(raw[key])
     return dict(raw)
 
 
