@@ -5,6 +5,7 @@ a rank that never joins ends the doctor at its time limit."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -23,7 +24,7 @@ from videomae.data.demo import DemoConfig, write_demo_dataset
 from videomae.engine import dist
 from videomae.engine.dist import DistEnv
 from videomae.launching.collectives_check import check_collectives
-from videomae.launching.doctor import STEPS, doctor_config, load_run_config
+from videomae.launching.doctor import STEPS, _build_trainer, doctor_config, load_run_config
 from videomae.launching.doctor_checks import (
     FAIL,
     PASS,
@@ -119,6 +120,24 @@ def test_stage_is_detected_from_the_config():
         load_run_config(str(PRETRAIN_DEMO), ["train.no_such_key=1"])
     with pytest.raises(ConfigError, match="train.no_such_key"):
         load_run_config(str(PRETRAIN_DEMO), ["train.no_such_key=1"], stage="pretrain")
+
+
+@pytest.mark.parametrize(
+    "recipe, builder",
+    [
+        ("demo", "videomae.methods.pretrain:build_pretrain_trainer"),
+        ("mae_image_demo", "videomae.methods.mae_image:build_image_mae_trainer"),
+        ("mocov3_demo", "videomae.methods.mocov3:build_mocov3_trainer"),
+        ("maeclip_demo", "videomae.methods.maeclip:build_maeclip_trainer"),
+    ],
+)
+def test_the_doctor_builds_the_trainer_of_the_configs_method(monkeypatch, recipe, builder):
+    module, _, name = builder.partition(":")
+    built = []
+    monkeypatch.setattr(importlib.import_module(module), name, lambda cfg: built.append(cfg) or f"{name} trainer")
+    stage, cfg = load_run_config(str(ROOT / f"videomae/recipes/pretrain/{recipe}.yaml"), [])
+    assert stage == "pretrain"
+    assert _build_trainer(stage, cfg) == f"{name} trainer" and built == [cfg]
 
 
 def test_doctor_config_trains_two_steps_into_its_own_folder(tmp_path):

@@ -199,7 +199,8 @@ def consolidated(checkpoint: Path, stage: int) -> dict[str, torch.Tensor]:
     """fp32 weights merged from the per-rank files by DeepSpeed's zero_to_fp32 (independent of the conversion)."""
     from videomae.engine.deepspeed_setup import consolidated_fp32_state_dict
 
-    engine = type("Rank0", (), {"global_rank": 0, "zero_optimization_stage": lambda self: stage})()
+    rank0 = {"global_rank": 0, "zero_optimization_stage": lambda self: stage, "module": torch.nn.Module()}
+    engine = type("Rank0", (), rank0)()  # a module without frozen parameters: nothing comes from it
     return consolidated_fp32_state_dict(engine, str(checkpoint.parent), checkpoint.name)
 
 

@@ -10,12 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 from run_helpers import ROOT, kill_at_first_checkpoint, launch_pretrain, losses, run_pretrain
+from safetensors.torch import load_file
 
 from videomae.checkpoint import load_exported
+from videomae.checkpoint_info import summarize_checkpoint
 from videomae.checkpoint_maeclip import load_maeclip
 from videomae.config import ConfigError, ManifestSource, load_config
 from videomae.engine import checkpointing as ckpt
 from videomae.engine.data_setup import hybrid_dataset
+from videomae.engine.export import export_checkpoint
 from videomae.methods.maeclip import check_captions
 
 RECIPE = ROOT / "videomae/recipes/pretrain/maeclip_demo.yaml"
@@ -68,6 +71,13 @@ def test_killed_run_resumes_with_the_same_losses(demo, tmp_path):
     args = ["loss.mae=0.5", "loss.mlm=0.5", "train.max_steps=10", "train.save_every=2", "deepspeed.zero_stage=0"]
     reference = tmp_path / "reference"
     run_pretrain("python", maeclip_overrides(demo, reference, *args), config=RECIPE)
+    # `videomae export` of a checkpoint (its config names towers, not a model) is the run's own vision export.
+    again = export_checkpoint(reference, tmp_path / "again.safetensors").path
+    ours, theirs = load_file(again), load_file(reference / "export/model.safetensors")
+    assert sorted(ours) == sorted(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert summarize_checkpoint(again).method == "maeclip"
+    whole = summarize_checkpoint(reference / "export/maeclip.safetensors")
+    assert whole.method == "maeclip" and not whole.kind.startswith("pretraining")
     out = tmp_path / "killed"
     kill_at_first_checkpoint(launch_pretrain("python", maeclip_overrides(demo, out, *args), config=RECIPE), out)
     killed_at = ckpt.find_latest(out / "checkpoints")

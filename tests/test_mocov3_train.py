@@ -10,9 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 from run_helpers import launch_pretrain, losses
+from safetensors.torch import load_file
 
 from videomae.checkpoint import load_exported
+from videomae.checkpoint_info import summarize_checkpoint
 from videomae.config import load_config
+from videomae.engine.export import export_checkpoint
+from videomae.inference.probe_models import resolve_probe_model
 from videomae.methods.mocov3 import MocoV3Method
 from videomae.recipes import resolve
 
@@ -36,6 +40,15 @@ def run(recipe: str, args: list[str]) -> str:
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, output[-4000:]
     return output
+
+
+def assert_offline_export_is_the_runs(out: Path, tmp: Path) -> None:
+    """``videomae export`` of the final checkpoint equals the run's own export bit for bit, and says it is MoCo's."""
+    again = export_checkpoint(out, tmp / "again.safetensors").path
+    ours, theirs = load_file(again), load_file(out / "export/model.safetensors")
+    assert sorted(ours) == sorted(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    summary = summarize_checkpoint(again)
+    assert summary.method == "mocov3" and summary.kind == "encoder"
 
 
 def assert_falls(seq: dict[int, float]) -> None:
@@ -72,6 +85,20 @@ def test_image_demo_trains_exports_the_backbone_and_keeps_the_patch_projection(i
 
 
 @pytest.mark.slow
+def test_offline_export_and_probe_of_the_run_folder_are_the_backbone(image_run, tmp_path):
+    out, _ = image_run
+    assert_offline_export_is_the_runs(out, tmp_path)
+    bare = tmp_path / "no_export"  # a run folder without its export: the probe consolidates the newest checkpoint
+    shutil.copytree(out, bare, ignore=shutil.ignore_patterns("export"))
+    probe = resolve_probe_model(bare, exports=tmp_path / "cache")
+    assert probe.kind == "checkpoint" and probe.metadata["method"] == "mocov3"
+    model = probe.load().model
+    theirs = load_file(out / "export/model.safetensors")
+    assert sorted(model.state_dict()) == sorted(theirs)
+    assert all(torch.equal(model.state_dict()[k].float(), theirs[k]) for k in theirs)
+
+
+@pytest.mark.slow
 def test_resumed_from_the_middle_checkpoint_the_losses_repeat_bit_for_bit(image_run, tmp_path):
     reference, args = image_run
     out = tmp_path / "resumed"
@@ -93,3 +120,9 @@ def test_video_demo_trains_on_clips_in_bf16_zero1(demo, tmp_path):
     assert_falls(losses(out))
     model, _ = load_exported(out / "export/model.safetensors")
     assert model.model_config["all_frames"] == 4 and model.model_config["use_mean_pooling"]
+    # The frozen patch projection (no optimizer holds it; ZeRO-1 saves it nowhere) is exported as the bf16 module
+    # held it: the seeded initial projection rounded to bf16.
+    cfg = load_config(resolve("mocov3_video_demo", ("pretrain",)), moco_args(demo, out, 4, "precision=bf16"))
+    initial = MocoV3Method(cfg, None, None).build_model().backbone.patch_embed.proj.weight.detach()
+    assert torch.equal(model.patch_embed.proj.weight, initial.bfloat16().float())
+    assert_offline_export_is_the_runs(out, tmp_path)

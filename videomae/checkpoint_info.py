@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from videomae.checkpoint import CheckpointError, read_state_dict
+from videomae.checkpoint_maeclip import MAECLIP_METADATA_KEY
 from videomae.hf_folder import is_hf_folder, read_hf_folder
 from videomae.models.hf_config import HF_CLASSES, hf_label_names
 from videomae.models.hf_image_config import HF_IMAGE_CLASSES
@@ -46,6 +47,8 @@ class CheckpointSummary:
     pos_table: tuple[int, ...] | None
     label_names: list[str] | None
     metadata: dict[str, Any] = field(default_factory=dict)
+    method: str | None = None
+    """The pretraining method that wrote the export (its metadata's ``method``, else its ``pretrain_config``'s)."""
 
     def format_text(self, max_value_chars: int = 160) -> str:
         """Human-readable report; long metadata values are cut to ``max_value_chars`` (0: never)."""
@@ -55,6 +58,7 @@ class CheckpointSummary:
         lines = [
             f"file:          {self.path}",
             f"format:        {self.format} ({self.kind})",
+            *([f"method:        {self.method}"] if self.method else []),
             f"model:         {self.model_name or 'unknown'} ({origin})",
             f"parameters:    {self.num_params:,} ({self.num_params / 1e6:.2f} M) in {self.num_tensors} tensors "
             f"({', '.join(self.dtypes)})",
@@ -80,9 +84,11 @@ class CheckpointSummary:
 
 
 def _metadata(raw: dict[str, str]) -> dict[str, Any]:
-    """Our export's JSON entry, a transformers config, or the raw safetensors metadata."""
-    if "videomae" in raw:
-        return json.loads(raw["videomae"])
+    """Our export's JSON entry (a MAE-CLIP whole model's too), a transformers config, or the raw safetensors
+    metadata."""
+    for key in ("videomae", MAECLIP_METADATA_KEY):
+        if key in raw:
+            return json.loads(raw[key])
     return dict(raw)
 
 
@@ -111,7 +117,10 @@ def summarize_checkpoint(source: str | Path) -> CheckpointSummary:
     proj = state.get(prefix + "patch_embed.proj.weight")  # (D, C, tubelet, p, p)
     width, tubelet, patch = (proj.shape[0], proj.shape[2], proj.shape[3]) if proj is not None else (None, None, None)
     head = state.get("head.weight")
+    method = metadata.get("method") or (metadata.get("pretrain_config") or {}).get("method")
     kind = "pretraining (encoder + decoder)" if pretraining else "classifier" if head is not None else "encoder"
+    if method == "maeclip" and pretraining:
+        kind = "MAE-CLIP whole model (vision and text towers, decoders)"
     config = metadata.get("model_config", {})
     if folder is not None:
         kind += f", {(HF_IMAGE_CLASSES if image else HF_CLASSES)[folder.kind]}"
@@ -150,6 +159,7 @@ def summarize_checkpoint(source: str | Path) -> CheckpointSummary:
         metadata={
             k: v for k, v in metadata.items() if k not in ("model_config", "label_names", "id2label", "label2id")
         },
+        method=method,
     )
 
 

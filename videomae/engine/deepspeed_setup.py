@@ -178,7 +178,8 @@ def consolidated_fp32_state_dict(
 
     Without ZeRO the module holds whole weights; in bf16/fp16 the fp32 master copies of DeepSpeed's mixed-precision
     optimizer replace them. With ZeRO the masters are partitioned across ranks' optimizer files, which DeepSpeed's
-    ``zero_to_fp32`` merges from the checkpoint ``checkpoint_dir/tag`` just written.
+    ``zero_to_fp32`` merges from the checkpoint ``checkpoint_dir/tag`` just written; frozen parameters (no
+    optimizer holds them) come from the module under ZeRO 1-2.
     """
     if engine.global_rank != 0:
         return None
@@ -198,7 +199,14 @@ def consolidated_fp32_state_dict(
                 for param, master in zip(params, masters):
                     state[names[id(param)]] = master.detach().float().cpu().clone()
         return state
-    return _merged_zero_fp32(checkpoint_dir, tag)
+    state = _merged_zero_fp32(checkpoint_dir, tag)
+    if engine.zero_optimization_stage() < 3:
+        # zero_to_fp32 merges what optimizers hold (ZeRO-1 saves no frozen parameters at all): a frozen parameter
+        # comes from the module, whole in stages 1-2, with the values training used.
+        for name, param in engine.module.named_parameters():
+            if not param.requires_grad:
+                state[name] = param.detach().float().cpu().clone()
+    return state
 
 
 def _merged_zero_fp32(checkpoint_dir: str | Path, tag: str) -> dict[str, torch.Tensor]:

@@ -19,6 +19,9 @@ import torch
 from torch import nn
 
 from videomae.checkpoint import CheckpointError, export_weights, load_exported
+from videomae.config import ConfigError
+from videomae.config.loading import build_config
+from videomae.config.methods import METHODS, method_config_class, method_export
 from videomae.engine import checkpointing as ckpt
 from videomae.engine.deepspeed_setup import checkpoint_fp32_state_dict, weights_only_loads
 from videomae.hf_folder import write_hf_folder
@@ -96,17 +99,79 @@ def checkpoint_model(
 ) -> tuple[nn.Module, dict[str, Any], ckpt.CheckpointInfo, list[str]]:
     """Rebuild the model of a run's DeepSpeed checkpoint with its consolidated fp32 weights.
 
+    A pretraining run's checkpoint (its stored config names a ``method``) goes through the method, as the run's own
+    export does: the config picks the method, whose ``export_model`` / ``export_metadata`` make the model and its
+    metadata (MoCo v3: the query backbone; MAE-CLIP: the vision tower). Otherwise (a fine-tuning run, or
+    ``model_name`` given) the registered model is rebuilt from ``model.name`` + ``overrides``.
+
     Arguments as :func:`export_checkpoint`. Returns ``(model, export metadata, checkpoint, notes)``.
     """
     info = find_checkpoint(path)
     client = _client_state(info.path)
     config = client.get("config") or {}
+    state, notes = checkpoint_fp32_state_dict(info.root, info.tag)
+    if model_name is None and not overrides and config.get("method") in METHODS:
+        model, metadata = _method_export(config, state, info, notes)
+    else:
+        model, metadata = _registered_export(config, state, info, model_name, overrides)
+    metadata["source_checkpoint"] = str(info.path)
+    names = label_names if label_names is not None else client.get("label_names")
+    if names is not None:
+        metadata["label_names"] = list(names)
+    return model, metadata, info, notes
+
+
+def _method_export(
+    config: dict[str, Any], state: dict[str, torch.Tensor], info: ckpt.CheckpointInfo, notes: list[str]
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The method's export of ``state``: the model and metadata the run would have written at this step."""
+    try:
+        cfg = build_config(method_config_class(config["method"]), config)
+    except ConfigError as err:
+        raise CheckpointError(f"{info.path}: the stored config does not load: {err}") from None
+    method = method_export(cfg.method)(cfg)
+    try:
+        return method.export_model(state), method.export_metadata(info.step)
+    except RuntimeError as err:
+        error = err
+    missing = _frozen_from_config(method, state, cfg.precision)
+    if missing:  # a ZeRO-1 checkpoint saves no frozen parameters
+        notes.append(
+            f"{info.path}: the checkpoint holds no {', '.join(missing)} (frozen; ZeRO-1 does not save them): "
+            "rebuilt from the config's seed, rounded to its precision as training held them"
+        )
+        try:
+            model = method.export_model(state)
+        except RuntimeError as err:
+            error = err
+        else:
+            return model, method.export_metadata(info.step)
+    raise CheckpointError(f"{info.path}: the weights do not fit the {cfg.method} model: {error}") from None
+
+
+def _frozen_from_config(method: Any, state: dict[str, torch.Tensor], precision: str) -> list[str]:
+    """Fill ``state`` with the frozen parameters it lacks from the method's freshly built model (seeded by the
+    config, as the run built it), rounded through the run's dtype; returns their names."""
+    frozen = {n: p for n, p in method.build_model().named_parameters() if not p.requires_grad and n not in state}
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    for name, param in frozen.items():
+        state[name] = param.detach().to(dtype).float()
+    return sorted(frozen)
+
+
+def _registered_export(
+    config: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    info: ckpt.CheckpointInfo,
+    model_name: str | None,
+    overrides: dict[str, Any] | None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The registered model ``model_name`` (default: the stored ``model.name``) holding ``state``."""
     if model_name is None:
         model_name, kwargs = model_kwargs_from_config(config.get("model"))
         kwargs.update(overrides or {})
     else:
         kwargs = dict(overrides or {})
-    state, notes = checkpoint_fp32_state_dict(info.root, info.tag)
     if "head.weight" in state and "num_classes" not in kwargs:
         kwargs["num_classes"] = state["head.weight"].shape[0]
     try:
@@ -114,11 +179,7 @@ def checkpoint_model(
         model.load_state_dict(state, strict=True)
     except (TypeError, RuntimeError) as err:
         raise CheckpointError(f"{info.path}: the weights do not fit {model_name}({kwargs}): {err}") from None
-    metadata = {"step": info.step, "source_checkpoint": str(info.path), "config": config}
-    names = label_names if label_names is not None else client.get("label_names")
-    if names is not None:
-        metadata["label_names"] = list(names)
-    return model, metadata, info, notes
+    return model, {"step": info.step, "config": config}
 
 
 def export_checkpoint(
@@ -134,7 +195,8 @@ def export_checkpoint(
     Args:
         path: checkpoint folder (``.../checkpoints/step_00000200``), run folder or checkpoints folder (newest).
         out: the ``.safetensors`` file to write.
-        model_name: registered model; default: ``model.name`` of the config stored in the checkpoint.
+        model_name: registered model; default: the method of the config stored in the checkpoint (a fine-tuning
+            run's: its ``model.name``).
         overrides: constructor arguments (default: the stored config's; with ``model_name``, only these). A
             classifier's ``num_classes`` defaults to the checkpoint's head.
         label_names: class names to store (default: the checkpoint's ``label_names``, if it holds them).
@@ -182,7 +244,7 @@ def export_transformers(
     else:
         model, metadata, _, _ = checkpoint_model(source, model_name=model_name, overrides=overrides)
     names = label_names if label_names is not None else metadata.get("label_names")
-    loss = (metadata.get("config") or {}).get("loss") or {}
+    loss = (metadata.get("config") or metadata.get("pretrain_config") or {}).get("loss") or {}
     is_classifier = "num_classes" in model.model_config
     written = write_hf_folder(model, out, names if is_classifier else None, loss.get("normalize_target", True))
     return model, written

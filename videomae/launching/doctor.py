@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from videomae.config import ConfigError, load_config, load_finetune_config
+from videomae.config.methods import method_trainer
 from videomae.engine import checkpointing as ckpt
 from videomae.engine import dist
 from videomae.engine.dist import all_gather_objects
@@ -143,11 +144,10 @@ class StepClock:
 
 
 def _build_trainer(stage: str, cfg: Any) -> Trainer:
-    """The run's trainer and method as training would build them."""
+    """The run's trainer and method as training would build them (a pretraining config's ``method`` picks its
+    trainer builder)."""
     if stage == "pretrain":
-        from videomae.methods.pretrain import build_pretrain_trainer
-
-        return build_pretrain_trainer(cfg)
+        return method_trainer(cfg.method)(cfg)
     from videomae.methods.finetune import build_finetune_trainer
 
     return build_finetune_trainer(cfg)
@@ -236,11 +236,12 @@ class Doctor:
             self._fail("build", err)
         if dist.any_rank(run is None):
             return None
-        m, ds = self.cfg.model, self.cfg.deepspeed
+        ds = self.cfg.deepspeed
+        label = getattr(self.cfg.model, "name", None) or self.cfg.method  # MAE-CLIP names towers, not a model
         params = sum(getattr(p, "ds_numel", p.numel()) for p in run.engine.module.parameters())  # ZeRO-3: full sizes
         self.rows.append(CheckResult(
             "build", PASS,
-            f"{m.name} ({params / 1e6:.1f} M parameters), ZeRO-{ds.zero_stage} {self.cfg.precision}, DeepSpeed engine "
+            f"{label} ({params / 1e6:.1f} M parameters), ZeRO-{ds.zero_stage} {self.cfg.precision}, DeepSpeed engine "
             f"on {env.world_size} x {device.type} in {time.perf_counter() - start:.1f} s",
             {"parameters": params},
         ))  # fmt: skip

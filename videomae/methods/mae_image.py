@@ -10,12 +10,12 @@ from videomae.config.mae_image import ImageMAEConfig
 from videomae.engine.data_setup import build_dataset
 from videomae.engine.method import LossOutput, StepContext
 from videomae.engine.session import Session, start_session
-from videomae.engine.trainer import RunSummary, build_trainer
+from videomae.engine.trainer import RunSummary, Trainer, build_trainer
 from videomae.masking import MaskGenerator
 from videomae.methods.pretrain import PretrainMethod
 from videomae.objectives.mae_pixels import MAEPixelLoss
 
-__all__ = ["ImageMAEMethod", "build_image_mae_method", "run_image_mae"]
+__all__ = ["ImageMAEMethod", "build_image_mae_method", "build_image_mae_trainer", "export_method", "run_image_mae"]
 
 
 class ImageMAEMethod(PretrainMethod):
@@ -53,6 +53,17 @@ def build_image_mae_method(cfg: ImageMAEConfig, session: Session) -> ImageMAEMet
     return ImageMAEMethod(cfg, build_dataset(cfg.data, session.output_dir, cfg.seed))
 
 
+def build_image_mae_trainer(cfg: ImageMAEConfig) -> Trainer:
+    """An image MAE run built on this rank (process group, model, DeepSpeed engine), ready to :meth:`~Trainer.fit`."""
+    session = start_session(cfg)
+    return build_trainer(session, build_image_mae_method(cfg, session))
+
+
+def export_method(cfg: ImageMAEConfig) -> ImageMAEMethod:
+    """The method without data, for exporting a checkpoint offline."""
+    return ImageMAEMethod(cfg, None)
+
+
 def run_image_mae(cfg: ImageMAEConfig) -> RunSummary:
     """Pretrain an image MAE on DeepSpeed as configured; every rank calls this.
 
@@ -60,5 +71,4 @@ def run_image_mae(cfg: ImageMAEConfig) -> RunSummary:
         ConfigError: a setting that only shows up against the data or the device.
         NonFiniteError: ``train.max_nonfinite_steps`` consecutive non-finite steps.
     """
-    session = start_session(cfg)
-    return build_trainer(session, build_image_mae_method(cfg, session)).fit()
+    return build_image_mae_trainer(cfg).fit()

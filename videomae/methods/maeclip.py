@@ -32,7 +32,7 @@ from videomae.engine.deepspeed_setup import whole_parameters
 from videomae.engine.method import LossOutput, Method, StepContext
 from videomae.engine.optim import param_groups
 from videomae.engine.session import Session, start_session
-from videomae.engine.trainer import RunSummary, build_trainer
+from videomae.engine.trainer import RunSummary, Trainer, build_trainer
 from videomae.evaluation.zero_shot import zero_shot_report
 from videomae.masking import random_mask, tube_mask
 from videomae.models.maeclip import MaeClipModel
@@ -40,7 +40,15 @@ from videomae.objectives import MaskedPixelLoss
 from videomae.objectives.clip_losses import info_nce, mask_caption_tokens, mlm_loss
 from videomae.text import CaptionTokenizer, load_tokenizer
 
-__all__ = ["MaeClipMethod", "build_maeclip_method", "build_maeclip_model", "check_captions", "run_maeclip"]
+__all__ = [
+    "MaeClipMethod",
+    "build_maeclip_method",
+    "build_maeclip_model",
+    "build_maeclip_trainer",
+    "check_captions",
+    "export_method",
+    "run_maeclip",
+]
 
 log = logging.getLogger(__name__)
 ZERO_SHOT_FILE = "zero_shot.json"
@@ -229,11 +237,21 @@ def build_maeclip_method(cfg: MaeClipConfig, session: Session) -> MaeClipMethod:
     return MaeClipMethod(cfg, train_set, tokenizer)
 
 
+def build_maeclip_trainer(cfg: MaeClipConfig) -> Trainer:
+    """A MAE-CLIP run built on this rank (process group, model, DeepSpeed engine), ready to :meth:`~Trainer.fit`."""
+    session = start_session(cfg)
+    return build_trainer(session, build_maeclip_method(cfg, session))
+
+
+def export_method(cfg: MaeClipConfig) -> MaeClipMethod:
+    """The method without data (its tokenizer only), for exporting a checkpoint offline."""
+    return MaeClipMethod(cfg, None, load_tokenizer(cfg.text.tokenizer, cfg.text.context_length))
+
+
 def run_maeclip(cfg: MaeClipConfig) -> RunSummary:
     """Train MAE-CLIP on DeepSpeed as configured; every rank calls this.
 
     Raises:
         ConfigError: a setting that only shows up against the data (e.g. rows without captions).
     """
-    session = start_session(cfg)
-    return build_trainer(session, build_maeclip_method(cfg, session)).fit()
+    return build_maeclip_trainer(cfg).fit()

@@ -47,7 +47,15 @@ from videomae.methods.moco_views import ViewRecipe, augment_views
 from videomae.models import create_model
 from videomae.objectives.contrastive import symmetric_info_nce
 
-__all__ = ["MOMENTUM_KEY", "MocoV3Method", "build_mocov3_method", "build_mocov3_trainer", "run_mocov3", "view_recipes"]
+__all__ = [
+    "MOMENTUM_KEY",
+    "MocoV3Method",
+    "build_mocov3_method",
+    "build_mocov3_trainer",
+    "export_method",
+    "run_mocov3",
+    "view_recipes",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +91,7 @@ class MocoV3Method(Method):
 
     name = "mocov3"
 
-    def __init__(self, cfg: MocoV3Config, session: Session, train_set: HybridVideoDataset | None) -> None:
+    def __init__(self, cfg: MocoV3Config, session: Session | None, train_set: HybridVideoDataset | None) -> None:
         self.cfg, self.session, self.train_set = cfg, session, train_set
         self.recipes = view_recipes(cfg)
         self.momentum: MocoEncoder | None = None
@@ -161,14 +169,7 @@ class MocoV3Method(Method):
         """The query backbone alone, as its registered classifier without a head."""
         backbone = self.build_backbone()
         n = len(BACKBONE_PREFIX)
-        weights = {k[n:]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
-        if self.ctx is not None:
-            # DeepSpeed's bf16 consolidation leaves out parameters no optimizer holds (the frozen patch projection):
-            # they come from the module, which holds them whole in ZeRO stages 0-2, as training used them.
-            for name, param in self.ctx.engine.module.backbone.named_parameters():
-                if not param.requires_grad and name not in weights:
-                    weights[name] = param.detach().float().cpu()
-        backbone.load_state_dict(weights)
+        backbone.load_state_dict({k[n:]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)})
         return backbone
 
     def export_metadata(self, step: int) -> dict[str, Any]:
@@ -194,6 +195,11 @@ def build_mocov3_trainer(cfg: MocoV3Config) -> Trainer:
     """A MoCo v3 run built on this rank (process group, model, DeepSpeed engine), ready to :meth:`~Trainer.fit`."""
     session = start_session(cfg)
     return build_trainer(session, build_mocov3_method(cfg, session))
+
+
+def export_method(cfg: MocoV3Config) -> MocoV3Method:
+    """The method without data or session, for exporting a checkpoint offline."""
+    return MocoV3Method(cfg, None, None)
 
 
 def run_mocov3(cfg: MocoV3Config) -> RunSummary:

@@ -23,7 +23,7 @@ from videomae.methods.pictures import ReconstructionPictures
 from videomae.models import create_model
 from videomae.objectives import MaskedPixelLoss
 
-__all__ = ["PretrainMethod", "build_pretrain_method", "build_pretrain_trainer", "run_pretraining"]
+__all__ = ["PretrainMethod", "build_pretrain_method", "build_pretrain_trainer", "export_method", "run_pretraining"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,11 @@ def build_pretrain_trainer(cfg: PretrainConfig) -> Trainer:
     """A pretraining run built on this rank (process group, model, DeepSpeed engine), ready to :meth:`~Trainer.fit`."""
     session = start_session(cfg)
     return build_trainer(session, build_pretrain_method(cfg, session))
+
+
+def export_method(cfg: PretrainConfig) -> PretrainMethod:
+    """The method without data, for exporting a checkpoint offline."""
+    return PretrainMethod(cfg, None)
 
 
 def run_pretraining(cfg: PretrainConfig) -> RunSummary:
