@@ -209,3 +209,31 @@ def test_test_mode_never_substitutes_an_unreadable_video(tmp_path, media, caplog
     assert one_view["video"].shape == (3, 4, 32, 32) and one_view["valid"] is False
     assert "valid" not in VideoClipDataset(m, **SMALL_CLIP)[0]  # training samples are unchanged
     assert "valid" not in collate_clips([VideoClipDataset(m, **SMALL_CLIP)[0]])
+
+
+def test_separate_windows_give_each_view_its_own_time(tmp_path, media):
+    m = csv_manifest(tmp_path / "m.csv", [(media["frames"], "x")])  # 40 frames, the index painted into each
+    kwargs = dict(num_frames=4, sampling_rate=2, input_size=HEIGHT, num_sample=4, scales=(1.0,), hflip_prob=0.0)
+    same, separate = VideoClipDataset(m, **kwargs), VideoClipDataset(m, views_from="separate_windows", **kwargs)
+    torch.manual_seed(3)
+    (window,), _ = same._load(0)  # the default: one window for every view
+    torch.manual_seed(3)
+    windows, _ = separate._load(0)
+    starts = [frame_ids(w)[0] for w in windows]
+    assert [frame_ids(w) for w in windows] == [list(range(s, s + 8, 2)) for s in starts]
+    assert starts[0] == frame_ids(window)[0]  # the first window is the default's draw: one random source
+    assert len(set(starts)) > 1
+
+    seen = []  # each view is augmented from its own window
+
+    class Record:
+        input_size = HEIGHT
+
+        def __call__(self, frames, out):
+            seen.append(frame_ids(frames)[0])
+
+    separate.train_transform = Record()
+    torch.manual_seed(3)
+    assert separate[0]["video"].shape == (4, 3, 4, HEIGHT, HEIGHT) and seen == starts
+    with pytest.raises(ValueError, match="views_from"):
+        VideoClipDataset(m, views_from="other", **kwargs)

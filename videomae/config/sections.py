@@ -86,6 +86,10 @@ class DataConfig:
     hflip_prob: float = 0.0
     """Probability of a horizontal flip per clip; 0 as in VideoMAE pretraining (keep it 0 for direction-sensitive
     data such as Something-Something)."""
+    views_from: Literal["same_window", "separate_windows"] = "same_window"
+    """With ``num_sample > 1``: ``same_window`` = every clip of a video augments one decoded time window (VideoMAE's
+    repeated sampling); ``separate_windows`` = each clip has its own random window (views at different times, as
+    MoCo v3 on video wants), drawn from the same per-sample random source."""
     crop: Literal["multiscale", "random_resized"] = "multiscale"
     """Training crop: ``multiscale`` = VideoMAE's multi-scale crop (sides 1, 0.875, 0.75 or 0.66 of the short side
     at 13 fixed places); ``random_resized`` = torchvision's RandomResizedCrop box (area share ``crop_scale``,

@@ -110,6 +110,9 @@ class HybridVideoDataset(Dataset):
         sampling_rate: stride between clip frames (sources may override).
         input_size: output height and width.
         num_sample: training only: independently augmented clips per decoded video (repeated sampling).
+        views_from: with ``num_sample > 1``: ``same_window`` = every clip augments the one decoded time window
+            (VideoMAE's repeated sampling); ``separate_windows`` = each clip has its own randomly placed window
+            (MoCo v3-style views of a video at different times), drawn from the same random source.
         train: random clip + multi-scale crop / flip; otherwise multi-view testing.
         scales, hflip_prob, rand_augment, reprob: training augmentation (see :class:`TrainTransform`): crop scales,
             flip probability, timm RandAugment string (same ops on every frame; ``None``: off) and random erasing
@@ -139,6 +142,7 @@ class HybridVideoDataset(Dataset):
         sampling_rate: int,
         input_size: int = 224,
         num_sample: int = 1,
+        views_from: str = "same_window",
         train: bool = True,
         scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66),
         hflip_prob: float = 0.5,
@@ -173,7 +177,10 @@ class HybridVideoDataset(Dataset):
                 raise ValueError(f"{key}={value} must be >= 1")
         self.sources = list(sources)
         self.num_frames, self.sampling_rate = num_frames, sampling_rate
+        if views_from not in ("same_window", "separate_windows"):
+            raise ValueError(f"views_from={views_from!r} must be 'same_window' or 'separate_windows'")
         self.num_sample = num_sample if train else 1
+        self.views_from = views_from
         self.train = train
         self.test_num_segment, self.test_num_crop = test_num_segment, test_num_crop
         self.frame_template, self.backend = frame_template, backend
@@ -302,7 +309,7 @@ class HybridVideoDataset(Dataset):
         num_frames, rate, template, policy = self._clip_settings(i)
         row, short = self.rows[i], None
         if is_image_path(row.path):  # one frame, repeated over the clip (every view alike): no short-video policy
-            views = 1 if self.train else self.test_num_segment
+            views = self._train_windows() if self.train else self.test_num_segment
             frames, _ = decode_clips(row, lambda n: [[0]], backend=self.backend, timeout=self.decode_timeout)
             return [frames.expand(num_frames, *frames.shape[1:])] * views, None
 
@@ -310,7 +317,9 @@ class HybridVideoDataset(Dataset):
             nonlocal short
             short = short_video_clip(row.path, n, num_frames, rate, policy)  # raises under "reject"
             if self.train:
-                return [sample_train_indices(n, num_frames, rate, short_video=policy)]
+                return [
+                    sample_train_indices(n, num_frames, rate, short_video=policy) for _ in range(self._train_windows())
+                ]
             return sample_test_indices(n, num_frames, rate, self.test_num_segment, short_video=policy)
 
         min_frames = self.min_frames if self.min_frames is not None else default_min_frames(policy, num_frames)
@@ -329,11 +338,15 @@ class HybridVideoDataset(Dataset):
             t, _, _, c = views[0].shape
             size = self.train_transform.input_size
             out = torch.empty((self.num_sample, c, t, size, size), dtype=torch.float32)
-            for clip in out:  # each repeated sample written in place: no stacking copy
-                self.train_transform(views[0], out=clip)
+            for k, clip in enumerate(out):  # each repeated sample written in place: no stacking copy
+                self.train_transform(views[k % len(views)], out=clip)
             return out  # (S, C, T, H, W)
         out = torch.cat([self.eval_transform(v) for v in views])  # (segments * crops, C, T, H, W)
         return out[0] if out.shape[0] == 1 else out
+
+    def _train_windows(self) -> int:
+        """Time windows decoded per training video: one per clip under ``separate_windows``, else one."""
+        return self.num_sample if self.views_from == "separate_windows" else 1
 
     def _replacement(self, index: int, attempt: int) -> int:
         """Attempt ``attempt``'s stand-in for bad row ``index``: another row of its source, drawn from ``(seed,
