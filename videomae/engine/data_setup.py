@@ -50,6 +50,7 @@ def hybrid_dataset(sources: list[ManifestSource], cfg: DataConfig, **kwargs: Any
         crop_scale=cfg.crop_scale,
         crop_ratio=cfg.crop_ratio,
         interpolation=cfg.interpolation,
+        views_from=cfg.views_from,
         **kwargs,
     )
 
