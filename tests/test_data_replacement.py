@@ -153,7 +153,7 @@ def fifth_bad(tmp_path_factory) -> Path:
         else:
             for jpg in write_frame_folder(path, 16).iterdir():
                 jpg.write_bytes(b"\xff\xd8 not a jpeg")
-        lines[i] = f"{path.name},16,16,64,64,1,demo"
+        lines[i] = f"{path.name},16,16,64,64,1,demo,"  # an empty caption
     (out / "fifth_bad.csv").write_text("\n".join([header, *lines]) + "\n")
     return out
 

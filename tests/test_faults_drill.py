@@ -36,7 +36,7 @@ def data(tmp_path_factory) -> Path:
 
     def unreadable(i: int) -> str:
         (out / f"videos/bad/bad_{i:02d}.mp4").write_bytes(b"not a video " * 10)
-        return f"videos/bad/bad_{i:02d}.mp4,16,16,64,64,1,demo"
+        return f"videos/bad/bad_{i:02d}.mp4,16,16,64,64,1,demo,"  # an empty caption
 
     quarter = [unreadable(i) if i % 4 == 1 else row for i, row in enumerate(rows)]
     (out / "quarter_bad.csv").write_text("\n".join([header, *quarter]) + "\n")
