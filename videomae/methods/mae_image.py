@@ -5,17 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from videomae.config import ConfigError
 from videomae.config.mae_image import ImageMAEConfig
-from videomae.engine.data_setup import build_dataset
 from videomae.engine.method import LossOutput, StepContext
-from videomae.engine.session import Session, start_session
-from videomae.engine.trainer import RunSummary, Trainer, build_trainer
+from videomae.engine.trainer import RunSummary, Trainer
 from videomae.masking import MaskGenerator
-from videomae.methods.pretrain import PretrainMethod
+from videomae.methods.pretrain import PretrainMethod, build_pretrain_trainer
 from videomae.objectives.mae_pixels import MAEPixelLoss
 
-__all__ = ["ImageMAEMethod", "build_image_mae_method", "build_image_mae_trainer", "export_method", "run_image_mae"]
+__all__ = ["ImageMAEMethod", "build_image_mae_trainer", "export_method", "run_image_mae"]
 
 
 class ImageMAEMethod(PretrainMethod):
@@ -46,17 +43,9 @@ class ImageMAEMethod(PretrainMethod):
         return LossOutput(self.mae_loss(pred.float(), images, mask))
 
 
-def build_image_mae_method(cfg: ImageMAEConfig, session: Session) -> ImageMAEMethod:
-    """The image MAE method with its training set (``session``: the run's process group is up)."""
-    if not cfg.data.manifests:
-        raise ConfigError("data.manifests: empty; give at least one manifest, e.g. data.manifests=[train_images.csv]")
-    return ImageMAEMethod(cfg, build_dataset(cfg.data, session.output_dir, cfg.seed))
-
-
 def build_image_mae_trainer(cfg: ImageMAEConfig) -> Trainer:
     """An image MAE run built on this rank (process group, model, DeepSpeed engine), ready to :meth:`~Trainer.fit`."""
-    session = start_session(cfg)
-    return build_trainer(session, build_image_mae_method(cfg, session))
+    return build_pretrain_trainer(cfg, ImageMAEMethod)
 
 
 def export_method(cfg: ImageMAEConfig) -> ImageMAEMethod:

@@ -92,17 +92,21 @@ class PretrainMethod(Method):
         return {"step": step, "pretrain_config": config_to_dict(self.cfg)}
 
 
-def build_pretrain_method(cfg: PretrainConfig, session: Session) -> PretrainMethod:
-    """The pretraining method with its training set (``session``: the run's process group is up)."""
+def build_pretrain_method(
+    cfg: PretrainConfig, session: Session, kind: type[PretrainMethod] = PretrainMethod
+) -> PretrainMethod:
+    """The pretraining method ``kind`` (a :class:`PretrainMethod`, e.g. image MAE's) with its training set
+    (``session``: the run's process group is up)."""
     if not cfg.data.manifests:
         raise ConfigError("data.manifests: empty; give at least one manifest, e.g. data.manifests=[train.csv]")
-    return PretrainMethod(cfg, build_dataset(cfg.data, session.output_dir, cfg.seed))
+    return kind(cfg, build_dataset(cfg.data, session.output_dir, cfg.seed))
 
 
-def build_pretrain_trainer(cfg: PretrainConfig) -> Trainer:
-    """A pretraining run built on this rank (process group, model, DeepSpeed engine), ready to :meth:`~Trainer.fit`."""
+def build_pretrain_trainer(cfg: PretrainConfig, kind: type[PretrainMethod] = PretrainMethod) -> Trainer:
+    """A pretraining run of method ``kind`` built on this rank (process group, model, DeepSpeed engine), ready to
+    :meth:`~Trainer.fit`."""
     session = start_session(cfg)
-    return build_trainer(session, build_pretrain_method(cfg, session))
+    return build_trainer(session, build_pretrain_method(cfg, session, kind))
 
 
 def export_method(cfg: PretrainConfig) -> PretrainMethod:
