@@ -22,8 +22,9 @@ encoder is also probed on it (video encoders see each image held still), as the 
     python bench/methods_pay.py --only video_mae,maeclip_init --reuse   # maeclip_init starts from video_mae's run
     python bench/methods_pay.py --reuse             # probe the runs of an earlier call again, no pretraining
 
-The same cached features are also probed for each cue of a class alone (``shape``: 3 classes, ``direction``: up or
-down), which shows what each encoder keeps.
+The same cached features are also probed for each cue alone (``bench/demo_cues.py``: the class's shape and
+direction, and the nuisance cues every clip is drawn with at random: hue, stripe angle, size), which shows what each
+encoder keeps and, for a contrastive method, which shortcut it took.
 
 Prints a table (method, steps, steps/s, probe val top-1, minus random, the cues) and, last, one JSON line:
 ``{"random": .., "video_mae": .., "image_mae": .., "mocov3_image": .., "mocov3_video": .., "chance": ..}`` (val
@@ -52,10 +53,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-
-from videomae.evaluation.probes import fit_linear_probe  # noqa: E402
+from bench.demo_cues import CUES, cue_scores  # noqa: E402
 from videomae.inference.probe_models import RUN_EXPORT, resolve_probe_model  # noqa: E402
 from videomae.inference.probing import ProbeOptions, run_probe  # noqa: E402
 from videomae.recipes import RECIPES  # noqa: E402
@@ -76,30 +74,18 @@ class Bench:
     launcher: str
     seed: int
     reuse: bool = False
+    overrides: tuple[str, ...] = ()
+    """``key=value`` overrides of every run (ablations), after the entry's own."""
 
     @property
     def demo(self) -> Path:
         return self.work / "demo_data"
 
 
-def cue_probes(report: dict[str, Any]) -> dict[str, float]:
-    """Val top-1 of linear probes of the same cached features for each cue of a demo class (``<shape>_<direction>``):
-    ``shape`` (3 classes) and ``direction`` (2), which says what an encoder keeps of each."""
-    train, val = (load_file(report["splits"][s]["cache_file"]) for s in ("train", "val"))
-    names = [name.split("_") for name in report["label_names"]]
-    scores = {}
-    for i, cue in enumerate(("shape", "direction")):
-        values = sorted({n[i] for n in names})
-        relabel = torch.tensor([values.index(n[i]) for n in names])
-        fitted = fit_linear_probe(train[report["pool"]], relabel[train["labels"]], val[report["pool"]],
-                                  relabel[val["labels"]], num_classes=len(values))  # fmt: skip
-        scores[cue] = fitted.accuracy
-    return scores
-
-
 def linear_probe(bench: Bench, checkpoint: str, out: Path, manifests: tuple[str, str]) -> dict[str, float] | None:
-    """Val top-1 of the linear probe of ``checkpoint`` on a demo train/val pair (``top1``), and per cue for the
-    video set (``None`` when the set is absent)."""
+    """Val top-1 of the linear probe of ``checkpoint`` on a demo train/val pair (``top1``), and of the same features
+    per cue (:mod:`demo_cues`; no direction on the image set, whose images show none); ``None`` when the set is
+    absent."""
     train, val = (bench.demo / m for m in manifests)
     if not (train.is_file() and val.is_file()):
         return None
@@ -109,7 +95,8 @@ def linear_probe(bench: Bench, checkpoint: str, out: Path, manifests: tuple[str,
         num_frames=PROBE_FRAMES if image_model else None, sampling_rate=PROBE_RATE,
         options=ProbeOptions(kind="linear", seed=bench.seed, workers=1),
     )  # fmt: skip
-    return {"top1": report["results"][0]["val_top1"], **(cue_probes(report) if manifests == VIDEO_SET else {})}
+    cues = tuple(c for c in CUES if manifests == VIDEO_SET or c != "direction")
+    return {"top1": report["results"][0]["val_top1"], **cue_scores(report, bench.demo, manifests, cues)}
 
 
 def probe_scores(bench: Bench, entry: MethodEntry, export: Path) -> dict[str, float | None]:
@@ -119,7 +106,7 @@ def probe_scores(bench: Bench, entry: MethodEntry, export: Path) -> dict[str, fl
     for name, manifests in (("video", VIDEO_SET), ("image", IMAGE_SET)):
         for suffix, checkpoint in (("", str(export)), ("_random", f"random:{export}")):
             found = linear_probe(bench, checkpoint, out / f"{name}{suffix}", manifests) or {}
-            scores |= {f"{name}{suffix}" if k == "top1" else f"{k}{suffix}": v for k, v in found.items()}
+            scores |= {f"{name}{suffix}" if k == "top1" else f"{name}_{k}{suffix}": v for k, v in found.items()}
             scores.setdefault(f"{name}{suffix}", None)
     return scores
 
@@ -228,7 +215,9 @@ def pretrain(bench: Bench, entry: MethodEntry) -> tuple[Path, float]:
     record = run / "methods_pay.json"
     if bench.reuse and record.is_file() and (run / RUN_EXPORT).is_file():
         done = json.loads(record.read_text())
-        same = (done.get("steps"), done.get("recipe"), done.get("init")) == (bench.steps, entry.recipe, entry.init_from)
+        same = (done.get("steps"), done.get("recipe"), done.get("init"), done.get("overrides", [])) == (
+            bench.steps, entry.recipe, entry.init_from, list(bench.overrides)
+        )  # fmt: skip
         if same:
             print(f"== {entry.key}: reusing {run} ({bench.steps} steps)", flush=True)
             return run / RUN_EXPORT, done["steps_per_s"]
@@ -240,7 +229,7 @@ def pretrain(bench: Bench, entry: MethodEntry) -> tuple[Path, float]:
         print(f"== {entry.key}: the demo set has no {', '.join(missing)}; {' '.join(entry.fallback)}", flush=True)
     init = [f"init={bench.work / 'runs' / entry.init_from / RUN_EXPORT}"] if entry.init_from else []
     command = [*launcher, str(ROOT / "launch" / "pretrain.py"), "--config", entry.recipe, f"output_dir={run}",
-               f"train.max_steps={bench.steps}", f"seed={bench.seed}", *entry.overrides, *init,
+               f"train.max_steps={bench.steps}", f"seed={bench.seed}", *entry.overrides, *bench.overrides, *init,
                *(entry.fallback if missing else ())]  # fmt: skip
     print("== " + " ".join(command), flush=True)
     proc = subprocess.Popen(command, cwd=bench.work, env=_env())
@@ -256,8 +245,9 @@ def pretrain(bench: Bench, entry: MethodEntry) -> tuple[Path, float]:
         raise RuntimeError(f"{entry.recipe}: the pretraining failed (exit {proc.returncode}; its log is above)")
     rate = (last[0] - first[0]) / (last[1] - first[1]) if first and last and last[1] > first[1] else float("nan")
     record.write_text(
-        json.dumps({"recipe": entry.recipe, "init": entry.init_from, "steps": bench.steps, "steps_per_s": rate}) + "\n"
-    )
+        json.dumps({"recipe": entry.recipe, "init": entry.init_from, "steps": bench.steps,
+                    "overrides": list(bench.overrides), "steps_per_s": rate}) + "\n"
+    )  # fmt: skip
     return run / RUN_EXPORT, rate
 
 
@@ -285,8 +275,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the runs and of the random encoders")
     parser.add_argument("--reuse", action="store_true", help="keep runs this bench finished with the same steps "
                         "(probe them again without pretraining)")  # fmt: skip
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override of every run, after the entry's own (repeatable; ablations)")  # fmt: skip
     args = parser.parse_args()
-    bench = Bench(Path(args.work).resolve(), args.steps, args.launcher, args.seed, args.reuse)
+    bench = Bench(Path(args.work).resolve(), args.steps, args.launcher, args.seed, args.reuse, tuple(args.override))
     bench.work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     ensure_demo(bench)
@@ -315,24 +307,40 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _gain(row: dict[str, Any], key: str) -> float | None:
+    value, random = row.get(key), row.get(f"{key}_random")
+    return None if value is None or random is None else value - random
+
+
+def print_cue_table(rows: dict[str, dict[str, Any]], titles: dict[str, str]) -> None:
+    """Per method and set, the val top-1 of the probe of each cue alone (:mod:`demo_cues`), its random twin's after."""
+    print("\nWhat the features keep: val top-1 of a linear probe per cue (random twin in brackets); chance: shape "
+          "0.33, direction 0.50, hue 0.17, stripes 0.25, size 0.33")  # fmt: skip
+    print(f"{'method':<26}{'set':<7}" + "".join(f"{cue:>16}" for cue in CUES))
+    for key, row in rows.items():
+        for name in ("video", "image"):
+            if row.get(name) is None:
+                continue
+            cells = [f"{_fmt(row.get(f'{name}_{c}'))} ({_fmt(row.get(f'{name}_{c}_random'))})" for c in CUES]
+            print(f"{titles[key]:<26}{name:<7}" + "".join(f"{cell:>16}" for cell in cells))
+
+
 def print_table(bench: Bench, rows: dict[str, dict[str, Any]], minutes: float) -> None:
     """The table, then the JSON line (last)."""
     titles = {e.key: e.title for e in ENTRIES}
     print(f"\nDemo set, linear probe val top-1 (video set: {PROBE_FRAMES} frames x 64 px, 6 classes, chance 0.167; "
           f"{bench.steps} steps per method, launcher {bench.launcher}; {minutes:.1f} min)")  # fmt: skip
     header = f"{'method':<26}{'steps':>6}{'steps/s':>9}{'probe':>8}{'random':>8}{'- random':>10}"
-    print(header + f"{'shape':>7}{'(random)':>9}{'direction':>10}{'(random)':>9}{'image set':>10}{'(random)':>9}")
+    print(header + f"{'image set':>10}{'(random)':>9}{'- random':>10}")
     for key, row in rows.items():
         if "skipped" in row:
             print(f"{titles[key]:<26}  skipped: {row['skipped']}")
             continue
-        gain = None if row["video"] is None else row["video"] - row["video_random"]
-        cues = "".join(f"{_fmt(row.get(k)):>{w}}" for k, w in (("shape", 7), ("shape_random", 9), ("direction", 10),
-                                                               ("direction_random", 9)))  # fmt: skip
         print(f"{titles[key]:<26}{bench.steps:>6}{row['steps_per_s']:>9.2f}{_fmt(row['video']):>8}"
-              f"{_fmt(row['video_random']):>8}{_fmt(gain, '+.3f'):>10}{cues}{_fmt(row.get('image')):>10}"
-              f"{_fmt(row.get('image_random')):>9}")  # fmt: skip
+              f"{_fmt(row['video_random']):>8}{_fmt(_gain(row, 'video'), '+.3f'):>10}{_fmt(row.get('image')):>10}"
+              f"{_fmt(row.get('image_random')):>9}{_fmt(_gain(row, 'image'), '+.3f'):>10}")  # fmt: skip
     scored = {k: r for k, r in rows.items() if "skipped" not in r}
+    print_cue_table(scored, titles)
     clip_rows = {k: r for k, r in scored.items() if "zero_shot" in r}
     if clip_rows:
         print("\nZero-shot on the demo val set (class-name prompts) and retrieval recall@1 (val captions)")

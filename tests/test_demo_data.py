@@ -262,3 +262,28 @@ def test_colour_names():
     named = {(255, 0, 0): "red", (255, 140, 0): "orange", (255, 240, 0): "yellow", (0, 200, 0): "green",
              (0, 230, 230): "cyan", (20, 40, 255): "blue", (150, 0, 255): "purple", (255, 0, 150): "pink"}  # fmt: skip
     assert {rgb: colour_name(rgb) for rgb in named} == named
+
+
+def test_bench_cues_name_each_manifest_row_by_its_drawn_clip(demo_dir):
+    """bench/demo_cues.py gives every manifest row the values of the clip it was drawn from (the methods bench
+    probes them), in the file's row order, for the video and the image manifests alike."""
+    from bench.demo_cues import CUES, cue_labels
+
+    for split, specs in (("train", clip_specs("train", SMALL.num_train, SMALL)), ("val", clip_specs("val", 6, SMALL))):
+        for manifest, names in ((f"{split}.csv", CLASS_NAMES), (f"{split}_images.csv", IMAGE_CLASS_NAMES)):
+            rows = read_manifest(demo_dir / manifest, demo_dir)
+            cues = cue_labels(demo_dir, demo_dir / manifest)
+            assert set(cues) == set(CUES) and all(len(v) == len(rows) for v in cues.values())
+            shapes = [
+                names[r.label].split("_")[0]
+                for r in read_manifest(
+                    demo_dir / manifest,
+                    demo_dir,
+                    label_map=demo_dir / ("labels.txt" if names is CLASS_NAMES else "labels_images.txt"),
+                ).rows
+            ]
+            assert cues["shape"].tolist() == [SHAPES.index(s) for s in shapes]
+            index = [int(re.search(r"_(\d+)\.", r.path).group(1)) for r in rows.rows]
+            directions = [DIRECTIONS.index(CLASS_NAMES[specs[i].label].split("_")[1]) for i in index]
+            assert cues["direction"].tolist() == directions
+            assert all(0 <= int(v) < CUES[c] for c, values in cues.items() for v in values)

@@ -42,7 +42,9 @@ def add_export(subparsers: argparse._SubParsersAction) -> None:
         help="consolidate a run's DeepSpeed checkpoint into a safetensors export, or write a transformers folder",
         description="Merge the fp32 weights of a DeepSpeed checkpoint (any ZeRO stage, any number of ranks) on one "
         "process and write them as our safetensors export (model config and metadata included), as "
-        "the run does at its end. SRC: a checkpoint folder (checkpoints/step_00000200), or a run "
+        "the run does at its end. What is exported follows the run's method: the whole model for VideoMAE "
+        "and image MAE, the query backbone for MoCo v3 (its momentum encoder stays in the checkpoint), the vision "
+        "tower for MAE-CLIP. SRC: a checkpoint folder (checkpoints/step_00000200), or a run "
         "folder / checkpoints folder (its newest complete checkpoint). With --format transformers, SRC may "
         "also be our .safetensors export, and OUT is a folder VideoMAEForPreTraining / "
         "VideoMAEForVideoClassification.from_pretrained opens (config.json with id2label, model.safetensors); "
