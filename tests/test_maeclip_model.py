@@ -32,6 +32,9 @@ def test_packaged_tokenizer_round_trips_offline_and_frames_each_caption():
     assert wide.decode(wide([text])) == [text.lower()]  # byte-level BPE: nothing is lost but the case
     assert ids[1, :3].tolist() == [tok.sot_id, tok.eot_id, tok.pad_id]
     assert ids[2, -1].item() == tok.eot_id and (ids[2] != tok.pad_id).all()  # cut before the end token
+    counts = wide.token_counts([text, "", "x " * 40])  # before the cut: what the text needs, <sot> and <eot> too
+    assert counts[1] == 2 and counts[2] > 12
+    assert counts[0] == int((wide([text]) != wide.pad_id).sum()) < 64
     again = load_tokenizer(None, 12, json_text=tok.to_json())  # as an export stores it
     assert torch.equal(again([text]), ids[:1])
 

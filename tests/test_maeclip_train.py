@@ -19,7 +19,8 @@ from videomae.config import ConfigError, ManifestSource, load_config
 from videomae.engine import checkpointing as ckpt
 from videomae.engine.data_setup import hybrid_dataset
 from videomae.engine.export import export_checkpoint
-from videomae.methods.maeclip import check_captions
+from videomae.methods.maeclip import check_captions, warn_cut_captions
+from videomae.text import load_tokenizer
 
 RECIPE = ROOT / "videomae/recipes/pretrain/maeclip_demo.yaml"
 
@@ -95,3 +96,17 @@ def test_rows_without_captions_are_refused_by_manifest_and_line(tmp_path):
         check_captions(dataset, "data.manifests")
     manifest.write_text("path,label,text\na.mp4,square_up,a square\n")
     check_captions(hybrid_dataset([ManifestSource(str(manifest))], cfg.data, return_text=True), "data.manifests")
+
+
+def test_captions_longer_than_the_context_are_counted_and_named(tmp_path, caplog):
+    manifest = tmp_path / "long.csv"
+    long = "a video of a triangle drifting down, coloured green"  # 17 tokens of the packaged vocabulary
+    manifest.write_text(f'path,label,text\na.mp4,triangle_down,"{long}"\nb.mp4,disc_up,a disc\n')
+    cfg = load_config(RECIPE, [f"data.data_root={tmp_path}"])
+    dataset = hybrid_dataset([ManifestSource(str(manifest))], cfg.data, return_text=True)
+    needed = load_tokenizer(None, 64).token_counts([long])[0]
+    assert warn_cut_captions(dataset, load_tokenizer(None, needed), "data.manifests") == 0
+    with caplog.at_level("WARNING"):
+        assert warn_cut_captions(dataset, load_tokenizer(None, needed - 1), "data.manifests") == 1
+    assert (f"1 of 2 captions are longer than text.context_length={needed - 1} tokens" in caplog.text
+            and f"{manifest}:2" in caplog.text and f"raise text.context_length to {needed}" in caplog.text)  # fmt: skip

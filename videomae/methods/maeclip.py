@@ -46,6 +46,7 @@ __all__ = [
     "build_maeclip_model",
     "build_maeclip_trainer",
     "check_captions",
+    "warn_cut_captions",
     "export_method",
     "run_maeclip",
 ]
@@ -218,6 +219,22 @@ def val_dataset(cfg: MaeClipConfig) -> HybridVideoDataset:
     return dataset
 
 
+def warn_cut_captions(dataset: HybridVideoDataset, tokenizer: CaptionTokenizer, key: str) -> int:
+    """Log, once, how many captions of ``dataset`` are longer than the tokenizer's context (they lose their end:
+    a direction or colour named last would never reach the text tower), with the longest and the fix; -> the count.
+    """
+    counts = tokenizer.token_counts([row.text or "" for row in dataset.rows])
+    cut = [(n, row) for n, row in zip(counts, dataset.rows, strict=True) if n > tokenizer.context_length]
+    if cut:
+        longest, row = max(cut, key=lambda item: item[0])
+        log.warning(
+            "%s: %d of %d captions are longer than text.context_length=%d tokens and are cut before their end "
+            "(longest: %d tokens, %s:%d); raise text.context_length to %d to keep them whole",
+            key, len(cut), len(counts), tokenizer.context_length, longest, row.manifest, row.line, longest,
+        )  # fmt: skip
+    return len(cut)
+
+
 def build_maeclip_method(cfg: MaeClipConfig, session: Session) -> MaeClipMethod:
     """The method with its captioned training set and tokenizer (``session``: the process group is up).
 
@@ -234,6 +251,8 @@ def build_maeclip_method(cfg: MaeClipConfig, session: Session) -> MaeClipMethod:
         run_dir=session.output_dir, seed=cfg.seed, return_text=True,
     )  # fmt: skip
     check_captions(train_set, "data.manifests")
+    if dist.is_main():
+        warn_cut_captions(train_set, tokenizer, "data.manifests")
     return MaeClipMethod(cfg, train_set, tokenizer)
 
 

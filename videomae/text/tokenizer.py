@@ -70,6 +70,10 @@ class CaptionTokenizer:
             out[i, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
         return out
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each caption needs, start and end included, before any cut to ``context_length``."""
+        return [len(enc.ids) + 2 for enc in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
     def decode(self, ids: torch.Tensor) -> list[str]:
         """Texts of token ids ``[B, L]`` (special tokens dropped)."""
         rows = [[t for t in row.tolist() if t not in self.special_ids] for row in ids]
