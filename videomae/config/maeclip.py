@@ -80,7 +80,8 @@ class TextConfig:
     tokenizer: str | None = None
     """``tokenizers`` JSON file (e.g. a CLIP ``tokenizer.json``); ``None``: the packaged byte-level BPE (4096)."""
     context_length: int = 77
-    """Tokens per caption, start and end included (CLIP: 77); longer captions are cut."""
+    """Tokens per caption, start and end included (CLIP: 77); longer captions are cut before their end token (the
+    run logs how many training captions that cuts, and the length that keeps them whole)."""
     width: int = 512
     """Token width."""
     depth: int = 12
