@@ -53,6 +53,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.clip_cues import clip_cue_scores  # noqa: E402
 from bench.demo_cues import CUES, cue_scores  # noqa: E402
 from videomae.inference.probe_models import RUN_EXPORT, resolve_probe_model  # noqa: E402
 from videomae.inference.probing import ProbeOptions, run_probe  # noqa: E402
@@ -144,13 +145,15 @@ class MethodEntry:
 def maeclip_scores(bench: Bench, entry: MethodEntry, export: Path) -> dict[str, float | None]:
     """The linear probes of the MAE-CLIP vision tower (its ``export/model.safetensors``), plus the run's own
     zero-shot report (``zero_shot.json`` of the method's ``finish``: val top-1 from class-name prompts, against chance
-    and the same model before training, and retrieval recall@1 both ways)."""
+    and the same model before training, and retrieval recall@1 both ways), and what its towers tell apart
+    (:mod:`clip_cues`)."""
     report = json.loads((export.parent.parent / "zero_shot.json").read_text())
     trained, init = report["trained"], report.get("init", {})
     retrieval = trained["retrieval"]
     return probe_scores(bench, entry, export) | {
         "zero_shot": trained["top1"], "zero_shot_init": init.get("top1"), "zero_shot_chance": trained["chance"],
         "v2t_r1": retrieval["video_to_text"]["R@1"], "t2v_r1": retrieval["text_to_video"]["R@1"],
+        **clip_cue_scores(export.parent.parent, bench.demo / "val.csv", bench.demo),
     }  # fmt: skip
 
 
@@ -347,11 +350,17 @@ def print_table(bench: Bench, rows: dict[str, dict[str, Any]], minutes: float) -
     print_cue_table(scored, titles)
     clip_rows = {k: r for k, r in scored.items() if "zero_shot" in r}
     if clip_rows:
-        print("\nZero-shot on the demo val set (class-name prompts) and retrieval recall@1 (val captions)")
-        print(f"{'method':<26}{'top-1':>7}{'before':>8}{'chance':>8}{'video->text':>13}{'text->video':>13}")
+        print(
+            "\nZero-shot on the demo val set (class-name prompts), retrieval recall@1 (val captions), the zero-shot "
+            "predictions scored per half of the class, and what the text tower tells apart (bench/clip_cues.py)"
+        )
+        print(f"{'method':<26}{'top-1':>7}{'before':>8}{'chance':>8}{'video->text':>13}{'text->video':>13}"
+              f"{'shape':>7}{'direction':>10}   text similarity: colour / shape / direction")  # fmt: skip
         for key, row in clip_rows.items():
+            text = " / ".join(f"{row[f'text_{cue}']:.2f}" for cue in ("colour", "shape", "direction"))
             print(f"{titles[key]:<26}{row['zero_shot']:>7.3f}{_fmt(row['zero_shot_init']):>8}"
-                  f"{row['zero_shot_chance']:>8.3f}{row['v2t_r1']:>13.3f}{row['t2v_r1']:>13.3f}")  # fmt: skip
+                  f"{row['zero_shot_chance']:>8.3f}{row['v2t_r1']:>13.3f}{row['t2v_r1']:>13.3f}"
+                  f"{row['zs_shape']:>7.3f}{row['zs_direction']:>10.3f}   {text}")  # fmt: skip
     line = {"random": scored.get("video_mae", {}).get("video_random")}
     line |= {e.key: scored.get(e.key, {}).get("video") for e in ENTRIES}
     line["chance"] = 1 / 6

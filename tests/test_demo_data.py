@@ -25,7 +25,7 @@ from videomae.data.demo import (
     render_clip,
     write_demo_dataset,
 )
-from videomae.data.demo_captions import colour_name
+from videomae.data.demo_captions import COLOUR_NAMES, colour_name
 from videomae.data.images import decode_image_file
 from videomae.data.manifest import read_manifest
 from videomae.data.manifest_tools import build_manifest
@@ -262,6 +262,7 @@ def test_colour_names():
     named = {(255, 0, 0): "red", (255, 140, 0): "orange", (255, 240, 0): "yellow", (0, 200, 0): "green",
              (0, 230, 230): "cyan", (20, 40, 255): "blue", (150, 0, 255): "purple", (255, 0, 150): "pink"}  # fmt: skip
     assert {rgb: colour_name(rgb) for rgb in named} == named
+    assert COLOUR_NAMES == tuple(named.values())  # each name once, around the wheel
 
 
 def test_bench_cues_name_each_manifest_row_by_its_drawn_clip(demo_dir):

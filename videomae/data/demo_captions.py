@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["IMAGE_TEMPLATES", "VIDEO_TEMPLATES", "colour_name", "image_caption", "video_caption"]
+__all__ = ["COLOUR_NAMES", "IMAGE_TEMPLATES", "VIDEO_TEMPLATES", "colour_name", "image_caption", "video_caption"]
 
 VIDEO_TEMPLATES: tuple[str, ...] = (
     "a {colour} {shape} moving {direction}",
@@ -34,6 +34,8 @@ IMAGE_TEMPLATES: tuple[str, ...] = (
 # Upper hue bounds (0..1 around the colour wheel) of each name; the demo's colours are saturated and bright.
 _HUES = ((0.04, "red"), (0.11, "orange"), (0.18, "yellow"), (0.45, "green"), (0.54, "cyan"), (0.72, "blue"),
          (0.80, "purple"), (0.93, "pink"), (1.01, "red"))  # fmt: skip
+COLOUR_NAMES: tuple[str, ...] = tuple(dict.fromkeys(name for _, name in _HUES))
+"""Every colour a caption can name, once each, around the colour wheel."""
 
 
 def colour_name(rgb: Sequence[float]) -> str:
